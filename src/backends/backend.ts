@@ -1,0 +1,130 @@
+// The backend contract: what a device must compute. Shape, dtype and broadcasting logic
+// lives once in src/tensor/ops; a backend receives already-checked views (storage, dtype,
+// shape, element strides, offset) and writes into an output it did not allocate.
+//
+// Conventions every method follows:
+// - `out` is a fresh, contiguous tensor of the right shape and dtype unless stated otherwise.
+// - Inputs may be arbitrary strided views (stride 0 = broadcast) unless stated otherwise.
+// - Floating-point work is done in float32 (or wider) and rounded to the output dtype once.
+
+import type { DType } from "../tensor/dtype.ts";
+import type { Device } from "../tensor/device.ts";
+import type { MemoryTracker } from "../tensor/memory-stats.ts";
+import type { Storage } from "../tensor/storage.ts";
+
+/** The layout of a tensor as a backend sees it. `Tensor` satisfies this structurally. */
+export interface TensorView {
+  readonly storage: Storage;
+  readonly dtype: DType;
+  readonly shape: readonly number[];
+  readonly strides: readonly number[];
+  readonly offset: number;
+}
+
+export type UnaryOp =
+  | "neg"
+  | "exp"
+  | "log"
+  | "sqrt"
+  | "rsqrt"
+  | "abs"
+  | "sigmoid"
+  | "tanh"
+  | "silu"
+  | "gelu" // erf form
+  | "gelu_tanh"
+  | "quick_gelu" // x * sigmoid(1.702 x)
+  | "sin"
+  | "cos"
+  | "relu"
+  | "square"
+  | "reciprocal"
+  | "floor"
+  | "ceil"
+  | "round" // half to even, as torch.round
+  | "sign"
+  | "logical_not"
+  | "clamp"; // p0 = min, p1 = max (±Infinity when absent)
+
+export type BinaryOp =
+  | "add"
+  | "sub"
+  | "mul"
+  | "div"
+  | "pow"
+  | "maximum"
+  | "minimum"
+  | "eq"
+  | "ne"
+  | "lt"
+  | "le"
+  | "gt"
+  | "ge"
+  | "logical_and"
+  | "logical_or";
+
+export type ReduceOp = "sum" | "mean" | "max" | "min" | "argmax" | "argmin" | "var" | "prod";
+
+export interface Conv2dParams {
+  stride: [number, number];
+  padding: [number, number];
+  dilation: [number, number];
+  groups: number;
+}
+
+export interface Backend {
+  readonly device: Device;
+  readonly memory: MemoryTracker;
+
+  /** Allocate uninitialised storage. Throws OutOfMemoryError when it cannot. */
+  allocate(byteLength: number): Storage;
+  /** Storage holding a copy of host bytes, or (CPU, `borrow`) wrapping them without a copy. */
+  fromHostBytes(bytes: Uint8Array, borrow: boolean): Storage;
+  /** Host copy of the bytes of a contiguous view. */
+  toHostBytes(src: TensorView): Uint8Array;
+
+  /** dst[...] = src[...] for same-shape views, any strides, converting dtype when they differ. */
+  copy(src: TensorView, dst: TensorView): void;
+  /** Set every element of a (possibly strided) view to `value`. */
+  fill(dst: TensorView, value: number): void;
+
+  unary(op: UnaryOp, x: TensorView, out: TensorView, p0?: number, p1?: number): void;
+  /** a and b have out's shape (broadcast views). Comparison ops write bool. */
+  binary(op: BinaryOp, a: TensorView, b: TensorView, out: TensorView): void;
+  /** op(a, scalar), or op(scalar, a) when `scalarFirst`. */
+  binaryScalar(op: BinaryOp, a: TensorView, scalar: number, out: TensorView, scalarFirst: boolean): void;
+  /** out = cond ? a : b; all of out's shape. */
+  where(cond: TensorView, a: TensorView, b: TensorView, out: TensorView): void;
+
+  /**
+   * Reduce over `dims` (sorted, unique). `out` has x's shape with those dims set to 1
+   * (keepdim layout; the op layer squeezes). `correction` is used by "var" (1 = unbiased).
+   */
+  reduce(op: ReduceOp, x: TensorView, dims: readonly number[], out: TensorView, correction: number): void;
+  /** Softmax (or log-softmax) over the last dimension. */
+  softmax(x: TensorView, out: TensorView, log: boolean): void;
+
+  /**
+   * out[..., M, N] = a[..., M, K] @ b[..., K, N]. Batch dims of a and b equal out's (broadcast
+   * views with stride 0 allowed); the last two dims of a and b may be any strides.
+   */
+  matmul(a: TensorView, b: TensorView, out: TensorView): void;
+  /** NCHW conv2d, cross-correlation as torch. w: [O, C/groups, kh, kw]; bias: [O] or null. */
+  conv2d(x: TensorView, w: TensorView, bias: TensorView | null, out: TensorView, p: Conv2dParams): void;
+
+  /** x: [N, C, ...]; per (n, group) statistics in fp32; optional fused SiLU after the affine. */
+  groupNorm(x: TensorView, weight: TensorView | null, bias: TensorView | null, groups: number, eps: number, out: TensorView, silu: boolean): void;
+  /** Normalise over the trailing `normSize` elements of each row. */
+  layerNorm(x: TensorView, weight: TensorView | null, bias: TensorView | null, normSize: number, eps: number, out: TensorView): void;
+  /** Nearest-neighbour resize of the last two dims (torch "nearest": src = floor(dst * in / out)). */
+  upsampleNearest2d(x: TensorView, out: TensorView): void;
+
+  /** out = x.index_select(dim, index); index is 1-D int32/int64. */
+  indexSelect(x: TensorView, dim: number, index: TensorView, out: TensorView): void;
+  /** out = torch.gather(x, dim, index); out has index's shape. */
+  gather(x: TensorView, dim: number, index: TensorView, out: TensorView): void;
+  /** out (holding a copy of the base) += src scattered along dim at index (torch scatter_add). */
+  scatterAdd(out: TensorView, dim: number, index: TensorView, src: TensorView): void;
+  /** Indices (int64) that sort x along its last dim; stable. */
+  argsort(x: TensorView, descending: boolean, out: TensorView): void;
+}

@@ -1,0 +1,75 @@
+// The CPU backend: the reference every other backend is tested against, and the fallback
+// when no GPU is present. Data movement lives here; each op family has its own file.
+
+import type { Backend, TensorView } from "../backend.ts";
+import { dtypeBytes } from "../../tensor/dtype.ts";
+import { allocateCpu, borrowCpu, cpuMemory } from "./allocator.ts";
+import { decodeRaw, encodeRaw, rawOf, readRaw, stridedCopy, storageBytes } from "./strided.ts";
+import { numel } from "../../tensor/shape.ts";
+import { binary, binaryScalar, unary, where } from "./elementwise.ts";
+import { reduce, softmax } from "./reduce.ts";
+import { matmul } from "./matmul.ts";
+import { conv2d } from "./conv.ts";
+import { groupNorm, layerNorm } from "./norm.ts";
+import { upsampleNearest2d } from "./resample.ts";
+import { argsort, gather, indexSelect, scatterAdd } from "./indexing.ts";
+
+function copy(src: TensorView, dst: TensorView): void {
+  if (numel(dst.shape) === 0) return;
+  if (src.dtype === dst.dtype) {
+    stridedCopy(rawOf(src), src.offset, src.strides, rawOf(dst), dst.offset, dst.strides, dst.shape);
+    return;
+  }
+  const values = decodeRaw(readRaw(src), src.dtype);
+  const raw = encodeRaw(values, dst.dtype);
+  const contiguous: number[] = [];
+  let s = 1;
+  for (let i = dst.shape.length - 1; i >= 0; i--) {
+    contiguous[i] = s;
+    s *= dst.shape[i]!;
+  }
+  stridedCopy(raw, 0, contiguous, rawOf(dst), dst.offset, dst.strides, dst.shape);
+}
+
+function fill(dst: TensorView, value: number): void {
+  const n = numel(dst.shape);
+  if (n === 0) return;
+  const one = encodeRaw(Float64Array.of(value), dst.dtype);
+  const raw = rawOf(dst);
+  // Broadcast the single encoded element over dst's shape through a zero-stride source.
+  stridedCopy(one, 0, dst.shape.map(() => 0), raw, dst.offset, dst.strides, dst.shape);
+}
+
+export const cpuBackend: Backend = {
+  device: "cpu",
+  memory: cpuMemory,
+  allocate: allocateCpu,
+  fromHostBytes(bytes, borrow) {
+    if (borrow) return borrowCpu(bytes);
+    const s = allocateCpu(bytes.byteLength);
+    (s.handle as Uint8Array).set(bytes);
+    return s;
+  },
+  toHostBytes(src) {
+    const bytes = storageBytes(src);
+    const size = dtypeBytes(src.dtype);
+    return bytes.subarray(src.offset * size, (src.offset + numel(src.shape)) * size);
+  },
+  copy,
+  fill,
+  unary,
+  binary,
+  binaryScalar,
+  where,
+  reduce,
+  softmax,
+  matmul,
+  conv2d,
+  groupNorm,
+  layerNorm,
+  upsampleNearest2d,
+  indexSelect,
+  gather,
+  scatterAdd,
+  argsort,
+};

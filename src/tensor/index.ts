@@ -1,0 +1,16 @@
+// The tensor layer's public surface: the Tensor class with every op attached as a method,
+// creation functions, functional ops, memory scopes and statistics.
+
+export { Tensor, viewStrides, type NestedArray } from "./tensor.ts";
+export { type DType, DTYPES, dtypeBytes, isFloat, isHalf, isInteger } from "./dtype.ts";
+export { type Device, type DeviceSpec, parseDevice } from "./device.ts";
+export { TensorError, OutOfMemoryError, formatBytes } from "./errors.ts";
+export { tidy, keep } from "./scope.ts";
+export { memoryStats, resetPeakMemory, type MemoryStats } from "./memory.ts";
+export * from "./creation.ts";
+export * from "./ops/elementwise.ts";
+export * from "./ops/reduce.ts";
+export * from "./ops/linalg.ts";
+export * from "./ops/norm.ts";
+export * from "./ops/shape-ops.ts";
+export * from "./ops/indexing.ts";

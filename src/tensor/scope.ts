@@ -1,0 +1,99 @@
+// Memory scopes (ARCHITECTURE decision 1): tidy(fn) disposes every tensor created inside fn
+// except those it returns (or marks with keep); scopes nest. A FinalizationRegistry only
+// warns about tensors that were garbage-collected without being disposed.
+
+export interface Disposable {
+  dispose(): void;
+  readonly isDisposed: boolean;
+}
+
+const scopes: Set<Disposable>[] = [];
+const kept = new WeakSet<Disposable>();
+
+/** Called by every new tensor: it belongs to the innermost open scope, if any. */
+export function track(t: Disposable): void {
+  const top = scopes[scopes.length - 1];
+  if (top) top.add(t);
+}
+
+/** Exempt a tensor from the scopes it was created in (the caller now owns it). */
+export function keep<T extends Disposable>(t: T): T {
+  kept.add(t);
+  for (const s of scopes) s.delete(t);
+  return t;
+}
+
+function collect(value: unknown, into: Set<Disposable>, seen: Set<unknown>): void {
+  if (value === null || typeof value !== "object" || seen.has(value)) return;
+  seen.add(value);
+  if (isDisposable(value)) {
+    into.add(value);
+    return;
+  }
+  if (Array.isArray(value)) {
+    for (const v of value) collect(v, into, seen);
+  } else if (value instanceof Map) {
+    for (const v of value.values()) collect(v, into, seen);
+  } else if (Object.getPrototypeOf(value) === Object.prototype) {
+    for (const v of Object.values(value)) collect(v, into, seen);
+  }
+}
+
+function isDisposable(v: object): v is Disposable {
+  return typeof (v as Disposable).dispose === "function" && "isDisposed" in v;
+}
+
+/**
+ * Run fn; dispose the tensors it created except those reachable from its result (through
+ * arrays, plain objects and Maps) and those passed to keep(). Returned tensors move to the
+ * enclosing scope. fn must be synchronous: an async scope could not know when to end.
+ */
+export function tidy<T>(fn: () => T): T {
+  const scope = new Set<Disposable>();
+  scopes.push(scope);
+  let result: T;
+  try {
+    result = fn();
+  } catch (e) {
+    scopes.pop();
+    for (const t of scope) t.dispose();
+    throw e;
+  }
+  scopes.pop();
+  if (result instanceof Promise) {
+    for (const t of scope) t.dispose();
+    throw new TypeError("tidy(fn): fn must be synchronous (it returned a Promise); use explicit dispose() in async code");
+  }
+  const survivors = new Set<Disposable>();
+  collect(result, survivors, new Set());
+  const parent = scopes[scopes.length - 1];
+  for (const t of scope) {
+    if (survivors.has(t) || kept.has(t)) {
+      if (parent && !kept.has(t)) parent.add(t);
+    } else t.dispose();
+  }
+  return result;
+}
+
+/** Number of open tidy scopes (for tests). */
+export function scopeDepth(): number {
+  return scopes.length;
+}
+
+let leakWarned = false;
+const leakRegistry = new FinalizationRegistry<string>((description) => {
+  if (leakWarned || process.env.BD_NO_LEAK_WARNING) return;
+  leakWarned = true;
+  console.warn(
+    `bun-diffusion: a tensor (${description}) was garbage-collected without dispose(); its device memory was counted as live ` +
+      "until now. Wrap temporary work in tidy(() => ...) or call dispose(). (Shown once.)",
+  );
+});
+
+export function watchForLeak(owner: object, description: string, token: object): void {
+  leakRegistry.register(owner, description, token);
+}
+
+export function unwatchLeak(token: object): void {
+  leakRegistry.unregister(token);
+}
