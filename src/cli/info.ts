@@ -1,0 +1,43 @@
+// `bun-diffusion info`: the runtime, the backends and devices in use, and the native libraries
+// found (with versions and where they were found), as text or JSON.
+
+import { cpuInfo } from "../../ffi/cpuid.ts";
+import { getOpenBlas, openBlasStatus } from "../../ffi/openblas.ts";
+import { gemmBackendName } from "../backends/cpu/gemm.ts";
+import { hasBackend } from "../backends/registry.ts";
+import pkg from "../../package.json" with { type: "json" };
+
+export interface InfoReport {
+  package: { name: string; version: string };
+  runtime: { bun: string; platform: string; arch: string };
+  cpu: { model: string | undefined; cpus: number; simd: string[] };
+  backends: { cpu: { gemm: string }; meta: boolean; cuda: boolean };
+  libraries: { openblas: ReturnType<typeof openBlasStatus> };
+}
+
+export function collectInfo(): InfoReport {
+  getOpenBlas(); // load (or record why not) before reporting
+  const cpu = cpuInfo();
+  const simd = ["sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_bf16", "amx_tile", "neon", "asimd"].filter((f) =>
+    cpu.flags.has(f),
+  );
+  return {
+    package: { name: pkg.name, version: pkg.version },
+    runtime: { bun: Bun.version, platform: process.platform, arch: process.arch },
+    cpu: { model: cpu.model, cpus: cpu.cpus, simd },
+    backends: { cpu: { gemm: gemmBackendName() }, meta: hasBackend("meta"), cuda: hasBackend("cuda") },
+    libraries: { openblas: openBlasStatus() },
+  };
+}
+
+export function formatInfo(r: InfoReport): string {
+  const ob = r.libraries.openblas;
+  return [
+    `${r.package.name} ${r.package.version}`,
+    `runtime      Bun ${r.runtime.bun} on ${r.runtime.platform}/${r.runtime.arch}`,
+    `cpu          ${r.cpu.model ?? "unknown"} (${r.cpu.cpus} CPUs; ${r.cpu.simd.join(", ") || "no SIMD flags found"})`,
+    `backend cpu  GEMM: ${r.backends.cpu.gemm}`,
+    `backend cuda ${r.backends.cuda ? "loaded" : "not loaded (no CUDA backend in this build yet)"}`,
+    `openblas     ${ob.loaded ? `${ob.path} (core ${ob.corename}, ${ob.threads} threads)` : `not loaded: ${ob.reason}`}`,
+  ].join("\n");
+}
