@@ -1,0 +1,246 @@
+// The Scheduler interface every sampler implements, the NoiseSource through which schedulers draw
+// noise (default: torch's CPU generator, so `randn_tensor(generator=torch.Generator("cpu"))` draws
+// reproduce diffusers), float32 scalar arithmetic (what torch does with 0-d float32 tensors), and
+// BaseScheduler: step-index bookkeeping and ownership of the tensors a multistep method remembers.
+//
+// Ownership: callers own every tensor a scheduler returns (prevSample, predOriginalSample,
+// denoised, scaleModelInput's result) and keep owning what they pass in; a scheduler that must
+// remember an input (a model output, a sample) takes its own reference, and frees what falls out
+// of its history. reset() forgets the history, dispose() frees it for good.
+
+import { Tensor, TorchGenerator, keep, randn, tensor } from "../tensor/index.ts";
+import { fma32 } from "../tensor/random/torch-normal.ts";
+import type { SchedulerConfig } from "./config.ts";
+
+/** Draws standard normal noise of `shape` with `like`'s dtype and device. */
+export type NoiseSource = (shape: readonly number[], like: Tensor) => Tensor;
+
+/**
+ * A NoiseSource drawing from a torch-compatible CPU generator, then moving to `like`'s device,
+ * as diffusers' randn_tensor does for a CPU generator. Values are drawn as float32 and converted
+ * to `like`'s dtype (torch draws float16 directly, which can differ in the last bit).
+ */
+export function torchNoise(generator: TorchGenerator): NoiseSource {
+  return (shape, like) => {
+    const t = randn([...shape], { generator, dtype: "float32" });
+    if (t.dtype === like.dtype && t.device === like.device) return t;
+    try {
+      return t.to({ dtype: like.dtype, device: like.device });
+    } finally {
+      t.dispose();
+    }
+  };
+}
+
+export interface StepOptions {
+  /** Where noise comes from when the step needs some (a TorchGenerator is wrapped with torchNoise). */
+  generator?: NoiseSource | TorchGenerator;
+  /** DDIM's η: 0 = deterministic DDIM, 1 = DDPM-like ancestral sampling. */
+  eta?: number;
+  /** The exact noise this step adds (diffusers' variance_noise); used instead of the generator. */
+  noise?: Tensor;
+  /** Euler's stochastic "churn" (Karras et al. 2022, Alg. 2): s_churn, s_tmin, s_tmax, s_noise. */
+  sChurn?: number;
+  sTmin?: number;
+  sTmax?: number;
+  sNoise?: number;
+}
+
+export interface StepOutput {
+  /** x_{t-1}: the next sample (the input of the next model call). */
+  prevSample: Tensor;
+  /** The x_0 estimate of this step (DDIM, Euler, Euler ancestral, LMS). */
+  predOriginalSample?: Tensor;
+  /** LCM's boundary-condition-denoised x_0. */
+  denoised?: Tensor;
+}
+
+export interface Scheduler {
+  /** diffusers' class name (`DDIMScheduler`, ...). */
+  readonly className: string;
+  /** The resolved configuration: diffusers' JSON keys, the class's defaults filled in. */
+  readonly config: Readonly<SchedulerConfig>;
+  /** The timesteps of the schedule, largest first (after setTimesteps). */
+  timesteps: number[];
+  /** Noise levels σ per step plus the final one (sigma-parameterised schedulers), float32 values. */
+  readonly sigmas?: number[];
+  /** ᾱ_t for t = 0 … num_train_timesteps-1, float32 values. */
+  readonly alphasCumprod: Float32Array;
+  /** Standard deviation of the initial noise: x_T = N(0, I) · initNoiseSigma. */
+  readonly initNoiseSigma: number;
+  /** Model evaluations per step (1 for every scheduler here). */
+  readonly order: number;
+  setTimesteps(numInferenceSteps: number): void;
+  /** The model input for timestep t (a new tensor, even when no scaling applies). */
+  scaleModelInput(sample: Tensor, t: number): Tensor;
+  step(modelOutput: Tensor, t: number, sample: Tensor, opts?: StepOptions): StepOutput;
+  /** Forward diffusion q(x_t | x_0): the original sample noised to each batch item's timestep. */
+  addNoise(original: Tensor, noise: Tensor, timesteps: number[] | Tensor): Tensor;
+  /** Start at this index of `timesteps` (img2img): the first step uses it instead of a lookup. */
+  setBeginIndex(index: number): void;
+  /** Forget the step counter and any remembered model outputs (same schedule). */
+  reset(): void;
+  /** Free every tensor the scheduler holds. */
+  dispose(): void;
+}
+
+// ---- float32 scalar arithmetic -------------------------------------------------------------
+//
+// diffusers computes per-step coefficients on 0-d float32 tensors: each operation rounds to
+// float32. These helpers do the same on JS numbers (float64 ops on float32 inputs, rounded once,
+// equal the IEEE float32 result for + - * / and sqrt). torch's CPU exp of a float32 tensor is
+// SLEEF's 1-ulp expf (even for one element), which exp32 reproduces; log and expm1 (SLEEF's
+// double-float u10 versions) are correctly rounded in practice, so Math.log/Math.expm1 serve.
+
+export const f32 = Math.fround;
+export const add32 = (a: number, b: number): number => f32(a + b);
+export const sub32 = (a: number, b: number): number => f32(a - b);
+export const mul32 = (a: number, b: number): number => f32(a * b);
+export const div32 = (a: number, b: number): number => f32(a / b);
+export const sqrt32 = (a: number): number => f32(Math.sqrt(a));
+export const sq32 = (a: number): number => f32(a * a);
+export const log32 = (a: number): number => f32(Math.log(a));
+export const expm1_32 = (a: number): number => f32(Math.expm1(a));
+
+const R_LN2F = f32(1.442695040888963407359924681001892137426645954152985934135449406931);
+const L2UF = f32(0.693145751953125);
+const L2LF = f32(1.428606765330187045e-6);
+const EXPF_POLY = [
+  0.000198527617612853646278381, 0.00139304355252534151077271, 0.00833336077630519866943359, 0.0416664853692054748535156,
+  0.166666671633720397949219, 0.5,
+].map(f32);
+
+/**
+ * e^a in float32 as SLEEF's xexpf (u10) computes it with FMA (torch's AVX2/AVX-512 exp):
+ * a = q·ln2 + s (Cody–Waite, two-part ln2), e^s by a degree-7 polynomial, then · 2^q.
+ */
+export function exp32(a: number): number {
+  const d = f32(a);
+  if (Number.isNaN(d)) return NaN;
+  if (d < -104) return 0;
+  if (d > 100) return Infinity;
+  const q = rintHalfEven(f32(d * R_LN2F));
+  let s = fma32(q, -L2UF, d);
+  s = fma32(q, -L2LF, s);
+  let u = EXPF_POLY[0]!;
+  for (let k = 1; k < EXPF_POLY.length; k++) u = fma32(u, s, EXPF_POLY[k]!);
+  u = f32(1 + fma32(f32(s * s), u, s));
+  const h = q >> 1; // ldexp in two exact halves, as SLEEF's vldexp2
+  return f32(f32(u * 2 ** h) * 2 ** (q - h));
+}
+
+function rintHalfEven(x: number): number {
+  const r = Math.round(x);
+  return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}
+
+/** The timesteps of a Tensor (0-d or 1-d) or array as plain numbers. */
+export function timestepList(ts: number[] | Tensor): number[] {
+  if (Array.isArray(ts)) return ts;
+  return Array.from(ts.toFloat32Array(), Number);
+}
+
+/** A [B, 1, 1, …] float32 tensor of per-batch-item coefficients that broadcasts against `like`. */
+export function perBatch(values: number[], like: Tensor): Tensor {
+  const shape = [values.length, ...Array<number>(Math.max(0, like.ndim - 1)).fill(1)];
+  return tensor(Float32Array.from(values), { shape, device: like.device, dtype: like.dtype });
+}
+
+/** Resolve StepOptions' generator into a NoiseSource (undefined: none given). */
+export function noiseSourceOf(g: StepOptions["generator"]): NoiseSource | undefined {
+  if (g === undefined) return undefined;
+  return g instanceof TorchGenerator ? torchNoise(g) : g;
+}
+
+let fallbackGenerator: TorchGenerator | null = null;
+
+/**
+ * The noise a step adds: opts.noise (a new reference), else a draw from opts.generator, else from
+ * a process-wide generator seeded from the clock (like torch's unseeded global RNG).
+ */
+export function drawNoise(opts: StepOptions, like: Tensor): Tensor {
+  if (opts.noise) {
+    if (opts.noise.shape.length !== like.shape.length || opts.noise.shape.some((d, i) => d !== like.shape[i]))
+      throw new Error(`step: noise has shape [${opts.noise.shape.join(", ")}], expected [${like.shape.join(", ")}]`);
+    return opts.noise.reshape(opts.noise.shape);
+  }
+  const source = noiseSourceOf(opts.generator) ?? torchNoise((fallbackGenerator ??= new TorchGenerator(Date.now() >>> 0)));
+  return source(like.shape, like);
+}
+
+/**
+ * Shared state of all schedulers: the index of the current step in `timesteps` (diffusers'
+ * `_step_index`, found from the first timestep passed in, then counted), the begin index, and
+ * the remembered tensors that reset()/dispose() release.
+ */
+export abstract class BaseScheduler {
+  abstract readonly className: string;
+  readonly order = 1;
+  timesteps: number[] = [];
+  numInferenceSteps: number | null = null;
+  protected stepIndex: number | null = null;
+  protected beginIndex: number | null = null;
+
+  /** diffusers' index_for_timestep: the second match when t repeats (so img2img does not skip a σ). */
+  protected indexForTimestep(t: number, schedule = this.timesteps): number {
+    const hits: number[] = [];
+    schedule.forEach((v, i) => {
+      if (v === t) hits.push(i);
+    });
+    if (hits.length === 0) return this.missingTimestepIndex(t);
+    return hits.length > 1 ? hits[1]! : hits[0]!;
+  }
+
+  /** What a timestep outside the schedule maps to (diffusers: an error, or the last index for DPM/UniPC). */
+  protected missingTimestepIndex(t: number): number {
+    throw new Error(`${this.className}: timestep ${t} is not in the schedule [${this.timesteps.join(", ")}]`);
+  }
+
+  /** The step index for timestep t, initialised on first use. */
+  protected currentIndex(t: number): number {
+    if (this.stepIndex === null) this.stepIndex = this.beginIndex ?? this.indexForTimestep(t);
+    return this.stepIndex;
+  }
+
+  protected requireTimesteps(): void {
+    if (this.numInferenceSteps === null)
+      throw new Error(`${this.className}: call setTimesteps(numInferenceSteps) before scaleModelInput/step`);
+  }
+
+  setBeginIndex(index: number): void {
+    this.beginIndex = index;
+  }
+
+  /** Release remembered tensors (overridden by schedulers that remember some). */
+  protected clearHistory(): void {}
+
+  reset(): void {
+    this.clearHistory();
+    this.stepIndex = null;
+    this.beginIndex = null;
+  }
+
+  dispose(): void {
+    this.reset();
+  }
+}
+
+/** A new reference to `t` (shares storage) that survives tidy scopes: for a scheduler's history. */
+export function retain(t: Tensor): Tensor {
+  return keep(t.reshape(t.shape));
+}
+
+/** The tensor as float32 (a new reference either way). */
+export function asFloat32(t: Tensor): Tensor {
+  return t.dtype === "float32" ? t.reshape(t.shape) : t.to("float32");
+}
+
+/** Convert a float32 result to `dtype`, consuming it. */
+export function castTo(t: Tensor, dtype: Tensor["dtype"]): Tensor {
+  if (t.dtype === dtype) return t;
+  try {
+    return t.to(dtype);
+  } finally {
+    t.dispose();
+  }
+}
