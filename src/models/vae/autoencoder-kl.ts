@@ -1,0 +1,141 @@
+// AutoencoderKL (diffusers models/autoencoders/autoencoder_kl.py): encoder -> quant_conv ->
+// DiagonalGaussianDistribution; post_quant_conv -> decoder. decode() applies NO scaling factor, as
+// diffusers: pipelines divide latents by `scalingFactor` (and add `shiftFactor`) themselves, and use
+// `forceUpcast` to run the VAE in float32. fromPretrained() loads a diffusers component folder; older
+// checkpoints that name the mid-block attention `query/key/value/proj_attn` load too (renamed on load,
+// as diffusers' _convert_deprecated_attention_blocks does).
+
+import { type DType, type Device, type Tensor, tidy } from "../../tensor/index.ts";
+import { DIFFUSERS_WEIGHTS, loadPretrained, type PretrainedOptions } from "../../io/model-folder.ts";
+import { Conv2d } from "../../nn/layers.ts";
+import { type LoadReport, type LoadStateDictOptions, Module, type ModuleOptions, type StateDictSource } from "../../nn/module.ts";
+import { type AutoencoderKLConfig, parseAutoencoderKLConfig, vaeScaleFactor } from "./config.ts";
+import { Decoder } from "./decoder.ts";
+import { DiagonalGaussianDistribution, type GeneratorArg } from "./distribution.ts";
+import { Encoder } from "./encoder.ts";
+
+export interface AutoencoderKLEncodeOutput {
+  latentDist: DiagonalGaussianDistribution;
+}
+
+export interface AutoencoderKLForwardOptions {
+  /** Decode a sample of the latent distribution instead of its mode (diffusers sample_posterior). */
+  samplePosterior?: boolean;
+  generator?: GeneratorArg;
+}
+
+export interface AutoencoderKLFromPretrainedOptions extends Omit<PretrainedOptions, "weightsNames"> {
+  device?: Device;
+  dtype?: DType;
+  variant?: string;
+}
+
+/**
+ * The deprecated AttentionBlock's parameter names -> Attention's (diffusers
+ * ModelMixin._convert_deprecated_attention_blocks, applied to the VAE mid-block attentions, the
+ * modules built with `_from_deprecated_attn_block`). group_norm keeps its name; the old q/k/v/proj
+ * were nn.Linear too ([C, C] weights), so no reshape is needed.
+ */
+const LEGACY_ATTENTION = /^((?:encoder|decoder)\.mid_block\.attentions\.\d+)\.(query|key|value|proj_attn)\.(weight|bias)$/;
+const LEGACY_NAMES: Record<string, string> = { query: "to_q", key: "to_k", value: "to_v", proj_attn: "to_out.0" };
+
+export function renameLegacyVaeKey(key: string): string {
+  const m = LEGACY_ATTENTION.exec(key);
+  return m ? `${m[1]}.${LEGACY_NAMES[m[2]!]}.${m[3]}` : key;
+}
+
+/** forward: image [B, C, H, W] -> reconstruction [B, C, H, W] (encode, mode or sample, decode). */
+export class AutoencoderKL extends Module<[Tensor, AutoencoderKLForwardOptions?], Tensor> {
+  readonly config: AutoencoderKLConfig;
+  readonly encoder: Encoder;
+  readonly decoder: Decoder;
+  readonly quant_conv: Conv2d | null;
+  readonly post_quant_conv: Conv2d | null;
+
+  constructor(config: AutoencoderKLConfig | Record<string, unknown>, opts: ModuleOptions = {}, where?: string) {
+    super(opts);
+    this.config = parseAutoencoderKLConfig(config, where);
+    const o = this.options;
+    const L = this.config.latent_channels;
+    this.encoder = this.child("encoder", new Encoder(this.config, o));
+    this.decoder = this.child("decoder", new Decoder(this.config, o));
+    this.quant_conv = this.config.use_quant_conv ? this.child("quant_conv", new Conv2d(2 * L, 2 * L, 1, o)) : null;
+    this.post_quant_conv = this.config.use_post_quant_conv ? this.child("post_quant_conv", new Conv2d(L, L, 1, o)) : null;
+  }
+
+  /** Latents are multiplied by it after encoding, divided by it before decode (by the pipeline). */
+  get scalingFactor(): number {
+    return this.config.scaling_factor;
+  }
+
+  /** Subtracted from latents before scaling (null: none). */
+  get shiftFactor(): number | null {
+    return this.config.shift_factor;
+  }
+
+  /** The model should run in float32 even in a float16 pipeline (SDXL's VAE overflows in fp16). */
+  get forceUpcast(): boolean {
+    return this.config.force_upcast;
+  }
+
+  /** Image-to-latent size ratio (8 for SD and SDXL). */
+  get scaleFactor(): number {
+    return vaeScaleFactor(this.config);
+  }
+
+  /** image [B, in_channels, H, W] (in [-1, 1]) -> the latent distribution over [B, latent_channels, H/f, W/f]. */
+  encode(x: Tensor): AutoencoderKLEncodeOutput {
+    this.#checkInput("encode", x, this.config.in_channels);
+    return tidy(() => {
+      const h = this.encoder.call(x); // [B, 2L, H/f, W/f]
+      const moments = this.quant_conv ? this.quant_conv.call(h) : h;
+      if (moments !== h) h.dispose();
+      return { latentDist: new DiagonalGaussianDistribution(moments) };
+    });
+  }
+
+  /** latents [B, latent_channels, h, w] (already divided by scalingFactor) -> image [B, out_channels, h·f, w·f]. */
+  decode(z: Tensor): Tensor {
+    this.#checkInput("decode", z, this.config.latent_channels);
+    return tidy(() => {
+      const zq = this.post_quant_conv ? this.post_quant_conv.call(z) : z;
+      const out = this.decoder.call(zq);
+      if (zq !== z) zq.dispose();
+      return out;
+    });
+  }
+
+  forward(x: Tensor, call: AutoencoderKLForwardOptions = {}): Tensor {
+    return tidy(() => {
+      const { latentDist } = this.encode(x);
+      const z = call.samplePosterior ? latentDist.sample(call.generator) : latentDist.mode();
+      latentDist.dispose();
+      return this.decode(z);
+    });
+  }
+
+  /** loadStateDict that also accepts the deprecated mid-block attention names (query, key, value, proj_attn). */
+  override loadStateDict(source: StateDictSource, opts: LoadStateDictOptions = {}): LoadReport {
+    const outer = opts.rename;
+    const rename = (k: string): string | null => {
+      const r = outer ? outer(k) : k;
+      return r === null ? null : renameLegacyVaeKey(r);
+    };
+    return super.loadStateDict(source, { ...opts, rename });
+  }
+
+  /** Load a diffusers component folder (config.json + diffusion_pytorch_model[.variant].safetensors or a sharded index). */
+  static fromPretrained(dir: string, opts: AutoencoderKLFromPretrainedOptions = {}): AutoencoderKL {
+    return loadPretrained(dir, (json, o, files) => new AutoencoderKL(json, o, files.configPath), {
+      ...opts,
+      weightsNames: [DIFFUSERS_WEIGHTS],
+    });
+  }
+
+  #checkInput(op: string, x: Tensor, channels: number): void {
+    if (x.ndim !== 4 || x.shape[1] !== channels)
+      throw new Error(`AutoencoderKL.${op}: expected [B, ${channels}, H, W], got [${x.shape.join(", ")}]`);
+    if (x.dtype !== this.dtype)
+      throw new Error(`AutoencoderKL.${op}: input dtype ${x.dtype} differs from the model's ${this.dtype} (convert with x.to("${this.dtype}"))`);
+  }
+}

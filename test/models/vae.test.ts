@@ -1,0 +1,370 @@
+// AutoencoderKL against the golden data: every VAE case in index.json is loaded from its model folder
+// through fromPretrained and every untiled output is compared (encode -> mean / std / logvar of the
+// latent distribution, decode, and the untiled references of the tiling cases; tolerance
+// 1e-5·max|ref|, the golden README's single-module tolerance). The tiled outputs themselves belong to
+// the VAE-tiling issue and are listed as skipped. Also: real-size manifests rebuilt on "meta", the
+// latent distribution's seeded sampling (torch generator semantics), legacy attention names, error
+// paths and memory accounting.
+
+import { afterAll, describe, expect, test } from "bun:test";
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { openSafetensors, type TensorInput, writeSafetensors } from "../../src/io/safetensors.ts";
+import { LoadStateDictError } from "../../src/nn/module.ts";
+import { setAttentionKind } from "../../src/nn/attention.ts";
+import { type Tensor, TorchGenerator, add, cat, full, memoryStats, mul, randn, tidy, zeros } from "../../src/tensor/index.ts";
+import { AutoencoderKL, ConfigError, DiagonalGaussianDistribution, renameLegacyVaeKey } from "../../src/models/vae/index.ts";
+import { goldenCases, goldenTensor, maxError, openGolden } from "../helpers/golden.ts";
+import { goldenDir } from "../helpers/paths.ts";
+
+const cases = goldenCases("vae");
+const f32 = (t: Tensor) => t.toTypedArray() as Float32Array;
+
+/** Golden names are `<group>/<name>`; a group's input is `<group>/x` (encode) or `<group>/z` (decode). */
+function groupsOf(tensors: Record<string, unknown>): Map<string, string[]> {
+  const groups = new Map<string, string[]>();
+  for (const name of Object.keys(tensors)) {
+    const i = name.indexOf("/");
+    if (i < 0) throw new Error(`golden tensor ${JSON.stringify(name)} has no <group>/ prefix`);
+    const g = name.slice(0, i);
+    groups.set(g, [...(groups.get(g) ?? []), name.slice(i + 1)]);
+  }
+  return groups;
+}
+
+/** Outputs of an untiled encode / decode and which input they need; tiled outputs return null. */
+function untiledOutput(group: string, output: string): { op: "encode" | "decode"; field: "mean" | "std" | "logvar" | "out" } | null {
+  const plain = output.startsWith("untiled_") ? output.slice("untiled_".length) : output;
+  if (group.startsWith("tiled_") && plain === output) return null; // a tiled result
+  if (plain === "mean" || plain === "std" || plain === "logvar") return { op: "encode", field: plain };
+  if (plain === "out") return { op: "decode", field: "out" };
+  throw new Error(`golden output ${group}/${output} is not known to this test`);
+}
+
+describe("golden AutoencoderKL", () => {
+  test("index.json lists VAE cases", () => {
+    expect(cases.length).toBeGreaterThan(0);
+  });
+
+  for (const entry of cases) {
+    const modelDir = path.join(goldenDir, entry.meta.model!);
+    for (const [group, names] of groupsOf(entry.tensors)) {
+      const outputs = names.filter((n) => n !== "x" && n !== "z");
+      const checked = outputs.filter((n) => untiledOutput(group, n) !== null);
+      for (const n of outputs.filter((o) => untiledOutput(group, o) === null))
+        test.skip(`${entry.file} ${group}/${n}: tiled output, checked by the VAE-tiling issue`, () => {});
+      if (checked.length === 0) continue;
+
+      test(`${entry.file} ${group}: ${checked.join(", ")} (${entry.meta.model})`, () => {
+        const live0 = memoryStats("cpu").live;
+        const vae = AutoencoderKL.fromPretrained(modelDir);
+        const f = openGolden(entry.file);
+        const report: string[] = [];
+        tidy(() => {
+          const op = untiledOutput(group, checked[0]!)!.op;
+          const input = goldenTensor(f, `${group}/${op === "encode" ? "x" : "z"}`, "float32");
+          let results: Record<string, Tensor>;
+          if (op === "encode") {
+            const d = vae.encode(input).latentDist;
+            results = { mean: d.mean, std: d.std, logvar: d.logvar };
+          } else results = { out: vae.decode(input) };
+          for (const name of checked) {
+            const spec = untiledOutput(group, name)!;
+            expect(spec.op, `${group}/${name}`).toBe(op);
+            const ref = goldenTensor(f, `${group}/${name}`, "float32");
+            const act = results[spec.field]!;
+            expect(act.shape, name).toEqual(ref.shape);
+            const { maxAbs, maxRef } = maxError(f32(act), f32(ref));
+            report.push(`${group}/${name} max|err| ${maxAbs.toExponential(2)} (rel ${(maxAbs / maxRef).toExponential(2)})`);
+            expect(maxAbs, `${entry.file}: ${group}/${name}`).toBeLessThanOrEqual(1e-5 * maxRef);
+          }
+        });
+        console.log(`${entry.file}: ${report.join("; ")}`);
+        vae.dispose();
+        expect(memoryStats("cpu").live).toBe(live0);
+      });
+    }
+  }
+
+  test("naive and chunked mid-block attention agree (chunked is the VAE default)", () => {
+    const entry = cases[0]!;
+    const vae = AutoencoderKL.fromPretrained(path.join(goldenDir, entry.meta.model!));
+    const z = goldenTensor(openGolden(entry.file), "decode/z", "float32");
+    try {
+      expect(vae.decoder.mid_block.attentions?.at(0).attentionKind).toBe("chunked");
+      const chunked = tidy(() => f32(vae.decode(z)));
+      expect(setAttentionKind(vae, "naive")).toBe(2);
+      const naive = tidy(() => f32(vae.decode(z)));
+      const { maxAbs, maxRef } = maxError(naive, chunked);
+      expect(maxAbs).toBeLessThanOrEqual(1e-6 * maxRef);
+    } finally {
+      z.dispose();
+      vae.dispose();
+    }
+  });
+
+  test("float16 load runs and stays close to the golden decode", () => {
+    const entry = cases[0]!;
+    const vae = AutoencoderKL.fromPretrained(path.join(goldenDir, entry.meta.model!), { dtype: "float16" });
+    expect(vae.parameters().every((p) => p.dtype === "float16")).toBe(true);
+    tidy(() => {
+      const f = openGolden(entry.file);
+      const out = vae.decode(goldenTensor(f, "decode/z", "float32").to("float16"));
+      expect(out.dtype).toBe("float16");
+      const { maxAbs, maxRef } = maxError(f32(out.to("float32")), f32(goldenTensor(f, "decode/out", "float32")));
+      expect(maxAbs).toBeLessThanOrEqual(2e-2 * maxRef); // 11-bit mantissa through ~20 layers
+    });
+    vae.dispose();
+  });
+});
+
+describe("manifests (real-size models built on meta)", () => {
+  const dir = path.join(goldenDir, "manifests");
+  const manifests = readdirSync(dir)
+    .filter((f) => f.endsWith(".json"))
+    .map((f) => ({ file: f, json: JSON.parse(readFileSync(path.join(dir, f), "utf8")) as Record<string, unknown> }))
+    .filter((m) => m.json.class_name === "AutoencoderKL");
+
+  test("the manifests folder has AutoencoderKL entries", () => {
+    expect(manifests.length).toBeGreaterThan(0);
+  });
+
+  for (const { file, json } of manifests) {
+    test(`${file}: parameter names, shapes, state-dict order and count ${(json.param_count as number).toLocaleString("en")}`, () => {
+      const cpu0 = memoryStats("cpu").live;
+      const vae = new AutoencoderKL(json.resolved_config as Record<string, unknown>, { device: "meta" });
+      expect(memoryStats("cpu").live).toBe(cpu0);
+      const ours = vae.namedParameters().map(([k, p]) => `${k} [${p.shape.join(", ")}]`);
+      const theirs = (json.params as [string, number[]][]).map(([k, s]) => `${k} [${s.join(", ")}]`);
+      expect([...ours].sort()).toEqual([...theirs].sort());
+      expect(ours).toEqual(theirs); // diffusers' state-dict order too
+      expect(vae.numParameters()).toBe(json.param_count as number);
+      expect(vae.numParameters()).toBe(json.expected_param_count as number);
+      vae.dispose();
+    });
+  }
+
+  test("use_quant_conv / use_post_quant_conv / mid_block_add_attention false drop those parameters", () => {
+    const cfg = manifests[0]!.json.resolved_config as Record<string, unknown>;
+    const vae = new AutoencoderKL({ ...cfg, use_quant_conv: false, use_post_quant_conv: false, mid_block_add_attention: false }, { device: "meta" });
+    const names = vae.namedParameters().map(([k]) => k);
+    expect(names.some((k) => k.includes("quant_conv") || k.includes("attentions"))).toBe(false);
+    expect(vae.quant_conv).toBeNull();
+    expect(vae.decoder.mid_block.attentions).toBeNull();
+    vae.dispose();
+  });
+});
+
+describe("latent distribution", () => {
+  test("sample(generator) = mean + std·randn(seed) exactly, and the generator state advances", () => {
+    const entry = cases[0]!;
+    const vae = AutoencoderKL.fromPretrained(path.join(goldenDir, entry.meta.model!));
+    tidy(() => {
+      const { latentDist: d } = vae.encode(goldenTensor(openGolden(entry.file), "encode/x", "float32"));
+      const g = new TorchGenerator(1234);
+      const s1 = d.sample(g);
+      const s2 = d.sample(g); // continues the stream
+      const want1 = add(d.mean, mul(d.std, randn(d.mean.shape, { seed: 1234 })));
+      expect(maxError(f32(s1), f32(want1)).maxAbs).toBe(0);
+      const g2 = new TorchGenerator(1234);
+      g2.randn(d.mean.numel);
+      const want2 = add(d.mean, mul(d.std, randn(d.mean.shape, { generator: g2 })));
+      expect(maxError(f32(s2), f32(want2)).maxAbs).toBe(0);
+      expect(maxError(f32(s1), f32(s2)).maxAbs).toBeGreaterThan(0);
+      const mode = d.mode();
+      expect(maxError(f32(mode), f32(d.mean)).maxAbs).toBe(0);
+      // std = exp(0.5·logvar), var = exp(logvar)
+      const std = f32(d.std);
+      const variance = f32(d.var);
+      const lv = f32(d.logvar);
+      for (let i = 0; i < lv.length; i++) {
+        expect(lv[i]!).toBeGreaterThanOrEqual(-30);
+        expect(lv[i]!).toBeLessThanOrEqual(20);
+        expect(Math.abs(std[i]! - Math.exp(0.5 * lv[i]!))).toBeLessThanOrEqual(1e-6 * std[i]!);
+        expect(Math.abs(variance[i]! - Math.exp(lv[i]!))).toBeLessThanOrEqual(1e-6 * variance[i]!);
+      }
+    });
+    vae.dispose();
+  });
+
+  test("ε reproduces torch.randn with a seeded CPU generator (rng golden) — zero mean, unit std", () => {
+    const specs = (JSON.parse(readFileSync(path.join(goldenDir, "rng/randn.json"), "utf8")) as { key: string; fn: string; shape: number[]; seed: number }[])
+      .filter((s) => s.fn === "randn" && s.shape.length === 4);
+    expect(specs.length).toBeGreaterThan(0);
+    const f = openSafetensors(path.join(goldenDir, "rng/randn.safetensors"));
+    for (const s of specs)
+      tidy(() => {
+        const [B, C, H, W] = s.shape as [number, number, number, number];
+        const d = new DiagonalGaussianDistribution(zeros([B, 2 * C, H, W])); // logvar 0 -> std 1
+        const eps = d.sample(new TorchGenerator(s.seed));
+        const ref = goldenTensor(f, s.key, "float32");
+        expect(maxError(f32(eps), f32(ref)).maxAbs, s.key).toBeLessThanOrEqual(4e-6);
+      });
+  });
+
+  test("a list of generators draws each sample from its own (diffusers randn_tensor)", () => {
+    tidy(() => {
+      const d = new DiagonalGaussianDistribution(zeros([2, 8, 4, 4]));
+      const s = d.sample([new TorchGenerator(1), new TorchGenerator(2)]);
+      const want = cat([randn([1, 4, 4, 4], { seed: 1 }), randn([1, 4, 4, 4], { seed: 2 })], 0);
+      expect(maxError(f32(s), f32(want)).maxAbs).toBe(0);
+      expect(() => d.sample([new TorchGenerator(1), new TorchGenerator(2), new TorchGenerator(3)])).toThrow(/3 generators for a batch of 2/);
+    });
+  });
+
+  test("logvar is clamped to [-30, 20]; deterministic gives zero std; tidy disposes an unreturned distribution", () => {
+    const live0 = memoryStats("cpu").live;
+    const moments = (logvar: number) => cat([zeros([1, 1, 1, 2]), full([1, 1, 1, 2], logvar)], 1); // [1, 2, 1, 2]
+    let inner: DiagonalGaussianDistribution | null = null;
+    const kept = tidy(() => {
+      inner = new DiagonalGaussianDistribution(moments(-100)); // not returned: disposed with the scope
+      expect([...f32(inner.logvar)]).toEqual([-30, -30]);
+      const hi = new DiagonalGaussianDistribution(moments(100));
+      expect([...f32(hi.logvar)]).toEqual([20, 20]);
+      const det = new DiagonalGaussianDistribution(moments(3), { deterministic: true });
+      expect([...f32(det.std)]).toEqual([0, 0]);
+      expect([...f32(det.sample(new TorchGenerator(0)))]).toEqual([0, 0]);
+      return { dist: hi }; // returned: survives the scope
+    });
+    expect(inner!.isDisposed).toBe(true);
+    expect(kept.dist.isDisposed).toBe(false);
+    expect([...f32(kept.dist.std)]).toEqual([Math.fround(Math.exp(10)), Math.fround(Math.exp(10))]);
+    kept.dist.dispose();
+    expect(memoryStats("cpu").live).toBe(live0);
+  });
+});
+
+describe("loading paths, errors and memory", () => {
+  const tmp = mkdtempSync(path.join(tmpdir(), "bd-vae-"));
+  afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+  const entry = cases[0]!;
+  const goldenModel = path.join(goldenDir, entry.meta.model!);
+  const config = JSON.parse(readFileSync(path.join(goldenModel, "config.json"), "utf8")) as Record<string, unknown>;
+  const weights = openSafetensors(path.join(goldenModel, "diffusion_pytorch_model.safetensors"));
+
+  /** A component folder with `config` and the golden weights passed through `edit`. */
+  async function folder(name: string, opts: { config?: Record<string, unknown>; edit?: (t: Record<string, TensorInput>) => void } = {}) {
+    const dir = path.join(tmp, name);
+    rmSync(dir, { recursive: true, force: true });
+    await Bun.write(path.join(dir, "config.json"), JSON.stringify(opts.config ?? config));
+    const tensors: Record<string, TensorInput> = {};
+    for (const e of weights.entries()) tensors[e.name] = { dtype: e.dtype, shape: e.shape, data: e.data };
+    opts.edit?.(tensors);
+    await writeSafetensors(path.join(dir, "diffusion_pytorch_model.safetensors"), tensors);
+    return dir;
+  }
+
+  const errorOf = (fn: () => unknown): Error => {
+    try {
+      fn();
+    } catch (e) {
+      return e as Error;
+    }
+    throw new Error("expected an error");
+  };
+
+  function decodeOf(vae: AutoencoderKL): Float32Array {
+    return tidy(() => f32(vae.decode(goldenTensor(openGolden(entry.file), "decode/z", "float32"))));
+  }
+  function encodeOf(vae: AutoencoderKL): Float32Array {
+    return tidy(() => f32(vae.encode(goldenTensor(openGolden(entry.file), "encode/x", "float32")).latentDist.mean));
+  }
+
+  test("legacy mid-block attention names (query/key/value/proj_attn) load and give identical outputs", async () => {
+    const renamed: string[] = [];
+    const dir = await folder("legacy", {
+      edit: (t) => {
+        for (const key of Object.keys(t)) {
+          const m = /^(.*\.mid_block\.attentions\.0)\.(to_q|to_k|to_v|to_out\.0)\.(weight|bias)$/.exec(key);
+          if (!m) continue;
+          const old = { to_q: "query", to_k: "key", to_v: "value", "to_out.0": "proj_attn" }[m[2]!]!;
+          t[`${m[1]}.${old}.${m[3]}`] = t[key]!;
+          delete t[key];
+          renamed.push(key);
+        }
+      },
+    });
+    expect(renamed.length).toBe(16); // encoder + decoder × q, k, v, out × weight, bias
+    expect(openSafetensors(path.join(dir, "diffusion_pytorch_model.safetensors")).names()).toContain("encoder.mid_block.attentions.0.query.weight");
+    const ref = AutoencoderKL.fromPretrained(goldenModel);
+    const old = AutoencoderKL.fromPretrained(dir);
+    expect(maxError(decodeOf(old), decodeOf(ref)).maxAbs).toBe(0);
+    expect(maxError(encodeOf(old), encodeOf(ref)).maxAbs).toBe(0);
+    ref.dispose();
+    old.dispose();
+    expect(renameLegacyVaeKey("decoder.mid_block.attentions.0.proj_attn.bias")).toBe("decoder.mid_block.attentions.0.to_out.0.bias");
+    expect(renameLegacyVaeKey("decoder.mid_block.attentions.0.group_norm.weight")).toBe("decoder.mid_block.attentions.0.group_norm.weight");
+    expect(renameLegacyVaeKey("decoder.up_blocks.0.query.weight")).toBe("decoder.up_blocks.0.query.weight");
+  });
+
+  test("unsupported config values fail naming the field and value (and the config path)", async () => {
+    const cases: [Record<string, unknown>, string][] = [
+      [{ down_block_types: ["DownEncoderBlock2D", "CrossAttnDownBlock2D", "DownEncoderBlock2D"] }, 'unsupported down_block_types = "CrossAttnDownBlock2D"'],
+      [{ up_block_types: ["UpDecoderBlock2D", "UpDecoderBlock2D", "UpBlock2D"] }, 'unsupported up_block_types = "UpBlock2D"'],
+      [{ act_fn: "gelu" }, 'unsupported act_fn = "gelu"'],
+      [{ norm_num_groups: 5 }, "unsupported norm_num_groups = 5"],
+      [{ block_out_channels: [] }, "unsupported block_out_channels = []"],
+      [{ _class_name: "AutoencoderTiny" }, 'unsupported _class_name = "AutoencoderTiny"'],
+      [{ shift_factor: "x" }, 'unsupported shift_factor = "x"'],
+      [{ use_quant_conv: "yes" }, 'unsupported use_quant_conv = "yes"'],
+    ];
+    for (const [patch, message] of cases)
+      expect(errorOf(() => new AutoencoderKL({ ...config, ...patch }, { device: "meta" })).message).toContain(message);
+    const dir = await folder("bad-act", { config: { ...config, act_fn: "relu" } });
+    const e = errorOf(() => AutoencoderKL.fromPretrained(dir));
+    expect(e).toBeInstanceOf(ConfigError);
+    expect(e.message).toContain('unsupported act_fn = "relu"');
+    expect(e.message).toContain(path.join(dir, "config.json"));
+    // defaults fill missing keys, as diffusers does; a null shift_factor stays null
+    const vae = new AutoencoderKL({ block_out_channels: [32], norm_num_groups: 8 }, { device: "meta" });
+    expect(vae.config.layers_per_block).toBe(1);
+    expect(vae.shiftFactor).toBeNull();
+    expect(vae.scalingFactor).toBe(0.18215);
+    expect(vae.forceUpcast).toBe(true);
+    vae.dispose();
+  });
+
+  test("strict loading names a missing key and a mis-shaped key; nothing stays allocated", async () => {
+    const live0 = memoryStats("cpu").live;
+    const missing = await folder("missing-key", { edit: (t) => delete t["decoder.conv_out.bias"] });
+    const e1 = errorOf(() => AutoencoderKL.fromPretrained(missing));
+    expect(e1).toBeInstanceOf(LoadStateDictError);
+    expect(e1.message).toContain("missing keys (1): decoder.conv_out.bias");
+    const key = "post_quant_conv.weight";
+    const misShaped = await folder("wrong-shape", {
+      edit: (t) => (t[key] = { dtype: "F32", shape: [4, 4, 3, 3], data: new Float32Array(144) }),
+    });
+    expect(errorOf(() => AutoencoderKL.fromPretrained(misShaped)).message).toContain(`${key} expected [4, 4, 1, 1] got [4, 4, 3, 3]`);
+    expect(memoryStats("cpu").live).toBe(live0);
+  });
+
+  test("memory: live bytes return to the start after load + encode + decode + dispose", () => {
+    const live0 = memoryStats("cpu").live;
+    const vae = AutoencoderKL.fromPretrained(goldenModel);
+    expect(memoryStats("cpu").live - live0).toBe(vae.parameterBytes());
+    const f = openGolden(entry.file);
+    const x = goldenTensor(f, "encode/x", "float32");
+    const { latentDist } = vae.encode(x);
+    const z = latentDist.sample(new TorchGenerator(0));
+    const img = vae.decode(z);
+    const rec = vae.call(x); // forward: encode, mode, decode
+    expect(img.shape).toEqual(x.shape);
+    expect(rec.shape).toEqual(x.shape);
+    for (const t of [x, z, img, rec]) t.dispose();
+    latentDist.dispose();
+    expect(latentDist.isDisposed).toBe(true);
+    expect(() => latentDist.sample()).toThrow(/after dispose/);
+    vae.dispose();
+    expect(memoryStats("cpu").live).toBe(live0);
+  });
+
+  test("inputs with the wrong channel count or dtype are rejected with their shape", () => {
+    const vae = AutoencoderKL.fromPretrained(goldenModel);
+    tidy(() => {
+      expect(() => vae.decode(zeros([1, 3, 8, 8]))).toThrow("AutoencoderKL.decode: expected [B, 4, H, W], got [1, 3, 8, 8]");
+      expect(() => vae.encode(zeros([1, 3, 8, 8], { dtype: "float16" }))).toThrow(/dtype float16 differs/);
+    });
+    vae.dispose();
+  });
+});
