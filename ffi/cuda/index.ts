@@ -1,0 +1,164 @@
+// The CUDA libraries in one call: discover (discover.ts), bind (bind.ts + the symbol tables), check the kernels
+// library's ABI, and give each library its check(). cudaEnvironment() is the report behind `bun-diffusion info`.
+
+import { getOpenBlas } from "../openblas.ts";
+import { openLibrary, type StatusCheck } from "./bind.ts";
+import { CUBLAS, cublasCheck, type Cublas } from "./cublas.ts";
+import { CUDART, PROP_BUFFER_BYTES, cudaDevAttr, cudartCheck, type Cudart } from "./cudart.ts";
+import { CUDNN, cudnnCheck, type Cudnn } from "./cudnn.ts";
+import {
+  type CudaLibrary, type CudaToolkit, type DiscoverOptions, discoverCuda, findCudaToolkit, requireLibraries,
+} from "./discover.ts";
+import { KERNELS, checkKernelAbi, type KernelAbi, type Kernels } from "./kernels.ts";
+
+export interface CudaLibraries {
+  emulated: boolean;
+  paths: Record<CudaLibrary, string>;
+  cudart: Cudart;
+  cublas: Cublas;
+  cudnn: Cudnn;
+  kernels: Kernels;
+  kernelAbi: KernelAbi;
+  /** check(status, "cudaMalloc") for cudart calls and for kernel launchers (both return cudaError_t). */
+  check: StatusCheck;
+  cublasCheck: StatusCheck;
+  cudnnCheck: StatusCheck;
+}
+
+const loaded = new Map<string, CudaLibraries>();
+
+/**
+ * Find, open and bind cudart, cuBLAS, cuDNN and our kernels (memoised per set of paths). Throws
+ * CudaNotFoundError (where it looked, what to install) or CudaLibraryLoadError.
+ */
+export function loadCuda(opts: DiscoverOptions = {}): CudaLibraries {
+  const d = discoverCuda(opts);
+  const paths = requireLibraries(d, ["cudart", "cublas", "cudnn", "kernels"]);
+  const key = Object.values(paths).join("|");
+  const hit = loaded.get(key);
+  if (hit) return hit;
+  // the emulated cuBLAS / cuDNN run on OpenBLAS: load it through ffi/openblas.ts first, which sets its
+  // load-time configuration (OPENBLAS_CORETYPE, threads); the shims' dlopen then gets that instance
+  if (d.emulated) getOpenBlas();
+  const cudart = openLibrary("cudart", paths.cudart, CUDART);
+  const cublas = openLibrary("cuBLAS", paths.cublas, CUBLAS);
+  const cudnn = openLibrary("cuDNN", paths.cudnn, CUDNN);
+  const kernels = openLibrary("kernels", paths.kernels, KERNELS);
+  const kernelAbi = checkKernelAbi(kernels.symbols.bdk_abi!() as string | null, paths.kernels);
+  if (kernelAbi.emulated !== d.emulated)
+    throw new Error(`${paths.kernels} is ${kernelAbi.emulated ? "the emulated" : "the real"} kernels library but the ${d.emulated ? "emulated" : "real"} device was asked for`);
+  const libs: CudaLibraries = {
+    emulated: d.emulated, paths, cudart, cublas, cudnn, kernels, kernelAbi,
+    check: cudartCheck(cudart), cublasCheck: cublasCheck(cublas), cudnnCheck: cudnnCheck(cudnn),
+  };
+  loaded.set(key, libs);
+  return libs;
+}
+
+// ---- the environment report
+
+export interface CudaDeviceInfo {
+  index: number;
+  name: string;
+  computeCapability: string;
+  multiprocessors: number;
+  totalMemoryBytes: number;
+  freeMemoryBytes: number;
+}
+export interface CudaLibraryReport {
+  path: string | null;
+  /** Which search rule found it. */
+  source: string | null;
+  version?: string;
+  /** Why it is missing or could not be used. */
+  error?: string;
+  /** Where it was looked for, when it was not found. */
+  searched?: string[];
+}
+export interface CudaEnvironmentReport {
+  emulated: boolean;
+  /** Everything needed for device "cuda" loads and at least one device is present. */
+  available: boolean;
+  libraries: Record<CudaLibrary, CudaLibraryReport>;
+  driver: { path: string | null; version?: string };
+  runtimeVersion?: string;
+  devices: CudaDeviceInfo[];
+  /** nvcc, for building kernels. */
+  toolkit: CudaToolkit | null;
+  problems: string[];
+}
+
+const cudaVersion = (v: number) => `${Math.floor(v / 1000)}.${Math.floor((v % 1000) / 10)}`;
+
+/** What was found where, versions and devices; never throws. Loads libraries that are found. */
+export function cudaEnvironment(opts: DiscoverOptions = {}): CudaEnvironmentReport {
+  const d = discoverCuda(opts);
+  const problems: string[] = [];
+  const libraries = {} as Record<CudaLibrary, CudaLibraryReport>;
+  for (const [name, loc] of Object.entries(d.libraries) as [CudaLibrary, (typeof d.libraries)[CudaLibrary]][]) {
+    libraries[name] = { path: loc.path, source: loc.source };
+    if (!loc.path) {
+      libraries[name].error = `not found (looked in ${loc.searched.length} places)`;
+      libraries[name].searched = loc.searched;
+      problems.push(`${name} not found`);
+    }
+  }
+  const report: CudaEnvironmentReport = {
+    emulated: d.emulated, available: false, libraries, driver: { path: d.driver }, devices: [], toolkit: findCudaToolkit(), problems,
+  };
+  const attempt = <T>(lib: CudaLibrary, fn: () => T): T | undefined => {
+    try {
+      return fn();
+    } catch (e) {
+      libraries[lib].error = (e as Error).message;
+      problems.push(`${lib}: ${(e as Error).message}`);
+      return undefined;
+    }
+  };
+  const i32 = new Int32Array(2);
+  if (libraries.cudart.path)
+    attempt("cudart", () => {
+      const rt = openLibrary("cudart", libraries.cudart.path!, CUDART).symbols;
+      if (rt.cudaRuntimeGetVersion(i32) === 0) report.runtimeVersion = libraries.cudart.version = cudaVersion(i32[0]!);
+      if (rt.cudaDriverGetVersion(i32) === 0 && i32[0]) report.driver.version = cudaVersion(i32[0]!);
+      const st = rt.cudaGetDeviceCount(i32);
+      if (st !== 0) throw new Error(`no usable device: ${rt.cudaGetErrorName(st)}: ${rt.cudaGetErrorString(st)}`);
+      const prop = new Uint8Array(PROP_BUFFER_BYTES);
+      const mem = new BigUint64Array(2);
+      for (let i = 0; i < i32[0]!; i++) {
+        const attr = (a: number) => (rt.cudaDeviceGetAttribute(i32.subarray(1), a, i) === 0 ? i32[1]! : 0);
+        rt.cudaGetDeviceProperties(prop, i);
+        rt.cudaSetDevice(i);
+        rt.cudaMemGetInfo(mem.subarray(0, 1), mem.subarray(1, 2));
+        report.devices.push({
+          index: i,
+          name: new TextDecoder().decode(prop.subarray(0, Math.max(0, prop.indexOf(0)))),
+          computeCapability: `${attr(cudaDevAttr.computeCapabilityMajor)}.${attr(cudaDevAttr.computeCapabilityMinor)}`,
+          multiprocessors: attr(cudaDevAttr.multiProcessorCount),
+          totalMemoryBytes: Number(mem[1]),
+          freeMemoryBytes: Number(mem[0]),
+        });
+      }
+    });
+  if (libraries.cublas.path)
+    attempt("cublas", () => {
+      const b = openLibrary("cuBLAS", libraries.cublas.path!, CUBLAS);
+      if (b.has("cublasGetProperty")) {
+        const v = [0, 1, 2].map((t) => (b.symbols.cublasGetProperty(t, i32) === 0 ? i32[0]! : 0)); // MAJOR, MINOR, PATCH
+        libraries.cublas.version = v.join(".");
+      }
+    });
+  if (libraries.cudnn.path)
+    attempt("cudnn", () => {
+      const v = Number(openLibrary("cuDNN", libraries.cudnn.path!, CUDNN).symbols.cudnnGetVersion());
+      libraries.cudnn.version = v >= 90000 ? `${Math.floor(v / 10000)}.${Math.floor((v % 10000) / 100)}.${v % 100}` : `${Math.floor(v / 1000)}.${Math.floor((v % 1000) / 100)}.${v % 100}`;
+    });
+  if (libraries.kernels.path)
+    attempt("kernels", () => {
+      const k = openLibrary("kernels", libraries.kernels.path!, { bdk_abi: KERNELS.bdk_abi! });
+      const abi = checkKernelAbi(k.symbols.bdk_abi() as string | null, libraries.kernels.path!);
+      libraries.kernels.version = `bdk ${abi.version}${abi.emulated ? " (emulated)" : ""}`;
+    });
+  report.available = Object.values(libraries).every((l) => l.path && !l.error) && report.devices.length > 0;
+  return report;
+}

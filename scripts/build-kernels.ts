@@ -1,0 +1,279 @@
+#!/usr/bin/env bun
+// Builds our CUDA kernels from the same kernels/*.cu twice (ARCHITECTURE.md decisions 2 and 4):
+//   real:     nvcc, one object per .cu for sm_75/80/86/89/90 + compute_90 PTX (explicit -gencode), spill
+//             warnings (-Xptxas -warn-spills) reported -> kernels/build/libbdkernels.so
+//   emulated: g++ against kernels/emu (CPU fibers) -> kernels/build/emu/libbdkernels.so, plus the shim libraries
+//             libcudart.so, libcublas.so, libcudnn.so in the same folder (BD_CUDA_EMULATE=1 uses them)
+// Every object and library is rebuilt only when its inputs (sources, headers, flags, compiler) change: a hash
+// of them is stored beside each output. Without nvcc only the emulated build runs, and says so. With the CUDA
+// headers at hand the shims are also checked against them (abi_check.cpp and a compile of each shim against the
+// real header). Shared libraries are checked for static TLS, which Bun cannot dlopen.
+//
+// Usage: bun scripts/build-kernels.ts [--emu-only | --real-only] [--force] [--jobs N] [--json]
+
+import { createHash } from "node:crypto";
+import { availableParallelism } from "node:os";
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { basename, join } from "node:path";
+import { EMULATED_DIR, KERNELS_BUILD_DIR, PROJECT_ROOT, findCudaToolkit, type CudaToolkit } from "../ffi/cuda/discover.ts";
+
+const KERNELS = join(PROJECT_ROOT, "kernels");
+const EMU_SRC = join(KERNELS, "emu");
+export const ARCHS = [75, 80, 86, 89, 90];
+const GENCODE = [...ARCHS.flatMap((a) => ["-gencode", `arch=compute_${a},code=sm_${a}`]), "-gencode", "arch=compute_90,code=compute_90"];
+
+export interface BuildOptions {
+  emu?: boolean;
+  real?: boolean;
+  force?: boolean;
+  /** Compilations in parallel (default min(2, CPUs)). */
+  jobs?: number;
+  /** Progress lines (default: none). */
+  log?: (line: string) => void;
+}
+export interface BuildStep {
+  target: string;
+  action: "built" | "cached" | "failed" | "checked";
+  seconds: number;
+  detail?: string;
+}
+export interface BuildReport {
+  ok: boolean;
+  steps: BuildStep[];
+  /** ptxas spill warnings, "file.cu: function: N bytes spill stores, M bytes spill loads". */
+  spills: string[];
+  /** What was skipped and why (no nvcc, no headers to check against). */
+  notes: string[];
+  errors: string[];
+  toolkit: CudaToolkit | null;
+  seconds: number;
+}
+
+const sha = (...parts: (string | Uint8Array)[]) => {
+  const h = createHash("sha256");
+  for (const p of parts) h.update(p).update("\0");
+  return h.digest("hex").slice(0, 24);
+};
+const read = (p: string) => (existsSync(p) ? readFileSync(p, "utf8") : "");
+const listFiles = (dir: string, ext: string) => readdirSync(dir).filter((f) => f.endsWith(ext)).sort().map((f) => join(dir, f));
+
+async function run(cmd: string[]): Promise<{ code: number; output: string }> {
+  const p = Bun.spawn(cmd, { stdout: "pipe", stderr: "pipe", cwd: PROJECT_ROOT });
+  const [out, err] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text()]);
+  return { code: await p.exited, output: (out + err).trim() };
+}
+async function version(cmd: string[]): Promise<string> {
+  const r = await run(cmd).catch(() => ({ code: 1, output: "" }));
+  return r.code === 0 ? r.output : "";
+}
+async function inParallel<T>(items: T[], jobs: number, fn: (t: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  await Promise.all(Array.from({ length: Math.min(jobs, items.length) }, async () => {
+    while (next < items.length) await fn(items[next++]!);
+  }));
+}
+
+class Builder {
+  readonly report: BuildReport = { ok: true, steps: [], spills: [], notes: [], errors: [], toolkit: null, seconds: 0 };
+  constructor(private readonly opts: BuildOptions) {}
+  log(line: string) {
+    this.opts.log?.(line);
+  }
+
+  /** Runs `cmd` to produce `out` unless `out` exists with the same key; writes via a temp file (atomic). */
+  async produce(target: string, out: string, key: string, cmd: (tmp: string) => string[]): Promise<{ cached: boolean; output: string } | null> {
+    const stamp = `${out}.hash`;
+    if (!this.opts.force && existsSync(out) && read(stamp) === key) {
+      this.report.steps.push({ target, action: "cached", seconds: 0 });
+      return { cached: true, output: "" };
+    }
+    const tmp = `${out}.tmp-${process.pid}`;
+    const t0 = performance.now();
+    const r = await run(cmd(tmp));
+    const seconds = +((performance.now() - t0) / 1000).toFixed(2);
+    if (r.code !== 0) {
+      rmSync(tmp, { force: true });
+      this.report.ok = false;
+      this.report.errors.push(`${target}: ${cmd(tmp).join(" ")}\n${r.output}`);
+      this.report.steps.push({ target, action: "failed", seconds });
+      this.log(`failed  ${target} (${seconds}s)\n${r.output}`);
+      return null;
+    }
+    renameSync(tmp, out);
+    writeFileSync(stamp, key);
+    this.report.steps.push({ target, action: "built", seconds });
+    this.log(`built   ${target} (${seconds}s)`);
+    return { cached: false, output: r.output };
+  }
+
+  /** Bun cannot dlopen a library that needs static TLS ("cannot allocate memory in static TLS block"). */
+  async checkTls(lib: string): Promise<void> {
+    const r = await run(["readelf", "-d", lib]).catch(() => null);
+    if (r && r.code === 0 && r.output.includes("STATIC_TLS")) {
+      this.report.ok = false;
+      this.report.errors.push(`${lib} needs static TLS (initial-exec); build with -fPIC -mtls-dialect=gnu2`);
+    }
+  }
+
+  async emulated(jobs: number, headers: string, shimHeaders: string): Promise<void> {
+    const gxx = await version(["g++", "--version"]);
+    if (!gxx) {
+      this.report.ok = false;
+      this.report.errors.push("g++ not found: the emulated device needs a C++17 compiler (apt-get install g++)");
+      return;
+    }
+    const objDir = join(KERNELS_BUILD_DIR, "obj", "emu");
+    mkdirSync(objDir, { recursive: true });
+    const flags = ["-std=c++17", "-O2", "-fPIC", "-mtls-dialect=gnu2", "-fvisibility=hidden", "-Wall", "-Wno-unknown-pragmas", "-Wno-unused-parameter"];
+    if (process.arch !== "x64") flags.push("-DCUDA_EMU_UCONTEXT");
+    const keys: string[] = [];
+    const sources = listFiles(KERNELS, ".cu");
+    await inParallel(sources, jobs, async (src) => {
+      const obj = join(objDir, basename(src, ".cu") + ".o");
+      const key = sha(gxx, flags.join(" "), readFileSync(src), headers);
+      keys[sources.indexOf(src)] = key;
+      await this.produce(`emu/${basename(src)}`, obj, key, (tmp) => ["g++", ...flags, "-x", "c++", "-I", KERNELS, "-c", src, "-o", tmp]);
+    });
+    if (!this.report.ok) return;
+    const objs = sources.map((s) => join(objDir, basename(s, ".cu") + ".o"));
+    const lib = join(EMULATED_DIR, "libbdkernels.so");
+    const link = ["-shared", "-pthread", "-Wl,-soname,libbdkernels.so", `-Wl,--version-script,${exportsFile("bdk_*;")}`];
+    if ((await this.produce("emu/libbdkernels.so", lib, sha(gxx, link.join(" "), ...keys), (tmp) => ["g++", ...link, ...objs, "-o", tmp])) !== null)
+      await this.checkTls(lib);
+    // shims: libcudart first (the other two link to it and find it through $ORIGIN)
+    const shimFlags = ["-std=c++17", "-O2", "-fPIC", "-shared", "-mtls-dialect=gnu2", "-Wall", "-Wno-unused-parameter", "-pthread"];
+    for (const name of ["cudart", "cublas", "cudnn"]) {
+      const src = join(EMU_SRC, `${name}.cpp`);
+      const out = join(EMULATED_DIR, `lib${name}.so`);
+      const deps = name === "cudart" ? [] : ["-L", EMULATED_DIR, "-l:libcudart.so", "-Wl,-rpath,$ORIGIN", "-ldl"];
+      deps.push(`-Wl,--version-script,${exportsFile(`${name === "cudart" ? "cuda*; bdemu_*;" : name + "*;"}`)}`);
+      const key = sha(gxx, shimFlags.join(" "), deps.join(" "), readFileSync(src), shimHeaders);
+      if ((await this.produce(`emu/lib${name}.so`, out, key, (tmp) => ["g++", ...shimFlags, `-Wl,-soname,lib${name}.so`, src, "-o", tmp, ...deps])) === null) return;
+      await this.checkTls(out);
+    }
+  }
+
+  /** The shims against the real headers, when present: enum values (abi_check.cpp) and signatures. */
+  async abiCheck(headers: string): Promise<void> {
+    const roots = [this.report.toolkit?.root, process.env.CUDA_HOME, process.env.CUDA_PATH, "/usr/local/cuda"].filter(Boolean) as string[];
+    const include = roots.map((r) => join(r, "include")).find((d) => existsSync(join(d, "cuda_runtime_api.h")));
+    if (!include) {
+      this.report.notes.push("CUDA headers not found: the shims were not checked against cuda_runtime_api.h");
+      return;
+    }
+    const found = (h: string) => [include, "/usr/include"].some((d) => existsSync(join(d, h)));
+    const checks: [string, string[]][] = [["abi_check.cpp", []], ["cudart.cpp", ["-DBD_REAL_CUDA_HEADERS"]]];
+    if (found("cublas_v2.h")) checks.push(["cublas.cpp", ["-DBD_REAL_CUDA_HEADERS"]]);
+    else this.report.notes.push("cublas_v2.h not found: the cuBLAS shim's signatures were not checked (its values are documented)");
+    if (found("cudnn.h")) checks.push(["cudnn.cpp", ["-DBD_REAL_CUDA_HEADERS"]]);
+    else this.report.notes.push("cudnn.h not found: the cuDNN shim's signatures were not checked (its values are documented)");
+    const stampDir = join(KERNELS_BUILD_DIR, "obj", "emu");
+    for (const [file, defs] of checks) {
+      const src = join(EMU_SRC, file);
+      const stamp = join(stampDir, `check-${file}.ok`);
+      const key = sha(include, defs.join(" "), readFileSync(src), headers);
+      await this.produce(`check ${file} vs ${include}`, stamp, key, (tmp) => ["sh", "-c", `g++ -std=c++17 -fsyntax-only ${defs.join(" ")} -I "${include}" "${src}" && : > "${tmp}"`]);
+    }
+  }
+
+  async real(tk: CudaToolkit, jobs: number, headers: string): Promise<void> {
+    const nvccVersion = await version([tk.nvcc, "--version"]);
+    const objDir = join(KERNELS_BUILD_DIR, "obj", "real");
+    mkdirSync(objDir, { recursive: true });
+    const threads = Math.max(1, Math.min(2, Math.floor(availableParallelism() / jobs)));
+    const flags = ["-std=c++17", "-O3", "--threads", String(threads), "-Xcompiler", "-fPIC,-fvisibility=hidden", "-Xptxas", "-warn-spills", ...GENCODE];
+    const sources = listFiles(KERNELS, ".cu");
+    const keys: string[] = [];
+    await inParallel(sources, jobs, async (src) => {
+      const obj = join(objDir, basename(src, ".cu") + ".o");
+      const key = sha(nvccVersion, flags.filter((f, i) => flags[i - 1] !== "--threads").join(" "), readFileSync(src), headers);
+      keys[sources.indexOf(src)] = key;
+      const r = await this.produce(`real/${basename(src)}`, obj, key, (tmp) => [tk.nvcc, ...flags, "-I", KERNELS, "-c", src, "-o", tmp]);
+      // ptxas warnings are kept beside the object, so a cached build reports them too
+      if (r) {
+        if (!r.cached) writeFileSync(`${obj}.log`, r.output);
+        for (const line of read(`${obj}.log`).split("\n"))
+          if (/spill/i.test(line)) this.report.spills.push(`${basename(src)}: ${demangle(line.trim())}`);
+      }
+    });
+    if (!this.report.ok) return;
+    const objs = sources.map((s) => join(objDir, basename(s, ".cu") + ".o"));
+    const lib = join(KERNELS_BUILD_DIR, "libbdkernels.so");
+    const link = ["-shared", "-Xlinker", "-soname=libbdkernels.so"];
+    if ((await this.produce("libbdkernels.so (sm_" + ARCHS.join("/") + " + PTX)", lib, sha(nvccVersion, link.join(" "), ...keys), (tmp) => [tk.nvcc, ...link, ...objs, "-o", tmp])) !== null)
+      await this.checkTls(lib);
+  }
+}
+
+/** A linker version script exporting only `globals` (the API), so inlined C++ library symbols stay local. */
+function exportsFile(globals: string): string {
+  const path = join(KERNELS_BUILD_DIR, "obj", `exports-${sha(globals)}.map`);
+  if (!existsSync(path)) writeFileSync(path, `{ global: ${globals} local: *; };\n`);
+  return path;
+}
+
+function demangle(line: string): string {
+  return line.replace(/'(_Z\w+)'/g, (m, sym: string) => {
+    const r = Bun.spawnSync(["c++filt", sym], { stdout: "pipe" });
+    return r.exitCode === 0 ? `'${r.stdout.toString().trim()}'` : m;
+  });
+}
+
+/** Build what `opts` asks for (both by default); never throws for compile errors (see report.errors). */
+export async function buildKernels(opts: BuildOptions = {}): Promise<BuildReport> {
+  const t0 = performance.now();
+  const b = new Builder(opts);
+  const jobs = Math.max(1, opts.jobs ?? Math.min(2, availableParallelism()));
+  const wantEmu = opts.emu ?? true;
+  const wantReal = opts.real ?? true;
+  mkdirSync(EMULATED_DIR, { recursive: true });
+  // what each build includes: the real kernels only common.cuh; the emulated ones also the emulator; the shims their API headers
+  const digest = (files: string[]) => sha(...files.map((f) => readFileSync(f)));
+  const common = join(KERNELS, "common.cuh");
+  const emuHeaders = digest([common, ...["cuda_emu.h", "cuda_types.h", "half.h"].map((f) => join(EMU_SRC, f))]);
+  const shimHeaders = digest([...listFiles(join(EMU_SRC, "api"), ".h"), join(EMU_SRC, "blas.h"), join(EMU_SRC, "half.h")]);
+  b.report.toolkit = findCudaToolkit();
+  if (wantEmu) {
+    await b.emulated(jobs, emuHeaders, shimHeaders);
+    if (b.report.ok) await b.abiCheck(shimHeaders);
+  }
+  if (wantReal) {
+    if (b.report.toolkit) await b.real(b.report.toolkit, jobs, digest([common]));
+    else if (opts.real === true && opts.emu === false) {
+      b.report.ok = false;
+      b.report.errors.push("nvcc not found (looked at $BD_NVCC, PATH, $CUDA_HOME/bin, /usr/local/cuda/bin): install the CUDA toolkit to build the real kernels");
+    } else b.report.notes.push("nvcc not found: built only the emulated library (install the CUDA toolkit for the real one)");
+  }
+  b.report.seconds = +((performance.now() - t0) / 1000).toFixed(2);
+  return b.report;
+}
+
+if (import.meta.main) {
+  const args = process.argv.slice(2);
+  const flag = (f: string) => args.includes(f);
+  const jobsAt = args.indexOf("--jobs");
+  const unknown = args.filter((a, i) => !["--emu-only", "--real-only", "--force", "--json", "--jobs"].includes(a) && args[i - 1] !== "--jobs");
+  if (unknown.length || (flag("--emu-only") && flag("--real-only"))) {
+    console.error("usage: bun scripts/build-kernels.ts [--emu-only | --real-only] [--force] [--jobs N] [--json]");
+    process.exit(2);
+  }
+  const json = flag("--json");
+  const report = await buildKernels({
+    emu: !flag("--real-only"),
+    real: flag("--emu-only") ? false : flag("--real-only") ? true : undefined,
+    force: flag("--force"),
+    jobs: jobsAt >= 0 ? Number(args[jobsAt + 1]) : undefined,
+    log: json ? undefined : (l) => console.log(`[build-kernels] ${l}`),
+  });
+  if (json) console.log(JSON.stringify(report, null, 2));
+  else {
+    const built = report.steps.filter((s) => s.action === "built").length;
+    const cached = report.steps.filter((s) => s.action === "cached").length;
+    for (const n of report.notes) console.log(`[build-kernels] note: ${n}`);
+    for (const s of report.spills) console.log(`[build-kernels] spill: ${s}`);
+    if (report.toolkit && !flag("--emu-only")) console.log(`[build-kernels] nvcc ${report.toolkit.version} at ${report.toolkit.nvcc} (${report.spills.length} spill warnings)`);
+    for (const e of report.errors) console.log(`[build-kernels] error: ${e}`);
+    console.log(`[build-kernels] ${report.ok ? "ok" : "FAILED"}: ${built} built, ${cached} up to date, ${report.seconds}s`);
+  }
+  process.exit(report.ok ? 0 : 1);
+}

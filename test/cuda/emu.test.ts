@@ -1,0 +1,66 @@
+// The CUDA emulator itself (kernels/emu/cuda_emu.h): test kernels in emu_selftest.cu, built here with the
+// emulated build's flags, check warp collectives under divergence, dynamic shared memory and atomics, and that
+// a deadlock or a bad launch configuration becomes a launch error with a message instead of a hang.
+
+import { beforeAll, describe, expect, test } from "bun:test";
+import { existsSync, mkdirSync, readFileSync, renameSync } from "node:fs";
+import { join } from "node:path";
+import { openLibrary } from "../../ffi/cuda/bind.ts";
+import { KERNELS_BUILD_DIR, PROJECT_ROOT } from "../../ffi/cuda/discover.ts";
+import { HAS_GXX } from "./setup.ts";
+
+const SYMBOLS = {
+  t_halves: { args: ["ptr", "ptr"], returns: "i32" },
+  t_block_sum: { args: ["ptr", "ptr", "i32", "ptr"], returns: "i32" },
+  t_divergent_barrier: { args: ["ptr", "ptr"], returns: "i32" },
+  t_barrier_vs_shuffle: { args: ["ptr", "ptr"], returns: "i32" },
+  t_bad_config: { args: ["ptr", "ptr"], returns: "i32" },
+  bdk_last_error: { args: [], returns: "cstring" },
+} as const;
+
+describe.skipIf(!HAS_GXX)("CUDA emulator", () => {
+  let t: ReturnType<typeof openLibrary<typeof SYMBOLS>>["symbols"];
+
+  beforeAll(async () => {
+    const dir = join(KERNELS_BUILD_DIR, "obj", "test");
+    mkdirSync(dir, { recursive: true });
+    const inputs = ["test/cuda/emu_selftest.cu", "kernels/abi.cu", "kernels/common.cuh", ...["cuda_emu.h", "cuda_types.h", "half.h"].map((f) => `kernels/emu/${f}`)];
+    const hash = new Bun.CryptoHasher("sha256");
+    for (const f of inputs) hash.update(readFileSync(join(PROJECT_ROOT, f)));
+    const lib = join(dir, `libemu_selftest-${hash.digest("hex").slice(0, 16)}.so`); // rebuilt only when an input changes
+    if (!existsSync(lib)) {
+      const tmp = `${lib}.tmp-${process.pid}`;
+      const cc = Bun.spawn(["g++", "-std=c++17", "-O1", "-fPIC", "-shared", "-mtls-dialect=gnu2", "-x", "c++", "-I", join(PROJECT_ROOT, "kernels"),
+        ...inputs.slice(0, 2).map((f) => join(PROJECT_ROOT, f)), "-o", tmp, "-pthread"], { stderr: "pipe" });
+      if ((await cc.exited) !== 0) throw new Error(await new Response(cc.stderr).text());
+      renameSync(tmp, lib);
+    }
+    t = openLibrary("emu selftest", lib, SYMBOLS).symbols;
+  }, 120_000);
+
+  test("half-warps shuffle independently; ballots see the whole warp", () => {
+    const out = new Int32Array(192);
+    expect(t.t_halves(out, null)).toBe(0);
+    const low = 120, high = 2 * (16 * 16 + 120); // Σ lanes 0..15, and Σ 2·lanes 16..31
+    expect(Array.from(out.subarray(0, 32))).toEqual(Array.from({ length: 32 }, (_, l) => (l < 16 ? low : high) + 1000));
+  });
+
+  test("grid-stride block reduction with dynamic shared memory and atomicAdd", () => {
+    const x = Float32Array.from({ length: 1025 }, (_, i) => (i % 7) - 3);
+    const out = new Float32Array(1);
+    expect(t.t_block_sum(x, out, x.length, null)).toBe(0);
+    expect(out[0]).toBe(x.reduce((a, b) => a + b, 0));
+  });
+
+  test("deadlocks and bad configurations are launch errors with a message, not hangs", () => {
+    const out = new Float32Array(64);
+    expect(t.t_barrier_vs_shuffle(out, null)).toBe(719); // cudaErrorLaunchFailure
+    expect(t.bdk_last_error()).toMatch(/deadlock in block \(0,0,0\): 32 threads in __syncthreads \(first tid 0\), 32 in warp collectives/);
+    // threads that exit satisfy a pending barrier (as on Volta and later), unless CUDA_EMU_STRICT=1
+    const strict = process.env.CUDA_EMU_STRICT === "1";
+    expect(t.t_divergent_barrier(out, null)).toBe(strict ? 719 : 0);
+    if (strict) expect(t.bdk_last_error()).toMatch(/strict: thread \(32,0,0\) exited while 32 threads wait in __syncthreads/);
+    expect(t.t_bad_config(out, null)).toBe(9); // cudaErrorInvalidConfiguration: 2048 threads per block
+    expect(t.bdk_last_error()).toMatch(/invalid launch configuration: grid \(1,1,1\) block \(2048,1,1\)/);
+  });
+});
