@@ -1,5 +1,31 @@
 // bun-diffusion: Stable Diffusion text-to-image for Bun. The package entry point re-exports
-// the public API of each layer.
+// the public API of each layer: pipelines, schedulers, models, tokenizer, nn, images, tensors.
 
 export * from "./tensor/index.ts";
 export { getBackend, hasBackend } from "./backends/registry.ts";
+export {
+  StableDiffusionPipeline,
+  StableDiffusionXLPipeline,
+  DiffusionPipeline,
+  loadPipeline,
+  AbortError,
+  GenerateOptionsError,
+  type AnyPipeline,
+  type GenerateOptions,
+  type GenerateResult,
+  type StableDiffusionXLGenerateOptions,
+  type OnStep,
+  type StepInfo,
+  type OutputType,
+  type PipelineLoadOptions,
+} from "./pipelines/index.ts";
+export { schedulerFromConfig, schedulerByName, SCHEDULER_NAMES, type Scheduler } from "./schedulers/index.ts";
+export { UNet2DConditionModel } from "./models/unet/index.ts";
+export { AutoencoderKL } from "./models/vae/index.ts";
+export { CLIPTextModel, CLIPTextModelWithProjection } from "./models/clip.ts";
+export { CLIPTokenizer } from "./tokenizer/clip-tokenizer.ts";
+export { Module } from "./nn/module.ts";
+export { setDefaultAttention, registerAttention, type AttentionKind } from "./nn/attention-dispatch.ts";
+export { GeneratedImage, formatParameters, type GenerationParameters } from "./io/image.ts";
+export { openSafetensors, openCheckpoint, writeSafetensors } from "./io/safetensors.ts";
+export { saveTensors, entryToTensor } from "./io/tensor-io.ts";

@@ -1,7 +1,9 @@
 #!/usr/bin/env bun
-// The bun-diffusion command line: `info` today; `generate` arrives with the pipelines.
+// The bun-diffusion command line: `info` (runtime, backends, libraries) and `generate` (text to
+// image, src/cli/generate.ts).
 
 import { Command } from "commander";
+import { registerGenerate } from "./generate.ts";
 import { collectInfo, formatInfo } from "./info.ts";
 import pkg from "../../package.json" with { type: "json" };
 
@@ -18,5 +20,7 @@ program
     const report = collectInfo();
     console.log(opts.json ? JSON.stringify(report, null, 2) : formatInfo(report));
   });
+
+registerGenerate(program);
 
 await program.parseAsync(process.argv);

@@ -1,0 +1,189 @@
+// DiffusionPipeline: what the SD and SDXL pipelines share — the UNet, VAE and scheduler config,
+// model facts for validation, and generate()'s flow: validate every option (nothing allocated yet),
+// pick the scheduler, encode the conditioning (the subclass's part), set the timesteps, prepare the
+// latents, run the denoising loop, decode, and wrap the images with their generation parameters.
+// Everything generate() allocates is freed before it returns or throws, except the tensors it
+// returns; dispose() frees the weights.
+
+import type { GenerationParameters } from "../io/image.ts";
+import type { UNet2DConditionModel } from "../models/unet/index.ts";
+import type { AutoencoderKL } from "../models/vae/index.ts";
+import type { Scheduler } from "../schedulers/index.ts";
+import type { DType, Device, Tensor } from "../tensor/index.ts";
+import { decodeLatents, toGeneratedImages } from "./decode.ts";
+import { type UNetConditioning, denoise, guidanceScaleEmbedding } from "./denoise.ts";
+import { throwIfAborted } from "./errors.ts";
+import { prepareLatents, stepNoise } from "./latents.ts";
+import { type GenerateOptions, type GenerateResult, type ModelFacts, type ResolvedRun, validateCommon } from "./options.ts";
+import { pickScheduler, samplerName } from "./scheduler-choice.ts";
+
+export interface PipelineParts {
+  modelDir: string;
+  modelName: string;
+  device: Device;
+  dtype: DType;
+  unet: UNet2DConditionModel;
+  vae: AutoencoderKL;
+  schedulerConfig: Record<string, unknown>;
+  /** Scheduler name used when generate() names none (else the model's own class). */
+  defaultScheduler?: string;
+}
+
+export abstract class DiffusionPipeline<O extends GenerateOptions, X> {
+  /** The resolved model folder and its display name (written into image parameters). */
+  readonly modelDir: string;
+  readonly modelName: string;
+  readonly device: Device;
+  /** Compute dtype of the UNet and text encoders. */
+  readonly dtype: DType;
+  readonly unet: UNet2DConditionModel;
+  readonly vae: AutoencoderKL;
+  /** The model's scheduler_config.json (with `_class_name`); schedulers are built from it per call. */
+  readonly schedulerConfig: Readonly<Record<string, unknown>>;
+  /** The scheduler name generate() uses by default (undefined: the model's own class). */
+  defaultScheduler: string | undefined;
+  #disposed = false;
+
+  protected constructor(p: PipelineParts) {
+    this.modelDir = p.modelDir;
+    this.modelName = p.modelName;
+    this.device = p.device;
+    this.dtype = p.dtype;
+    this.unet = p.unet;
+    this.vae = p.vae;
+    this.schedulerConfig = p.schedulerConfig;
+    this.defaultScheduler = p.defaultScheduler;
+  }
+
+  /** Image-to-latent downscale factor (8 for SD/SDXL). */
+  get vaeScaleFactor(): number {
+    return this.vae.scaleFactor;
+  }
+
+  /** A fresh scheduler from the model's config: by short name, or the model's own class. */
+  createScheduler(name?: string): Scheduler {
+    return pickScheduler(name, { ...this.schedulerConfig }, this.defaultScheduler).scheduler;
+  }
+
+  /** Facts about the loaded model that validation checks options against. */
+  protected abstract modelFacts(): ModelFacts;
+  /** Pipeline-specific option checks (after the shared ones); returns what encode() needs. */
+  protected abstract validateExtra(options: O, run: ResolvedRun): X;
+  /** The UNet conditioning as the batched call receives it (rows [negative…, positive…] under CFG). */
+  protected abstract encode(options: O, run: ResolvedRun, extra: X): UNetConditioning;
+  /** Decode final latents to images [B, 3, H, W] in [0, 1]. */
+  protected decode(latents: Tensor): Tensor {
+    return decodeLatents(this.vae, latents);
+  }
+  /** Extra "Key: value" pairs for image parameters. */
+  protected extraParameters(_options: O, _run: ResolvedRun, _extra: X, _i: number): Record<string, string | number> {
+    return {};
+  }
+
+  protected baseFacts(): Omit<ModelFacts, "textEncoderLayers" | "canEncodePrompts"> {
+    const c = this.unet.config;
+    const cross = c.cross_attention_dim;
+    return {
+      latentChannels: c.in_channels,
+      crossAttentionDim: Array.isArray(cross) ? cross[0]! : cross,
+      sampleSize: Array.isArray(c.sample_size) ? c.sample_size[0]! : (c.sample_size ?? 64),
+      vaeScaleFactor: this.vae.scaleFactor,
+      guidanceEmbedded: c.time_cond_proj_dim !== null && c.time_cond_proj_dim !== undefined,
+    };
+  }
+
+  /** Text-to-image. Bad options throw a GenerateOptionsError before any work; see GenerateOptions. */
+  async generate(options: O): Promise<GenerateResult> {
+    if (this.#disposed) throw new Error("this pipeline was disposed; load it again with fromPretrained()");
+    const startedAt = performance.now();
+    const run = validateCommon(options, this.modelFacts());
+    const extra = this.validateExtra(options, run);
+    throwIfAborted(options.signal, 0, run.steps);
+    const { scheduler, owned } = pickScheduler(options.scheduler, { ...this.schedulerConfig }, this.defaultScheduler);
+    let cond: UNetConditioning | null = null;
+    try {
+      scheduler.setTimesteps(run.steps); // host-side only: a schedule the scheduler rejects fails before any tensor work
+      cond = this.encode(options, run, extra);
+      if (this.unet.config.time_cond_proj_dim) {
+        // guidance-distilled UNets (LCM): w − 1 embedded per image instead of CFG
+        const w = guidanceScaleEmbedding(Array<number>(run.total).fill(run.guidanceScale - 1), this.unet.config.time_cond_proj_dim);
+        cond.timestepCond = w.to({ dtype: this.dtype, device: this.device });
+        w.dispose();
+      }
+      const latents = prepareLatents(run.seeds, run.latentShape, this.dtype, this.device, scheduler.initNoiseSigma, options.latents);
+      const final = await denoise(latents, {
+        unet: this.unet,
+        scheduler,
+        cond,
+        cfg: run.cfg,
+        guidanceScale: run.guidanceScale,
+        guidanceRescale: run.guidanceRescale,
+        stepOptions: { generator: stepNoise(run.seeds), eta: run.eta },
+        onStep: options.onStep,
+        signal: options.signal,
+        startedAt,
+      });
+      if (run.outputType === "latent") return { images: [], latents: final };
+      let pixels: Tensor;
+      try {
+        pixels = this.decode(final); // [B·n, 3, H, W]
+      } finally {
+        final.dispose();
+      }
+      try {
+        const sampler = samplerName(scheduler);
+        const images = toGeneratedImages(pixels, (i) => this.parameters(options, run, extra, sampler, i));
+        if (run.outputType === "tensor") return { images, tensor: pixels };
+        pixels.dispose();
+        return { images };
+      } catch (e) {
+        pixels.dispose();
+        throw e;
+      }
+    } finally {
+      if (cond) for (const t of Object.values(cond)) (t as Tensor | undefined)?.dispose();
+      if (owned) scheduler.dispose();
+      else scheduler.reset();
+    }
+  }
+
+  /** The A1111-style parameters of image i. */
+  protected parameters(o: O, run: ResolvedRun, extra: X, sampler: string, i: number): GenerationParameters {
+    const p = Math.floor(i / run.perPrompt);
+    const seeds = run.seeds;
+    const more: Record<string, string | number> = {};
+    if (seeds.kind === "single" && run.total > 1) {
+      more["Batch size"] = run.total; // one generator drew the whole batch (diffusers' semantics)
+      more["Batch pos"] = i;
+    }
+    if (run.clipSkip) more["Clip skip"] = run.clipSkip + 1; // A1111 counts the last layer as 1
+    if (run.guidanceRescale > 0) more["CFG Rescale phi"] = run.guidanceRescale;
+    if (run.eta > 0) more.Eta = run.eta;
+    return {
+      prompt: run.prompts ? run.prompts[p]! : "(prompt embeddings)",
+      negativePrompt: run.negatives?.[p],
+      steps: run.steps,
+      sampler,
+      cfgScale: run.guidanceScale,
+      seed: seeds.kind === "single" ? seeds.seed : seeds.seeds[i],
+      width: run.width,
+      height: run.height,
+      model: this.modelName,
+      extra: { ...more, ...this.extraParameters(o, run, extra, i) },
+    };
+  }
+
+  /** The modules whose weights this pipeline owns. */
+  protected abstract modules(): { dispose(): void }[];
+
+  /** Free every weight; the pipeline cannot be used afterwards. */
+  dispose(): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    for (const m of this.modules()) m.dispose();
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+}

@@ -1,0 +1,59 @@
+// Which scheduler a generation uses: the model's own (scheduler_config.json), one chosen by short
+// name and built from the model's config as diffusers users swap schedulers
+// (`Cls.from_config(pipe.scheduler.config)`), or a Scheduler instance the caller owns. Also the
+// A1111-style sampler name written into image parameters.
+
+import { type Scheduler, SCHEDULER_NAMES, schedulerByName, schedulerFromConfig } from "../schedulers/index.ts";
+
+/** A scheduler short name ("ddim", "euler", ...) or a Scheduler instance. */
+export type SchedulerOption = string | Scheduler;
+
+/** Whether `s` looks like a Scheduler instance (duck-typed: user classes are welcome). */
+export function isSchedulerInstance(s: unknown): s is Scheduler {
+  return (
+    typeof s === "object" &&
+    s !== null &&
+    typeof (s as Scheduler).setTimesteps === "function" &&
+    typeof (s as Scheduler).step === "function" &&
+    typeof (s as Scheduler).scaleModelInput === "function"
+  );
+}
+
+/** Why a scheduler option is invalid, or null when it is fine. */
+export function schedulerOptionProblem(s: unknown): string | null {
+  if (s === undefined || isSchedulerInstance(s)) return null;
+  if (typeof s === "string") return SCHEDULER_NAMES.includes(s) ? null : `unknown scheduler "${s}"; valid names: ${SCHEDULER_NAMES.join(", ")}`;
+  return `expected a scheduler name (${SCHEDULER_NAMES.join(", ")}) or a Scheduler instance, got ${typeof s}`;
+}
+
+/**
+ * The scheduler for one generation and whether the pipeline owns it (and must dispose it). `name`
+ * (or else `defaultName`) builds a fresh one from `modelConfig`; no name uses the model's class.
+ */
+export function pickScheduler(
+  option: SchedulerOption | undefined,
+  modelConfig: Record<string, unknown>,
+  defaultName?: string,
+): { scheduler: Scheduler; owned: boolean } {
+  if (isSchedulerInstance(option)) return { scheduler: option, owned: false };
+  const name = option ?? defaultName;
+  if (name !== undefined) return { scheduler: schedulerByName(name, modelConfig), owned: true };
+  return { scheduler: schedulerFromConfig(modelConfig), owned: true };
+}
+
+const SAMPLER_NAMES: Record<string, string> = {
+  DDIMScheduler: "DDIM",
+  PNDMScheduler: "PLMS",
+  LMSDiscreteScheduler: "LMS",
+  EulerDiscreteScheduler: "Euler",
+  EulerAncestralDiscreteScheduler: "Euler a",
+  DPMSolverMultistepScheduler: "DPM++ 2M",
+  UniPCMultistepScheduler: "UniPC",
+  LCMScheduler: "LCM",
+};
+
+/** The sampler as A1111 names it ("Euler a", "DPM++ 2M Karras", ...); the class name otherwise. */
+export function samplerName(s: Scheduler): string {
+  const base = SAMPLER_NAMES[s.className] ?? s.className;
+  return s.config.use_karras_sigmas ? `${base} Karras` : base;
+}

@@ -1,0 +1,252 @@
+// The shipped demo model (assets/shapes-64) against diffusers' own runs of it
+// (../shared/models/shapes-64/golden.safetensors + golden.json): the real CLIP tokenizer gives the
+// recorded token ids, the text encoder the recorded embeddings; DDIM runs end to end from the
+// prompt strings and seeds through generate() (tokenizer → encoder → seeded latents = the recorded
+// latents_in → 20 steps → decode) and the other recorded schedulers (Euler, PNDM) run from the
+// recorded embeddings and latents_in; every stepNN/latents, final_latents and image is compared with
+// 1e-4·max|value| (the model README's expected agreement). Then an automatic colour check: images of
+// "a red circle on a blue background" and other prompts must show the requested shape colour in the
+// centre and the requested background colour at the border (nearest reference colour).
+
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import path from "node:path";
+import type { GeneratedImage } from "../../src/io/image.ts";
+import { openSafetensors, type SafetensorsFile } from "../../src/io/safetensors.ts";
+import { entryToTensor } from "../../src/io/tensor-io.ts";
+import { StableDiffusionPipeline } from "../../src/pipelines/index.ts";
+import { encodeRows } from "../../src/pipelines/prompt-encoding.ts";
+import { schedulerFromConfig } from "../../src/schedulers/index.ts";
+import { type Tensor, memoryStats } from "../../src/tensor/index.ts";
+import { CLIPTokenizer } from "../../src/tokenizer/clip-tokenizer.ts";
+import { maxError } from "../helpers/golden.ts";
+import { projectRoot, requireDir, sharedDir } from "../helpers/paths.ts";
+
+const modelDir = path.join(projectRoot, "assets", "shapes-64");
+const goldenFolder = path.join(sharedDir, "models", "shapes-64");
+
+interface ShapesGolden {
+  prompts: string[];
+  seeds: number[];
+  negative_prompt: string;
+  guidance_scale: number;
+  height: number;
+  width: number;
+  runs: Record<string, { scheduler: string; steps: number; config: Record<string, unknown> }>;
+}
+
+/** Reference RGB of the colour words the model knows; a colour is classified by the nearest one. */
+const COLOURS: Record<string, [number, number, number]> = {
+  red: [230, 40, 40],
+  green: [40, 190, 70],
+  blue: [40, 60, 230],
+  yellow: [235, 220, 40],
+  black: [20, 20, 20],
+  white: [240, 240, 240],
+  purple: [150, 60, 190],
+  orange: [245, 150, 40],
+  gray: [128, 128, 128],
+};
+
+function nearestColour(rgb: readonly number[]): string {
+  let best = "";
+  let bestD = Infinity;
+  for (const [name, ref] of Object.entries(COLOURS)) {
+    const d = ref.reduce((s, v, i) => s + (v - rgb[i]!) ** 2, 0);
+    if (d < bestD) [best, bestD] = [name, d];
+  }
+  return best;
+}
+
+/** Mean colour of the centre quarter (the shape) and of a 4-pixel border ring (the background). */
+function regions(img: GeneratedImage): { centre: number[]; border: number[] } {
+  const { width: W, height: H } = img;
+  const centre = img.meanColor(W * 0.375, H * 0.375, W * 0.625, H * 0.625);
+  const sum = [0, 0, 0];
+  let n = 0;
+  for (let y = 0; y < H; y++)
+    for (let x = 0; x < W; x++)
+      if (x < 4 || y < 4 || x >= W - 4 || y >= H - 4) {
+        for (let c = 0; c < 3; c++) sum[c]! += img.rgb[(y * W + x) * 3 + c]!;
+        n++;
+      }
+  return { centre, border: sum.map((s) => s / n) };
+}
+
+/** "a red circle on a blue background" → { shape: "red", background: "blue" }. */
+function requested(prompt: string): { shape: string; background: string } {
+  const m = /^an? (\w+) \w+ on an? (\w+) background$/.exec(prompt);
+  if (!m) throw new Error(`cannot parse colours from ${JSON.stringify(prompt)}`);
+  return { shape: m[1]!, background: m[2]! };
+}
+
+let golden: SafetensorsFile;
+let meta: ShapesGolden;
+let pipe: StableDiffusionPipeline;
+let live0 = 0;
+const ddimImages = new Map<number, GeneratedImage>();
+
+const values = (name: string): Float32Array => {
+  const t = entryToTensor(golden.get(name));
+  try {
+    return t.toFloat32Array();
+  } finally {
+    t.dispose();
+  }
+};
+const ids = (name: string): number[] => {
+  const t = entryToTensor(golden.get(name));
+  try {
+    return Array.from(t.toTypedArray() as BigInt64Array, Number);
+  } finally {
+    t.dispose();
+  }
+};
+const tensorOf = (name: string): Tensor => entryToTensor(golden.get(name));
+
+/** Asserts |actual − golden| ≤ rel·max|golden| and returns the relative error. */
+function close(actual: ArrayLike<number>, name: string, rel = 1e-4): number {
+  const { maxAbs, maxRef } = maxError(actual, values(name));
+  if (!(maxAbs <= rel * maxRef)) throw new Error(`${name}: max|err| ${maxAbs} > ${rel} × ${maxRef}`);
+  return maxAbs / maxRef;
+}
+
+beforeAll(async () => {
+  requireDir(goldenFolder, "the shapes-64 golden folder");
+  golden = openSafetensors(path.join(goldenFolder, "golden.safetensors"));
+  meta = (await Bun.file(path.join(goldenFolder, "golden.json")).json()) as ShapesGolden;
+  live0 = memoryStats("cpu").live;
+  pipe = await StableDiffusionPipeline.fromPretrained(modelDir);
+});
+
+afterAll(() => {
+  pipe?.dispose();
+  expect(memoryStats("cpu").live).toBe(live0);
+});
+
+describe("shapes-64 demo model vs diffusers (golden.json)", () => {
+  test("the real CLIP tokenizer reproduces the recorded token ids", () => {
+    const tok = CLIPTokenizer.fromPretrained(path.join(modelDir, "tokenizer"));
+    meta.prompts.forEach((p, i) => expect(tok.encodeForModel(p).inputIds[0]).toEqual(ids(`p${i}/input_ids`)));
+    expect(tok.encodeForModel(meta.negative_prompt).inputIds[0]).toEqual(ids("negative_input_ids"));
+  });
+
+  test("the text encoder reproduces the recorded prompt embeddings (1e-5·max)", () => {
+    const rows = (name: string) => {
+      const r = ids(name);
+      return { rows: [r], masks: [r.map(() => 1)], texts: 1, chunks: 1 };
+    };
+    meta.prompts.forEach((_, i) => {
+      for (const [idName, embName] of [
+        [`p${i}/input_ids`, `p${i}/prompt_embeds`],
+        ["negative_input_ids", `p${i}/negative_prompt_embeds`],
+      ] as const) {
+        const e = encodeRows(pipe.textEncoder!, rows(idName), { kind: "final" });
+        close(e.hidden.toFloat32Array(), embName, 1e-5);
+        e.hidden.dispose();
+        e.pooled.dispose();
+      }
+    });
+  });
+
+  test("DDIM end to end from the prompt strings and seeds: latents_in, every step, final latents, image", async () => {
+    const run = meta.runs.ddim!;
+    const worst = { latents: 0, image: 0 };
+    for (let i = 0; i < meta.prompts.length; i++) {
+      let first = true;
+      const hook = pipe.unet.registerForwardPreHook((_m, [sample]) => {
+        if (!first) return;
+        first = false; // DDIM: init_noise_sigma = 1 and no input scaling, so row 0 is the seeded noise
+        const row = sample.narrow(0, 0, 1);
+        const { maxAbs } = maxError(row.toFloat32Array(), values(`p${i}/latents_in`));
+        expect(maxAbs).toBeLessThanOrEqual(4e-6); // the torch CPU generator's tolerance (golden README, rng/)
+        row.dispose();
+      });
+      let last: Float32Array | null = null;
+      const r = await pipe.generate({
+        prompt: meta.prompts[i]!,
+        negativePrompt: meta.negative_prompt,
+        seed: meta.seeds[i]!,
+        steps: run.steps,
+        guidanceScale: meta.guidance_scale,
+        width: meta.width,
+        height: meta.height,
+        scheduler: schedulerFromConfig(run.config),
+        outputType: "tensor",
+        onStep: (s, _n, info) => {
+          last = info.latents.toFloat32Array();
+          worst.latents = Math.max(worst.latents, close(last, `ddim/p${i}/step${String(s - 1).padStart(2, "0")}/latents`));
+        },
+      });
+      hook.remove();
+      close(last!, `ddim/p${i}/final_latents`);
+      worst.image = Math.max(worst.image, close(r.tensor!.toFloat32Array(), `ddim/p${i}/image`));
+      r.tensor!.dispose();
+      ddimImages.set(i, r.images[0]!);
+    }
+    console.log(`shapes-64 ddim (end to end): worst relative error latents ${worst.latents.toExponential(2)}, image ${worst.image.toExponential(2)}`);
+  }, 60_000);
+
+  for (const name of ["euler", "pndm"]) {
+    test(`${name}: every prompt from the recorded embeddings and latents_in, every step, final latents, image`, async () => {
+      const run = meta.runs[name]!;
+      const worst = { latents: 0, image: 0 };
+      for (let i = 0; i < meta.prompts.length; i++) {
+        const given = {
+          promptEmbeds: tensorOf(`p${i}/prompt_embeds`),
+          negativePromptEmbeds: tensorOf(`p${i}/negative_prompt_embeds`),
+          latents: tensorOf(`p${i}/latents_in`),
+        };
+        let last: Float32Array | null = null;
+        let steps = 0;
+        try {
+          const r = await pipe.generate({
+            ...given,
+            steps: run.steps,
+            guidanceScale: meta.guidance_scale,
+            width: meta.width,
+            height: meta.height,
+            scheduler: schedulerFromConfig(run.config),
+            outputType: "tensor",
+            onStep: (s, _n, info) => {
+              steps = s;
+              last = info.latents.toFloat32Array();
+              worst.latents = Math.max(worst.latents, close(last, `${name}/p${i}/step${String(s - 1).padStart(2, "0")}/latents`));
+            },
+          });
+          close(last!, `${name}/p${i}/final_latents`);
+          worst.image = Math.max(worst.image, close(r.tensor!.toFloat32Array(), `${name}/p${i}/image`));
+          r.tensor!.dispose();
+          expect(golden.has(`${name}/p${i}/step${String(steps).padStart(2, "0")}/latents`)).toBe(false); // no golden step left unchecked
+        } finally {
+          for (const t of Object.values(given)) t.dispose();
+        }
+      }
+      console.log(`shapes-64 ${name}: worst relative error latents ${worst.latents.toExponential(2)}, image ${worst.image.toExponential(2)}`);
+    }, 60_000);
+  }
+});
+
+describe("shapes-64 colour check (generate() from prompt strings)", () => {
+  test("the golden prompts: shape colour in the centre, background colour at the border", () => {
+    expect(ddimImages.size).toBe(meta.prompts.length); // made by the DDIM end-to-end test above
+    for (const [i, img] of ddimImages) {
+      const want = requested(meta.prompts[i]!);
+      const { centre, border } = regions(img);
+      expect({ prompt: meta.prompts[i], centre: nearestColour(centre), border: nearestColour(border) }).toEqual({
+        prompt: meta.prompts[i],
+        centre: want.shape,
+        border: want.background,
+      });
+    }
+  });
+
+  for (const prompt of ["a black square on a white background", "a yellow circle on a green background"]) {
+    test(`"${prompt}" (golden seed 0, DDIM 20 steps)`, async () => {
+      const { images } = await pipe.generate({ prompt, seed: meta.seeds[0]!, steps: 20, scheduler: "ddim", negativePrompt: "" });
+      const want = requested(prompt);
+      const { centre, border } = regions(images[0]!);
+      expect({ centre: nearestColour(centre), border: nearestColour(border) }).toEqual({ centre: want.shape, border: want.background });
+      expect(images[0]!.parameters?.sampler).toBe("DDIM");
+    }, 30_000);
+  }
+});
