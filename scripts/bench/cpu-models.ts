@@ -1,6 +1,6 @@
 // CPU model benchmark, printed as one JSON object: one forward of the SD 1.5 UNet architecture (config from
 // the golden manifests/sd15_unet.json) at 256×256 and 512×512 (latents 32×32 / 64×64, batch 2 as with CFG,
-// float32, chunked attention), a CLIP-L text encode (manifests/sd15_text_encoder.json, batch 2 × 77 tokens)
+// float32, fused attention), a CLIP-L text encode (manifests/sd15_text_encoder.json, batch 2 × 77 tokens)
 // and, when src/models/vae exists, an AutoencoderKL decode to 512×512 (manifests/sd_vae.json, batch 1).
 // Weights are random: built on "meta", then each parameter is allocated and written in place from a table of
 // LCG values (uniform ±1/√fan_in for matrices and kernels, torch's default-init scale; 1 ± 0.02 for norm
@@ -87,7 +87,7 @@ const resetCounter = () => {
 };
 
 /** Attention kinds "count:<kind>" that count 2·B·H·Sq·Sk·(D + Dv) FLOPs and time the call. */
-for (const kind of ["naive", "chunked"]) {
+for (const kind of ["naive", "chunked", "fused"]) {
   const inner = getAttention(kind);
   registerAttention(`count:${kind}`, (q, k, v, o) => {
     const [B, H, Sq, D] = q.shape as [number, number, number, number];
@@ -157,7 +157,7 @@ const t0 = performance.now();
   const tf = performance.now();
   fillRandom(unet);
   const fillSeconds = (performance.now() - tf) / 1e3;
-  setAttentionKind(unet, "count:chunked");
+  setAttentionKind(unet, "count:fused");
   instrument(unet);
   const cross = cfg.cross_attention_dim as number;
   // warm-up at a tiny size (loads OpenBLAS, JIT-compiles the kernels)
@@ -183,7 +183,7 @@ if (!args.includes("--skip-clip")) {
   fillRandom(clip, 777);
   instrument(clip);
   const prev = getDefaultAttention();
-  setDefaultAttention("count:naive"); // CLIP uses the process default (causal, 77 tokens)
+  setDefaultAttention("count:fused"); // CLIP uses the process default (causal, 77 tokens)
   const vocab = clip.config.vocab_size;
   const ids = tensor(BigInt64Array.from({ length: 2 * 77 }, (_, i) => BigInt((i * 7919 + 13) % vocab)), { shape: [2, 77] });
   tidy(() => void clip.call(ids)); // warm-up
@@ -204,7 +204,7 @@ if (!args.includes("--skip-vae")) {
     const vae = new AutoencoderKL(manifest("sd_vae"), { device: "meta" });
     fillRandom(vae, 4242);
     instrument(vae);
-    setAttentionKind(vae, "count:chunked");
+    setAttentionKind(vae, "count:fused");
     tidy(() => void vae.decode(randn([1, 4, 8, 8], { seed: 5 }))); // warm-up
     const z = randn([1, 4, 64, 64], { seed: 6 });
     vaeResult = { ...measure("vae_decode_512", () => void vae.decode(z)), input: "z [1, 4, 64, 64] -> [1, 3, 512, 512]", params: vae.numParameters() };

@@ -111,6 +111,16 @@ export interface Backend {
   matmul(a: TensorView, b: TensorView, out: TensorView): void;
   /** NCHW conv2d, cross-correlation as torch. w: [O, C/groups, kh, kw]; bias: [O] or null. */
   conv2d(x: TensorView, w: TensorView, bias: TensorView | null, out: TensorView, p: Conv2dParams): void;
+  /**
+   * Fused scaled dot-product attention: out = softmax(scale·q·kᵀ + mask)·v, computed blockwise with an online
+   * softmax (no [Sq, Sk] score matrix). q [B, H, Sq, D], k [B, H, Sk, D], v [B, H, Sk, Dv]: one float dtype, any
+   * strides (the views of permuted [B, S, H·D] projections are read in place where the backend can).
+   * out [B, H, Sq, Dv]: contiguous, q's dtype. mask: null, or a [B, H, Sq, Sk] view (stride 0 on broadcast dims),
+   * additive when float, a keep-mask when bool/uint8 (false = -inf). causal: query i attends keys j ≤ i (top-left
+   * aligned), on top of the mask. Scores, softmax statistics and the accumulator are float32 (or wider) for every
+   * dtype; the output is rounded once. A row with no visible key (all -inf, or Sk = 0) gives 0, not NaN.
+   */
+  attention(q: TensorView, k: TensorView, v: TensorView, out: TensorView, scale: number, mask: TensorView | null, causal: boolean): void;
 
   /** x: [N, C, ...]; per (n, group) statistics in fp32; optional fused SiLU after the affine. */
   groupNorm(x: TensorView, weight: TensorView | null, bias: TensorView | null, groups: number, eps: number, out: TensorView, silu: boolean): void;

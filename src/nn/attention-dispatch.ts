@@ -1,27 +1,35 @@
 // Scaled dot-product attention on [B, H, S, D] tensors and the registry of attention functions.
-// Two implementations are built in:
+// Three implementations are built in:
+//   "fused"   (the default) the backend's fused kernel, `backend.attention`: per (b, h), query blocks ×
+//             key blocks with an online softmax in one pass, no score tensor, q/k/v read as they lie.
+//             Peak memory = the output (+ the backend's bounded scratch).
 //   "naive"   materialises the scores [B, H, Sq, Sk] -> softmax -> @ v. Peak O(B·H·Sq·Sk).
-//   "chunked" walks query blocks and, inside each, key blocks with an online softmax (running max m
-//             and sum l, rescaled as FlashAttention does), so peak memory is O(B·H·cq·ck) + output.
+//   "chunked" the same online softmax as "fused" built from generic tensor ops (query blocks and, inside
+//             each, key blocks; running max m and sum l, rescaled as FlashAttention does), so peak memory
+//             is O(B·H·cq·ck) + output; a backend-independent reference of the fused kernel.
 // Others (CUDA kernels, ToMe-aware variants) register under a name with registerAttention(); the
 // default is chosen with setDefaultAttention(), and a module may override it per call (`kind`).
 //
 // Semantics (as torch's F.scaled_dot_product_attention): out = softmax(q·kᵀ·scale + mask) · v with
 // scale = D^-0.5 by default; `mask` is additive (float, broadcastable to [B, H, Sq, Sk]) or a bool
 // keep-mask (true = attend); `causal` lets query i attend keys j ≤ i (top-left aligned). Scores and
-// softmax statistics are float32 for every input dtype ("chunked" always; "naive" when `upcast`
-// or when the input is float32); the output has q's dtype. A row whose keys are all masked with
-// -inf gives 0 in "chunked" (FlashAttention's convention) and NaN in "naive" (torch's softmax).
+// softmax statistics are float32 for every input dtype ("fused" and "chunked" always, so `upcast` is
+// implied; "naive" when `upcast` or when the input is float32); the output has q's dtype. A row whose
+// keys are all masked with -inf gives 0 in "fused" and "chunked" (FlashAttention's convention) and NaN
+// in "naive" (torch's softmax).
 
+import { getBackend } from "../backends/registry.ts";
 import {
   type Tensor,
   TensorError,
   add,
   cat,
   div,
+  empty,
   eq,
   exp,
   full,
+  isFloat,
   matmul,
   max,
   maximum,
@@ -34,7 +42,7 @@ import {
 } from "../tensor/index.ts";
 
 /** Built-in kinds; any registered name is accepted too. */
-export type AttentionKind = "naive" | "chunked" | (string & {});
+export type AttentionKind = "fused" | "naive" | "chunked" | (string & {});
 
 export interface AttentionOptions {
   /** Multiplier of q·kᵀ (default D^-0.5). */
@@ -59,7 +67,8 @@ export interface AttentionOptions {
 export type AttentionFn = (q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions & { scale: number }) => Tensor;
 
 const registry = new Map<string, AttentionFn>();
-let defaultKind: AttentionKind = "naive";
+const BUILT_IN = ["fused", "naive", "chunked"];
+let defaultKind: AttentionKind = "fused";
 
 /** Register (or replace) an attention implementation under `name`. */
 export function registerAttention(name: string, fn: AttentionFn): void {
@@ -67,9 +76,9 @@ export function registerAttention(name: string, fn: AttentionFn): void {
 }
 
 export function unregisterAttention(name: string): void {
-  if (name === "naive" || name === "chunked") throw new Error(`attention "${name}" is built in and cannot be removed`);
+  if (BUILT_IN.includes(name)) throw new Error(`attention "${name}" is built in and cannot be removed`);
   registry.delete(name);
-  if (defaultKind === name) defaultKind = "naive";
+  if (defaultKind === name) defaultKind = "fused";
 }
 
 export function attentionKinds(): string[] {
@@ -147,6 +156,33 @@ function causalBlock(q0: number, nq: number, k0: number, nk: number, device: Ten
 function f32(x: Tensor): Tensor {
   return x.to("float32");
 }
+
+// ---- fused (the backend's kernel) ------------------------------------------------------------
+
+/** q, k, v of one float dtype on one device; the mask (if any) is expanded to [B, H, Sq, Sk] as a stride-0 view. */
+const fused: AttentionFn = (q, k, v, opts) => {
+  if (q.dtype !== k.dtype || q.dtype !== v.dtype)
+    throw new TensorError(`attention: q, k, v dtypes differ (${q.dtype}, ${k.dtype}, ${v.dtype}); convert with .to(dtype)`);
+  if (!isFloat(q.dtype)) throw new TensorError(`attention: needs floating-point q, k, v, got ${q.dtype}`);
+  const mask = opts.mask ?? null;
+  for (const t of [k, v, mask])
+    if (t && t.device !== q.device) throw new TensorError(`attention: tensors are on different devices (${q.device} and ${t.device})`);
+  if (mask && !isFloat(mask.dtype) && mask.dtype !== "bool" && mask.dtype !== "uint8")
+    throw new TensorError(`attention: mask must be float (additive) or bool (keep), got ${mask.dtype}`);
+  const [B, H, Sq] = q.shape as [number, number, number];
+  const Sk = k.shape[2]!;
+  const out = empty([B, H, Sq, v.shape[3]!], { dtype: q.dtype, device: q.device });
+  const m = mask ? mask.expand([B, H, Sq, Sk]) : null;
+  try {
+    getBackend(q.device).attention(q, k, v, out, opts.scale, m, opts.causal === true);
+    return out;
+  } catch (e) {
+    out.dispose();
+    throw e;
+  } finally {
+    m?.dispose();
+  }
+};
 
 // ---- naive ------------------------------------------------------------------------------------
 
@@ -309,5 +345,6 @@ function chunkedQueryBlock(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptio
   }
 }
 
+registerAttention("fused", fused);
 registerAttention("naive", naive);
 registerAttention("chunked", chunked);

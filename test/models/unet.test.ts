@@ -96,12 +96,12 @@ describe("golden UNets", () => {
     });
   }
 
-  test("naive attention gives the same results as the default chunked attention", () => {
+  test("naive attention gives the same results as the default (fused) attention", () => {
     for (const entry of entries) {
       const chunked = UNet2DConditionModel.fromPretrained(modelDir(entry));
       const naive = UNet2DConditionModel.fromPretrained(modelDir(entry), { attention: "naive" });
       const kinds = (m: UNet2DConditionModel) => new Set(m.namedModules().flatMap(([, a]) => (a instanceof Attention ? [a.attentionKind] : [])));
-      expect(kinds(chunked)).toEqual(new Set(["chunked"]));
+      expect(kinds(chunked)).toEqual(new Set([null])); // null = the process default ("fused")
       expect(kinds(naive)).toEqual(new Set(["naive"]));
       tidy(() => {
         const f = openGolden(entry.file);

@@ -87,12 +87,12 @@ describe("golden AutoencoderKL", () => {
     }
   }
 
-  test("naive and chunked mid-block attention agree (chunked is the VAE default)", () => {
+  test("naive and default (fused) mid-block attention agree", () => {
     const entry = cases[0]!;
     const vae = AutoencoderKL.fromPretrained(path.join(goldenDir, entry.meta.model!));
     const z = goldenTensor(openGolden(entry.file), "decode/z", "float32");
     try {
-      expect(vae.decoder.mid_block.attentions?.at(0).attentionKind).toBe("chunked");
+      expect(vae.decoder.mid_block.attentions?.at(0).attentionKind).toBe(null); // the process default ("fused")
       const chunked = tidy(() => f32(vae.decode(z)));
       expect(setAttentionKind(vae, "naive")).toBe(2);
       const naive = tidy(() => f32(vae.decode(z)));

@@ -1,8 +1,10 @@
 // Attention: the "naive" and "chunked" (online-softmax) implementations agree with each other and
 // with a float64 reference on odd sizes (seq 97 and 1025, head dims 40/64/80/160, tail blocks);
-// masks (additive with -inf, bool, causal) and fully masked rows; float16 inputs; chunked's peak
-// memory is far below naive's for 4096-token self-attention; the registry / per-module override;
-// and diffusers' Attention module (self, cross, 4-D VAE form) against a float64 reference.
+// masks (additive with -inf, bool, causal) and fully masked rows; float16 inputs; chunked's and
+// fused's peak memory is far below naive's for 4096-token self-attention; the registry (with "fused",
+// the backend kernel tested in test/ops/attention.test.ts, as the default) and the per-module
+// override; and diffusers' Attention module (self, cross, 4-D VAE form; every built-in kind)
+// against a float64 reference.
 //
 // Tolerance: both implementations compute in float32, differing only in summation order and in
 // the online rescaling, so each one's error against float64 comes from float32 rounding of the
@@ -180,24 +182,25 @@ describe("masks", () => {
     });
   });
 
-  test("fully masked rows: chunked gives 0 (not NaN), other rows are unaffected", () => {
-    tidy(() => {
-      const [q, k, v] = [qa, ka, va].map((a) => tensor(a, { shape: [B, H, S, D] })) as [Tensor, Tensor, Tensor];
-      // query rows 10..19 of every batch see no key at all; keys 50.. are masked for everyone
-      const ma = new Float32Array(S * S);
-      for (let i = 0; i < S; i++) for (let j = 0; j < S; j++) if ((i >= 10 && i < 20) || j >= 50) ma[i * S + j] = -Infinity;
-      const mask = tensor(ma, { shape: [S, S] });
-      const out = run(q, k, v, "chunked", { mask, queryChunk: 16, keyChunk: 32 });
-      expect(out.every((x) => Number.isFinite(x))).toBe(true);
-      const ref = reference(qa, ka, va, B * H, S, S, D, D, D ** -0.5, (_b, i, j) => ma[i * S + j]!);
-      for (let bh = 0; bh < B * H; bh++)
-        for (let i = 10; i < 20; i++) for (let d = 0; d < D; d++) expect(out[(bh * S + i) * D + d]).toBe(0);
-      expect(maxAbsDiff(out, ref)).toBeLessThan(1e-5);
+  for (const kind of ["chunked", "fused"])
+    test(`fully masked rows: ${kind} gives 0 (not NaN), other rows are unaffected`, () => {
+      tidy(() => {
+        const [q, k, v] = [qa, ka, va].map((a) => tensor(a, { shape: [B, H, S, D] })) as [Tensor, Tensor, Tensor];
+        // query rows 10..19 of every batch see no key at all; keys 50.. are masked for everyone
+        const ma = new Float32Array(S * S);
+        for (let i = 0; i < S; i++) for (let j = 0; j < S; j++) if ((i >= 10 && i < 20) || j >= 50) ma[i * S + j] = -Infinity;
+        const mask = tensor(ma, { shape: [S, S] });
+        const out = run(q, k, v, kind, { mask, queryChunk: 16, keyChunk: 32 });
+        expect(out.every((x) => Number.isFinite(x))).toBe(true);
+        const ref = reference(qa, ka, va, B * H, S, S, D, D, D ** -0.5, (_b, i, j) => ma[i * S + j]!);
+        for (let bh = 0; bh < B * H; bh++)
+          for (let i = 10; i < 20; i++) for (let d = 0; d < D; d++) expect(out[(bh * S + i) * D + d]).toBe(0);
+        expect(maxAbsDiff(out, ref)).toBeLessThan(1e-5);
+      });
     });
-  });
 });
 
-test("float16 inputs: chunked (float32 statistics) matches naive to float16 rounding", () => {
+test("float16 inputs: chunked and fused (float32 statistics) match naive to float16 rounding", () => {
   const [B, H, S, D] = [1, 2, 97, 64];
   const n = B * H * S * D;
   const arrays = [rand(n, 31, 2), rand(n, 32, 2), rand(n, 33)];
@@ -205,18 +208,19 @@ test("float16 inputs: chunked (float32 statistics) matches naive to float16 roun
     const [q, k, v] = arrays.map((a) => tensor(a, { shape: [B, H, S, D], dtype: "float16" })) as [Tensor, Tensor, Tensor];
     const a = tidy(() => scaledDotProductAttention(q, k, v, { kind: "naive", upcast: true }));
     const c = tidy(() => scaledDotProductAttention(q, k, v, { kind: "chunked", queryChunk: 40, keyChunk: 30 }));
-    expect(a.dtype).toBe("float16");
-    expect(c.dtype).toBe("float16");
-    // Both compute in float32 from identical float16 inputs; outputs differ by at most ~1 float16 ulp (2^-11 relative).
+    const f = tidy(() => scaledDotProductAttention(q, k, v, { kind: "fused" }));
+    for (const t of [a, c, f]) expect(t.dtype).toBe("float16");
+    // All compute in float32 from identical float16 inputs; outputs differ by at most ~1 float16 ulp (2^-11 relative).
     expect(maxAbsDiff(a.toTypedArray() as Float32Array, c.toTypedArray() as Float32Array)).toBeLessThanOrEqual(2 ** -10);
+    expect(maxAbsDiff(a.toTypedArray() as Float32Array, f.toTypedArray() as Float32Array)).toBeLessThanOrEqual(2 ** -10);
   });
 });
 
-test("chunked peak memory is far below naive for 4096-token self-attention (B=1, H=2, D=40)", () => {
+test("chunked and fused peak memory is far below naive for 4096-token self-attention (B=1, H=2, D=40)", () => {
   const [B, H, S, D] = [1, 2, 4096, 40];
   const q = tensor(rand(B * H * S * D, 41), { shape: [B, H, S, D] });
   const peaks: Record<string, number> = {};
-  for (const kind of ["naive", "chunked"]) {
+  for (const kind of ["naive", "chunked", "fused"]) {
     const live0 = memoryStats("cpu").live;
     resetPeakMemory("cpu");
     const o = scaledDotProductAttention(q, q, q, { kind });
@@ -225,13 +229,25 @@ test("chunked peak memory is far below naive for 4096-token self-attention (B=1,
     expect(memoryStats("cpu").live).toBe(live0);
   }
   const scores = B * H * S * S * 4; // one float32 score matrix: 128 MiB
-  console.log(`4096 tokens: naive peak ${(peaks.naive! / 2 ** 20).toFixed(1)} MiB, chunked peak ${(peaks.chunked! / 2 ** 20).toFixed(1)} MiB`);
+  console.log(
+    `4096 tokens: naive peak ${(peaks.naive! / 2 ** 20).toFixed(1)} MiB, chunked peak ${(peaks.chunked! / 2 ** 20).toFixed(1)} MiB, fused peak ${(peaks.fused! / 2 ** 20).toFixed(1)} MiB`,
+  );
   expect(peaks.naive!).toBeGreaterThanOrEqual(scores);
   expect(peaks.chunked!).toBeLessThan(scores / 3);
+  expect(peaks.fused!).toBe(B * H * S * D * 4); // the output only: the kernel's scratch is not allocator memory
   q.dispose();
 });
 
 describe("registry and per-module override", () => {
+  test("built-in kinds: fused (the default), naive, chunked; built-ins cannot be removed", () => {
+    expect(getDefaultAttention()).toBe("fused");
+    expect(attentionKinds()).toEqual(expect.arrayContaining(["fused", "naive", "chunked"]));
+    for (const k of ["fused", "naive", "chunked"]) expect(() => unregisterAttention(k)).toThrow(/built in/);
+    const m = new Attention(8, { heads: 2, dimHead: 4, device: "meta" });
+    expect(m.attentionKind).toBeNull(); // left to the default: fused
+    m.dispose();
+  });
+
   test("register, set default, override per module, unknown kinds fail", () => {
     const seen: string[] = [];
     registerAttention("spy", (q, k, v, opts) => {
@@ -269,6 +285,9 @@ describe("registry and per-module override", () => {
       const b = tidy(() => m.call(x).toTypedArray() as Float32Array);
       expect(seen.length).toBe(2);
       expect(maxAbsDiff(a, b)).toBeLessThan(1e-6);
+      setAttentionKind(m, "fused");
+      const c = tidy(() => m.call(x).toTypedArray() as Float32Array);
+      expect(maxAbsDiff(a, c)).toBeLessThan(1e-6);
       setAttentionKind(m, null);
       m.attn.setAttentionKind("missing");
       expect(() => tidy(() => {
@@ -281,6 +300,12 @@ describe("registry and per-module override", () => {
       m.dispose();
     }
     expect(attentionKinds()).not.toContain("spy");
+    // removing the kind that is the default falls back to "fused"
+    registerAttention("spy2", (q, k, v, opts) => scaledDotProductAttention(q, k, v, { ...opts, kind: "naive" }));
+    setDefaultAttention("spy2");
+    unregisterAttention("spy2");
+    expect(getDefaultAttention()).toBe("fused");
+    setDefaultAttention(prev);
   });
 });
 
@@ -351,7 +376,7 @@ describe("diffusers Attention module", () => {
     vae.dispose();
   });
 
-  for (const kind of ["naive", "chunked"])
+  for (const kind of ["naive", "chunked", "fused"])
     test(`cross-attention matches a float64 reference (${kind})`, () => {
       const [B, S, Sk, C, X, H, Dh] = [2, 5, 7, 8, 6, 2, 4];
       const a = new Attention(C, { crossAttentionDim: X, heads: H, dimHead: Dh });

@@ -1,11 +1,13 @@
 // Linear-algebra ops (matmul, mm, bmm, linear, conv2d) on every test device and float dtype, table-driven against
 // float64 naive references computed from the exact stored input values: attention-sized matmuls, broadcast batch
 // dims, 1-D operands, transposed and strided views, K = 0; convs with padding, stride, dilation, groups, 1×1,
-// non-square kernels, "same" padding and one SD-sized conv checked at sampled positions; shape/dtype errors;
-// memory returning to its start.
+// non-square kernels, "same" padding, the tap-GEMM and unfold paths and one SD-sized conv checked at sampled
+// positions; the CPU's repacked-weight cache (hits, invalidation by copy/fill, clearConvWeightCache, LRU bound);
+// shape/dtype errors; memory returning to its start (the cache is not allocator memory).
 
 import { beforeAll, describe, expect, test } from "bun:test";
 import { cpuBackend } from "../../src/backends/cpu/index.ts";
+import { clearConvWeightCache, convWeightCacheStats, setConvWeightCacheLimit } from "../../src/backends/cpu/conv.ts";
 import { tidy } from "../../src/tensor/scope.ts";
 import { tensor } from "../../src/tensor/creation.ts";
 import type { DType } from "../../src/tensor/dtype.ts";
@@ -315,6 +317,10 @@ const CONV_CASES: ConvCase[] = [
   { name: "tap GEMMs Downsample2D stride 2 pad 1, odd size", x: [1, 32, 9, 11], w: [8, 32, 3, 3], opts: { stride: 2, padding: 1 } },
   { name: "tap GEMMs stride [2,3] dilation 2 padding [1,2]", x: [1, 32, 10, 13], w: [6, 32, 3, 2], opts: { stride: [2, 3], padding: [1, 2], dilation: 2 } },
   { name: "tap GEMMs groups 2 stride 2 batch 2", x: [2, 64, 8, 7], w: [8, 32, 3, 3], opts: { stride: 2, padding: 1, groups: 2 } },
+  // many channels on a small image: the unfold path (input unfolded by tap, weights as they lie)
+  { name: "unfold [2,96,4,5]->64 3×3", x: [2, 96, 4, 5], w: [64, 96, 3, 3], opts: { padding: 1 } },
+  { name: "unfold groups 2 stride 2 batch 2", x: [2, 64, 6, 5], w: [128, 32, 3, 3], opts: { stride: 2, padding: 1, groups: 2 } },
+  { name: "unfold dilation 2 padding [2,1] 3×2 no bias", x: [1, 48, 5, 6], w: [96, 48, 3, 2], bias: false, opts: { padding: [2, 1], dilation: 2 } },
 ];
 
 /** The reference padding (top, left) and output size for torch's conv2d options. */
@@ -404,6 +410,90 @@ describe("conv2d", () => {
         // float32 accumulation over 2880 terms
         expectClose(got, want, accTolerance("float32", 2880, want), `SD conv ${device}`);
       });
+  });
+});
+
+describe("conv2d repacked-weight cache (CPU)", () => {
+  // [1,32,20,18] -> 8: the image is large next to the weights, so the tap-GEMM path with cached weights runs
+  const xShape = [1, 32, 20, 18];
+  const wShape = [8, 32, 3, 3];
+  const geo = convGeometry(xShape, wShape, { padding: 1 });
+  const ref = (x: Float64Array, w: Float64Array) => refConv(x, xShape, w, wShape, null, geo.p, geo.OH, geo.OW);
+  const tol = (r: Float64Array) => accTolerance("float32", 32 * 9, r);
+
+  test("a second call with the same weight hits the cache and gives identical results", () => {
+    tidy(() => {
+      const X = randomTensor(xShape, "float32", "cpu", 31);
+      const W = randomTensor(wShape, "float32", "cpu", 32);
+      const s0 = convWeightCacheStats();
+      const a = values(conv2d(X.t, W.t, null, { padding: 1 }));
+      const s1 = convWeightCacheStats();
+      expect(s1.misses).toBe(s0.misses + 1);
+      const b = values(conv2d(X.t, W.t, null, { padding: 1 }));
+      expect(convWeightCacheStats().hits).toBe(s1.hits + 1);
+      expect(b).toEqual(a);
+      expectClose(a, ref(X.v, W.v), tol(ref(X.v, W.v)), "cached conv");
+      // a different view of the same storage (a narrowed weight) is a different entry
+      const W4 = W.t.narrow(0, 0, 4);
+      const c = values(conv2d(X.t, W4, null, { padding: 1 }));
+      expect(c).toEqual(a.subarray(0, 4 * geo.OH * geo.OW));
+    });
+  });
+
+  test("writes through the backend (copy, fill: loadStateDict's route) invalidate the entry", () => {
+    tidy(() => {
+      const X = randomTensor(xShape, "float32", "cpu", 33);
+      const W = randomTensor(wShape, "float32", "cpu", 34);
+      conv2d(X.t, W.t, null, { padding: 1 });
+      const W2 = randomTensor(wShape, "float32", "cpu", 35);
+      cpuBackend.copy(W2.t, W.t); // in place, as loadStateDict does
+      expectClose(values(conv2d(X.t, W.t, null, { padding: 1 })), ref(X.v, W2.v), tol(ref(X.v, W2.v)), "after copy");
+      cpuBackend.fill(W.t, 0.5);
+      const half = new Float64Array(W.v.length).fill(0.5);
+      expectClose(values(conv2d(X.t, W.t, null, { padding: 1 })), ref(X.v, half), tol(ref(X.v, half)), "after fill");
+    });
+  });
+
+  test("bytes written directly into a weight's storage are honoured after clearConvWeightCache()", () => {
+    tidy(() => {
+      const X = randomTensor(xShape, "float32", "cpu", 36);
+      const W = randomTensor(wShape, "float32", "cpu", 37);
+      conv2d(X.t, W.t, null, { padding: 1 });
+      const bytes = W.t.storage.handle as Uint8Array;
+      const f = new Float32Array(bytes.buffer, bytes.byteOffset, W.v.length);
+      const W2 = randomTensor(wShape, "float32", "cpu", 38);
+      f.set(Float32Array.from(W2.v));
+      clearConvWeightCache();
+      expect(convWeightCacheStats().entries).toBe(0);
+      expectClose(values(conv2d(X.t, W.t, null, { padding: 1 })), ref(X.v, W2.v), tol(ref(X.v, W2.v)), "after clear");
+    });
+  });
+
+  test("the cache is bounded (LRU) and holds no entry for a released storage", () => {
+    const prev = convWeightCacheStats().limit;
+    try {
+      clearConvWeightCache();
+      const entry = 8 * 32 * 9 * 4; // bytes of one repacked weight
+      setConvWeightCacheLimit(2 * entry);
+      tidy(() => {
+        const X = randomTensor(xShape, "float32", "cpu", 39);
+        const Ws = [40, 41, 42].map((seed) => randomTensor(wShape, "float32", "cpu", seed));
+        for (const W of Ws) conv2d(X.t, W.t, null, { padding: 1 });
+        const s = convWeightCacheStats();
+        expect(s.entries).toBe(2);
+        expect(s.bytes).toBe(2 * entry);
+        // the first weight was evicted: using it again is a miss
+        conv2d(X.t, Ws[0]!.t, null, { padding: 1 });
+        expect(convWeightCacheStats().misses).toBe(s.misses + 1);
+        Ws[1]!.t.dispose(); // released: swept at the next insertion
+        conv2d(X.t, randomTensor(wShape, "float32", "cpu", 43).t, null, { padding: 1 });
+        expect(convWeightCacheStats().entries).toBe(2);
+      });
+      setConvWeightCacheLimit(0);
+      expect(convWeightCacheStats().entries).toBe(0);
+    } finally {
+      setConvWeightCacheLimit(prev);
+    }
   });
 });
 

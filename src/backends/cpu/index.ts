@@ -9,13 +9,15 @@ import { numel } from "../../tensor/shape.ts";
 import { binary, binaryScalar, unary, where } from "./elementwise.ts";
 import { reduce, softmax } from "./reduce.ts";
 import { matmul } from "./matmul.ts";
-import { conv2d } from "./conv.ts";
+import { conv2d, invalidateConvWeights } from "./conv.ts";
+import { attention } from "./attention.ts";
 import { groupNorm, layerNorm } from "./norm.ts";
 import { upsampleNearest2d } from "./resample.ts";
 import { argsort, gather, indexSelect, scatterAdd } from "./indexing.ts";
 
 function copy(src: TensorView, dst: TensorView): void {
   if (numel(dst.shape) === 0) return;
+  invalidateConvWeights(dst.storage); // dst may be a conv weight being (re)loaded in place
   if (src.dtype === dst.dtype) {
     stridedCopy(rawOf(src), src.offset, src.strides, rawOf(dst), dst.offset, dst.strides, dst.shape);
     return;
@@ -34,6 +36,7 @@ function copy(src: TensorView, dst: TensorView): void {
 function fill(dst: TensorView, value: number): void {
   const n = numel(dst.shape);
   if (n === 0) return;
+  invalidateConvWeights(dst.storage);
   const one = encodeRaw(Float64Array.of(value), dst.dtype);
   const raw = rawOf(dst);
   // Broadcast the single encoded element over dst's shape through a zero-stride source.
@@ -65,6 +68,7 @@ export const cpuBackend: Backend = {
   softmax,
   matmul,
   conv2d,
+  attention,
   groupNorm,
   layerNorm,
   upsampleNearest2d,

@@ -34,6 +34,7 @@ export const metaBackend: Backend = {
   softmax: nothing,
   matmul: nothing,
   conv2d: nothing,
+  attention: nothing,
   groupNorm: nothing,
   layerNorm: nothing,
   upsampleNearest2d: nothing,

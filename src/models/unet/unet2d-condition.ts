@@ -3,7 +3,7 @@
 // conv_in, down_blocks, mid_block, up_blocks (skip connections consumed in reverse; explicit upsample
 // sizes when the latent is not a multiple of 2^upsamplers), conv_norm_out → act → conv_out.
 // fromPretrained() loads a diffusers `unet/` folder memory-consciously (meta build, then one parameter
-// at a time). Attention defaults to the dispatcher's memory-efficient "chunked" kind.
+// at a time). Attention uses the process default (the backend's fused kernel, "fused") unless `attention` names a kind.
 
 import { type DType, type Device, Tensor, add, cat, mul, sub, tidy } from "../../tensor/index.ts";
 import { DIFFUSERS_WEIGHTS, type PretrainedOptions, loadPretrained } from "../../io/model-folder.ts";
@@ -38,7 +38,7 @@ export interface UNetForwardOptions {
 }
 
 export interface UNetOptions extends ModuleOptions {
-  /** Attention implementation of every Attention module; default "chunked"; null = the process default. */
+  /** Attention implementation of every Attention module; undefined or null = the process default ("fused"). */
   attention?: AttentionKind | null;
 }
 
@@ -149,7 +149,7 @@ export class UNet2DConditionModel extends Module<[Tensor, number | Tensor, Tenso
     const ko = cfg.conv_out_kernel;
     this.conv_out = this.child("conv_out", new Conv2d(ch[0]!, cfg.out_channels, ko, { ...o, padding: (ko - 1) >> 1 }));
 
-    const kind = opts.attention === undefined ? "chunked" : opts.attention;
+    const kind = opts.attention ?? null;
     setAttentionKind(this, kind);
   }
 

@@ -155,8 +155,8 @@ export class UpDecoderBlock2D extends Module<[Tensor], Tensor> {
  * attentions.0, resnets.1. The attention is diffusers' `Attention` with one head of width C
  * (attention_head_dim = C), biased q/k/v, a GroupNorm on its input, a residual connection and
  * upcast softmax — the former `AttentionBlock` (`_from_deprecated_attn_block`, whose old parameter
- * names AutoencoderKL renames on load). It attends over all H·W pixels, so it uses the "chunked"
- * (online-softmax) attention by default: a 64×64 latent is 4096 tokens; override with
+ * names AutoencoderKL renames on load). It attends over all H·W pixels, so it relies on the default
+ * "fused" attention (the backend's online-softmax kernel, no [HW, HW] scores): a 64×64 latent is 4096 tokens; override with
  * setAttentionKind(). `addAttention: false` (mid_block_add_attention) leaves just the two resnets.
  */
 export class UNetMidBlock2D extends Module<[Tensor], Tensor> {
@@ -188,7 +188,6 @@ export class UNetMidBlock2D extends Module<[Tensor], Tensor> {
           ),
         )
       : null;
-    if (this.attentions) for (const a of this.attentions) a.setAttentionKind("chunked");
     this.resnets = this.child("resnets", new ModuleList([new ResnetBlock2D(channels, channels, o), new ResnetBlock2D(channels, channels, o)], o));
   }
 
