@@ -10,6 +10,11 @@
 //   bdk_gather_<t>(p{out, index, x with stride 0 at dim}, out, x, index, x_dim_stride, dim_size, index_i64, bad, stream)
 //   bdk_scatter_add_<t>(p{out with stride 0 at dim, index, src}, out, index, src, out_dim_stride, dim_size,
 //       index_i64, bad, stream)          t: f32 f16 bf16 i32 i64 (scatter_add); + u8 (index_select, gather)
+//   bdk_scatter_add_lines_<t>(p{out with stride 0 at dim, index, src} over the index shape with dim set to 1, out,
+//       index, src, n, index_dim_stride, src_dim_stride, out_dim_stride, dim_size, index_i64, bad, stream)
+//       t: f32 f16 bf16 i32 i64. Deterministic scatter_add: one thread per line along dim adds its n elements in
+//       index order without atomics (lines never share an output element), so float sums are reproducible and
+//       equal the CPU backend's sequential float32 order. Parallelism = number of lines (numel(index) / n).
 #include "common.cuh"
 
 namespace bd {
@@ -77,6 +82,26 @@ __global__ void scatter_add_kernel(Strided p, T* out, const I* __restrict__ idx,
   });
 }
 
+template <class T, class I>
+__global__ void scatter_add_lines_kernel(Strided p, T* out, const I* __restrict__ idx, const T* __restrict__ src, int64_t n,
+                                         int64_t idx_ds, int64_t src_ds, int64_t out_ds, int64_t dim, int* bad) {
+  for_each_strided<3>(p, [&](const int64_t* off) {
+    T* o = out + off[0];
+    const I* ix = idx + off[1];
+    const T* sv = src + off[2];
+    for (int64_t j = 0; j < n; ++j) {
+      int64_t s = (int64_t)ix[j * idx_ds];
+      if (s < 0 || s >= dim) {
+        if (bad) *bad = 1;
+        continue;
+      }
+      T* d = o + s * out_ds;
+      if constexpr (is_float_v<T>) *d = from_f32<T>(to_f32(*d) + to_f32(sv[j * src_ds]));
+      else *d = (T)((int64_t)*d + (int64_t)sv[j * src_ds]);
+    }
+  });
+}
+
 // ================================================================ launchers
 template <class T>
 int index_select_launch(void* out, const void* x, const void* idx, int64_t outer, int64_t dim, int64_t inner,
@@ -121,6 +146,20 @@ int scatter_add_launch(const Strided* pp, void* out, const void* idx, const void
   return launch_kernel(scatter_add_kernel<T, int32_t>, grid, block, 0, st, p, (T*)out, (const int32_t*)idx,
                        (const T*)src, dim_stride, dim, bad);
 }
+template <class T>
+int scatter_add_lines_launch(const Strided* pp, void* out, const void* idx, const void* src, int64_t n, int64_t idx_ds,
+                             int64_t src_ds, int64_t out_ds, int64_t dim, int i64, int* bad, cudaStream_t st) {
+  if (!pp || dim < 0 || n < 0) return cudaErrorInvalidValue;
+  Strided p = *pp;
+  if (!prepare(p, 3)) return cudaErrorInvalidValue;
+  if (p.numel == 0 || n == 0) return cudaSuccess;
+  dim3 grid(grid_for(p.numel, kThreads)), block(kThreads);
+  if (i64)
+    return launch_kernel(scatter_add_lines_kernel<T, int64_t>, grid, block, 0, st, p, (T*)out, (const int64_t*)idx,
+                         (const T*)src, n, idx_ds, src_ds, out_ds, dim, bad);
+  return launch_kernel(scatter_add_lines_kernel<T, int32_t>, grid, block, 0, st, p, (T*)out, (const int32_t*)idx,
+                       (const T*)src, n, idx_ds, src_ds, out_ds, dim, bad);
+}
 }  // namespace bd
 
 using bd::Strided;
@@ -139,6 +178,11 @@ BD_ALL_TYPES(BD_SELECT_EXPORTS)
   BDK_API int bdk_scatter_add_##tag(const Strided* p, void* out, const void* idx, const void* src,              \
                                     int64_t dim_stride, int64_t dim, int i64, int* bad, cudaStream_t st) {      \
     return bd::scatter_add_launch<T>(p, out, idx, src, dim_stride, dim, i64, bad, st);                          \
+  }                                                                                                             \
+  BDK_API int bdk_scatter_add_lines_##tag(const Strided* p, void* out, const void* idx, const void* src,        \
+                                          int64_t n, int64_t idx_ds, int64_t src_ds, int64_t out_ds,            \
+                                          int64_t dim, int i64, int* bad, cudaStream_t st) {                    \
+    return bd::scatter_add_lines_launch<T>(p, out, idx, src, n, idx_ds, src_ds, out_ds, dim, i64, bad, st);     \
   }
 BD_FLOAT_TYPES(BD_SCATTER_EXPORTS)
 BD_SCATTER_EXPORTS(i32, int32_t)

@@ -45,4 +45,25 @@ if ! ldconfig -p 2>/dev/null | grep -q 'libopenblas\.so\.0'; then
   fi
 fi
 
+# 4. CUDA kernels (scripts/build-kernels.ts, cached by source hash). The test command builds the emulated
+#    device (g++; ARCHITECTURE decision 4) and, when nvcc exists, the real library for every architecture as a
+#    compile check. Other commands build the real library only on a machine with nvcc and an NVIDIA driver.
+has_driver() { [ -e /dev/nvidiactl ] || ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1'; }
+if [ "${1:-}" = "test" ]; then
+  if ! command -v g++ >/dev/null 2>&1 && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    log "installing g++ (Debian) to build the emulated CUDA device"
+    apt-get install -y -q g++ >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q g++ >/dev/null 2>&1; } || true
+  fi
+  if command -v g++ >/dev/null 2>&1 || command -v nvcc >/dev/null 2>&1; then
+    log "building CUDA kernels (cached after the first run)"
+    "$BUN" scripts/build-kernels.ts >&2
+  else
+    log "neither g++ nor nvcc found: CUDA tests will be skipped (apt-get install g++ to run them emulated)"
+  fi
+elif command -v nvcc >/dev/null 2>&1 && has_driver; then
+  "$BUN" scripts/build-kernels.ts --real-only >&2
+elif has_driver; then
+  log "an NVIDIA driver is present but nvcc is not: install the CUDA toolkit (nvcc) and rerun to build the kernels for device \"cuda\""
+fi
+
 exec "$BUN" "$@"

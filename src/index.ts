@@ -29,3 +29,5 @@ export { setDefaultAttention, registerAttention, type AttentionKind } from "./nn
 export { GeneratedImage, formatParameters, type GenerationParameters } from "./io/image.ts";
 export { openSafetensors, openCheckpoint, writeSafetensors } from "./io/safetensors.ts";
 export { saveTensors, entryToTensor } from "./io/tensor-io.ts";
+export { initCuda, cudaAvailable, cudaEmptyCache, cudaSynchronize, CudaUnavailableError } from "./backends/cuda/index.ts";
+export { resolveDevice } from "./backends/select.ts";

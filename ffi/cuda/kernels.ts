@@ -75,6 +75,53 @@ export class StridedParams {
   }
 }
 
+/**
+ * bd::AttentionParams (kernels/attention.cu): { i64 B, H, Sq, Sk, D, Dv; i64 q_stride[4], k_stride[4], v_stride[4],
+ * m_stride[4]; f32 scale; i32 causal; i32 mask_type; i32 reserved }, 192 bytes. Byte offsets, checked against
+ * bdk_attention_params_layout() by checkAttentionLayout().
+ */
+export const ATTENTION_PARAMS = { bytes: 192, B: 0, qStride: 48, kStride: 80, vStride: 112, mStride: 144, scale: 176, causal: 180, maskType: 184 } as const;
+/** Mask kinds of bd::AttentionParams.mask_type. */
+export const ATTENTION_MASK = { none: 0, float32: 1, float16: 2, bfloat16: 3, keep: 4 } as const;
+/** Largest head dim (D and Dv) the attention kernel takes. */
+export const ATTENTION_MAX_HEAD = 160;
+
+/** A reusable host buffer holding one bd::AttentionParams. */
+export class AttentionParamsBuffer {
+  readonly bytes = new Uint8Array(ATTENTION_PARAMS.bytes);
+  private readonly view = new DataView(this.bytes.buffer);
+  private readonly u32 = new Uint32Array(this.bytes.buffer);
+
+  /** sizes = [B, H, Sq, Sk, D, Dv]; strides of q, k, v, mask (4 each; mask all 0 when absent). */
+  set(
+    sizes: readonly number[], q: readonly number[], k: readonly number[], v: readonly number[], m: readonly number[],
+    scale: number, causal: boolean, maskType: number,
+  ): Uint8Array {
+    const w = (off: number, x: number) => {
+      // little-endian int64 of a safe integer, without BigInt (called per launch)
+      const hi = Math.floor(x / 0x100000000);
+      this.u32[off >> 2] = x - hi * 0x100000000;
+      this.u32[(off >> 2) + 1] = hi >>> 0;
+    };
+    sizes.forEach((x, i) => w(ATTENTION_PARAMS.B + 8 * i, x));
+    for (const [base, s] of [[ATTENTION_PARAMS.qStride, q], [ATTENTION_PARAMS.kStride, k], [ATTENTION_PARAMS.vStride, v], [ATTENTION_PARAMS.mStride, m]] as const)
+      for (let i = 0; i < 4; i++) w(base + 8 * i, s[i] ?? 0);
+    this.view.setFloat32(ATTENTION_PARAMS.scale, scale, true);
+    this.view.setInt32(ATTENTION_PARAMS.causal, causal ? 1 : 0, true);
+    this.view.setInt32(ATTENTION_PARAMS.maskType, maskType, true);
+    this.view.setInt32(ATTENTION_PARAMS.maskType + 4, 0, true);
+    return this.bytes;
+  }
+}
+
+/** Compare bdk_attention_params_layout() with ATTENTION_PARAMS; throws on any difference. */
+export function checkAttentionLayout(layout: string | null, path: string): void {
+  const P = ATTENTION_PARAMS;
+  const ours = [P.bytes, P.B, P.qStride, P.kStride, P.vStride, P.mStride, P.scale, P.causal, P.maskType].join(",");
+  if (layout !== ours)
+    throw new Error(`kernels library ${path}: bd::AttentionParams layout ${layout} != ${ours} (ffi/cuda/kernels.ts). Rebuild it with \`bun scripts/build-kernels.ts\`.`);
+}
+
 // ---- the symbol table
 const S = "i32"; // cudaError_t
 const P = "ptr";
@@ -98,9 +145,13 @@ function buildTable(): Record<string, SymbolSpec> {
     t[`bdk_upsample_nearest2d_${g}`] = spec(P, P, I, I, I, I, I, P); // (out, x, planes, H, W, OH, OW, stream)
     t[`bdk_index_select_${g}`] = spec(P, P, P, I, I, I, I, "i32", P, P); // (out, x, idx, outer, dim, inner, n, i64, bad, stream)
     t[`bdk_gather_${g}`] = spec(P, P, P, P, I, I, "i32", P, P); // (p{out,idx,x}, out, x, idx, x_dim_stride, dim, i64, bad, stream)
+    t[`bdk_argsort_${g}`] = spec(P, P, I, I, "i32", P); // (out i64, x, rows, n, descending, stream)
   }
-  for (const g of [...FLOAT_TAGS, "i32", "i64"])
+  for (const g of [...FLOAT_TAGS, "i32", "i64"]) {
     t[`bdk_scatter_add_${g}`] = spec(P, P, P, P, I, I, "i32", P, P); // (p{out,idx,src}, out, idx, src, out_dim_stride, dim, i64, bad, stream)
+    // (p{out,idx,src} over lines, out, idx, src, n, idx_dim_stride, src_dim_stride, out_dim_stride, dim, i64, bad, stream)
+    t[`bdk_scatter_add_lines_${g}`] = spec(P, P, P, P, I, I, I, I, I, "i32", P, P);
+  }
   for (const g of FLOAT_TAGS) {
     t[`bdk_geglu_${g}`] = spec(P, P, I, I, "i32", P); // (out, x, rows, inner, tanh_approx, stream)
     t[`bdk_reduce_${g}`] = spec("i32", P, P, I, I, I, "f32", P); // (op, out, x, outer, r, inner, correction, stream)
@@ -108,7 +159,9 @@ function buildTable(): Record<string, SymbolSpec> {
     t[`bdk_group_norm_${g}`] = spec(P, P, P, P, I, I, I, "i32", "f32", "i32", P); // (out, x, w, b, N, C, S, groups, eps, silu, stream)
     t[`bdk_layer_norm_${g}`] = spec(P, P, P, P, I, I, "f32", P); // (out, x, w, b, rows, cols, eps, stream)
     t[`bdk_timestep_embedding_${g}`] = spec(P, P, I, I, "i32", "f32", "f32", "f32", P); // (out, t, n, dim, flip, shift, scale, max_period, stream)
+    t[`bdk_attention_${g}`] = spec(P, P, P, P, P, P, P); // (p AttentionParams, out, q, k, v, mask, stream)
   }
+  t.bdk_attention_params_layout = { args: [], returns: "cstring" };
   return t;
 }
 

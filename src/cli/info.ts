@@ -1,10 +1,12 @@
-// `bun-diffusion info`: the runtime, the backends and devices in use, and the native libraries
-// found (with versions and where they were found), as text or JSON.
+// `bun-diffusion info`: the runtime, the backends and devices, and the native libraries found
+// (OpenBLAS; cudart, cuBLAS, cuDNN, our kernels: versions and where they were found, or where we
+// looked), as text or JSON. BD_CUDA_EMULATE=1 reports the emulated device instead.
 
 import { cpuInfo } from "../../ffi/cpuid.ts";
 import { getOpenBlas, openBlasStatus } from "../../ffi/openblas.ts";
 import { gemmBackendName } from "../backends/cpu/gemm.ts";
 import { hasBackend } from "../backends/registry.ts";
+import { type CudaEnvironmentReport, cudaEnvironment } from "../../ffi/cuda/index.ts";
 import pkg from "../../package.json" with { type: "json" };
 
 export interface InfoReport {
@@ -13,6 +15,7 @@ export interface InfoReport {
   cpu: { model: string | undefined; cpus: number; simd: string[] };
   backends: { cpu: { gemm: string }; meta: boolean; cuda: boolean };
   libraries: { openblas: ReturnType<typeof openBlasStatus> };
+  cuda: CudaEnvironmentReport;
 }
 
 export function collectInfo(): InfoReport {
@@ -27,6 +30,7 @@ export function collectInfo(): InfoReport {
     cpu: { model: cpu.model, cpus: cpu.cpus, simd },
     backends: { cpu: { gemm: gemmBackendName() }, meta: hasBackend("meta"), cuda: hasBackend("cuda") },
     libraries: { openblas: openBlasStatus() },
+    cuda: cudaEnvironment(),
   };
 }
 
@@ -37,7 +41,15 @@ export function formatInfo(r: InfoReport): string {
     `runtime      Bun ${r.runtime.bun} on ${r.runtime.platform}/${r.runtime.arch}`,
     `cpu          ${r.cpu.model ?? "unknown"} (${r.cpu.cpus} CPUs; ${r.cpu.simd.join(", ") || "no SIMD flags found"})`,
     `backend cpu  GEMM: ${r.backends.cpu.gemm}`,
-    `backend cuda ${r.backends.cuda ? "loaded" : "not loaded (no CUDA backend in this build yet)"}`,
+    `backend cuda ${r.cuda.available ? `available${r.cuda.emulated ? " (emulated device)" : ""}` : `not available: ${r.cuda.problems.join("; ") || "no device"}`}`,
+    ...r.cuda.devices.map(
+      (d) => `  device ${d.index}   ${d.name} (sm ${d.computeCapability}, ${d.multiprocessors} SMs, ${(d.totalMemoryBytes / 2 ** 30).toFixed(1)} GiB)`,
+    ),
+    `  driver     ${r.cuda.driver.path ?? "not found"}${r.cuda.driver.version ? ` (supports CUDA ${r.cuda.driver.version})` : ""}`,
+    ...Object.entries(r.cuda.libraries).map(
+      ([name, l]) => `  ${name.padEnd(10)} ${l.path ? `${l.path}${l.version ? ` (${l.version})` : ""}${l.error ? ` — ${l.error}` : ""}` : l.error ?? "not found"}`,
+    ),
+    `  nvcc       ${r.cuda.toolkit ? `${r.cuda.toolkit.nvcc} (CUDA ${r.cuda.toolkit.version})` : "not found (needed only to build the kernels)"}`,
     `openblas     ${ob.loaded ? `${ob.path} (core ${ob.corename}, ${ob.threads} threads)` : `not loaded: ${ob.reason}`}`,
   ].join("\n");
 }

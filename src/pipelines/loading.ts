@@ -2,12 +2,12 @@
 // [library, class] or [null, null], and pipeline config such as force_zeros_for_empty_prompt), the
 // local Hugging Face cache layout (models--org--name/ resolved to its snapshot), component checks
 // with errors that name the folder and say what to do, the scheduler config, and device resolution
-// ("auto" = CUDA when its backend is loaded, else the CPU with one notice); the load options both
+// ("auto" = CUDA when it initialises, else the CPU with one notice); the load options both
 // pipelines take and the checks and partial-failure cleanup their loaders share.
 
 import { existsSync, readFileSync, readdirSync, statSync } from "node:fs";
 import path from "node:path";
-import { hasBackend } from "../backends/registry.ts";
+import { resolveDevice as selectDevice } from "../backends/select.ts";
 import { ModelFolderError } from "../io/model-folder.ts";
 import { parsePythonJson } from "../io/python-json.ts";
 import type { DType, Device, DeviceSpec } from "../tensor/index.ts";
@@ -165,30 +165,14 @@ export function modelDisplayName(dir: string): string {
   return parts[parts.length - 1]!;
 }
 
-let autoNoticeShown = false;
-
 /**
- * A device to run on: "cpu"; "cuda" (fails when the CUDA backend is not loaded); "auto" = CUDA when
- * loaded, else the CPU, telling `notice` once per process.
+ * A device to run on: "cpu"; "cuda" / "cuda:N" (initialises the CUDA backend, or fails naming what is
+ * missing); "auto" = CUDA when it initialises, else the CPU, telling `notice` once per process.
  */
 export function resolveDevice(spec: DeviceSpec | undefined, notice: (message: string) => void = (m) => console.warn(m)): Device {
   const s = spec ?? "cpu";
-  if (s === "cpu") return "cpu";
-  if (s === "cuda" || s === "cuda:0") {
-    if (!hasBackend("cuda"))
-      throw new Error('device "cuda": the CUDA backend is not loaded; use device "cpu", or "auto" to fall back to the CPU');
-    return "cuda";
-  }
-  if (s === "auto") {
-    if (hasBackend("cuda")) return "cuda";
-    if (!autoNoticeShown) {
-      autoNoticeShown = true;
-      notice('device "auto": the CUDA backend is not loaded; running on the CPU');
-    }
-    return "cpu";
-  }
   if (s === "meta") throw new Error('device "meta" holds shapes only and cannot generate images; use "cpu", "cuda" or "auto"');
-  throw new Error(`unknown device ${JSON.stringify(s)}; expected "cpu", "cuda" or "auto"`);
+  return selectDevice(s, { notice });
 }
 
 export interface PipelineLoadOptions {

@@ -79,7 +79,7 @@ describe("bun-diffusion generate", () => {
     ["non-numeric cfg", ["--cfg", "lots"], /--cfg <scale>' argument 'lots' is invalid\. expected a number/],
     ["one file for several images", ["--batch", "2"], /names one file but --batch 2 makes 2 images; pass a directory/],
     ["seed list length", ["--seed", "1,2"], /--seed: has 2 seeds for 1 image/],
-    ["cuda without its backend", ["--device", "cuda"], /CUDA backend is not loaded/],
+    ["cuda without a usable CUDA setup", ["--device", "cuda"], /device "cuda" is not available: ./],
   ];
   for (const [what, args, message] of bad) {
     test(`bad option: ${what} → non-zero exit, clear message, nothing written`, () => {

@@ -1,0 +1,200 @@
+// The CUDA caching allocator (ARCHITECTURE decision 1). cudaMalloc / cudaFree synchronise the device and cost
+// tens of microseconds, so freed blocks are kept in size-class bins and handed out again:
+//
+// - Size classes: requests below 1 MiB round up to a multiple of 512 B, larger ones to a multiple of 2 MiB; a bin
+//   holds blocks of exactly one class (no splitting or merging). A zero-byte request gets a 512 B block, so every
+//   storage has a distinct pointer.
+// - Stream-ordered reuse: a freed block goes to the bin of the stream it was allocated on and is reusable there at
+//   once (work queued later on that stream runs after the last use). Taking it for another stream records an event
+//   on the old stream and makes the new stream wait for it. A block also used on other streams (recordStream) makes
+//   its own stream wait for theirs when it is freed.
+// - Out of memory: when cudaMalloc fails the cache is released (cudaFree of every cached block) and the request is
+//   retried once; if it fails again an OutOfMemoryError says what was asked, what is live, what CUDA reports free
+//   of its total, and what would help.
+// - Statistics through a MemoryTracker: `live` = bytes requested by live storages (tensors and backend
+//   temporaries), `reserved` = bytes held from cudaMalloc (live + cached, in class sizes), `peak` = max live.
+//
+// The device calls go through an AllocatorDriver, so the bookkeeping is testable on its own.
+
+import { MemoryTracker } from "../../tensor/memory-stats.ts";
+import { OutOfMemoryError, formatBytes } from "../../tensor/errors.ts";
+
+export const SMALL_LIMIT = 1 << 20;
+export const SMALL_ROUND = 512;
+export const LARGE_ROUND = 2 << 20;
+
+/** The block size a request of `bytes` gets. */
+export function sizeClass(bytes: number): number {
+  if (bytes <= 0) return SMALL_ROUND;
+  if (bytes < SMALL_LIMIT) return Math.ceil(bytes / SMALL_ROUND) * SMALL_ROUND;
+  return Math.ceil(bytes / LARGE_ROUND) * LARGE_ROUND;
+}
+
+/** What the allocator needs from the device (implemented over cudart by the backend). */
+export interface AllocatorDriver {
+  /** A device pointer, or null when the device is out of memory (any other failure throws). */
+  malloc(bytes: number): number | null;
+  free(ptr: number): void;
+  /** [free, total] bytes as cudaMemGetInfo reports them. */
+  memInfo(): [number, number];
+  /** Make `waiter` wait for everything queued on `stream` so far (event record + stream wait). */
+  streamWait(waiter: number, stream: number): void;
+}
+
+interface Block {
+  ptr: number;
+  size: number;
+  /** Bytes requested (what `live` counts). */
+  requested: number;
+  stream: number;
+  /** Other streams that used the block while it was live. */
+  uses: Set<number> | null;
+}
+
+export interface AllocatorCounters {
+  /** cudaMalloc calls that succeeded. */
+  mallocs: number;
+  /** cudaFree calls (emptyCache). */
+  frees: number;
+  /** Requests served from a bin of the same stream. */
+  cacheHits: number;
+  /** Requests served from another stream's bin (after an event wait). */
+  crossStreamReuses: number;
+  /** cudaMalloc failures answered by emptying the cache and retrying. */
+  oomRetries: number;
+}
+
+export class CachingAllocator {
+  readonly memory: MemoryTracker;
+  readonly counters: AllocatorCounters = { mallocs: 0, frees: 0, cacheHits: 0, crossStreamReuses: 0, oomRetries: 0 };
+  private readonly live = new Map<number, Block>();
+  /** stream -> size class -> cached blocks (LIFO: the most recently freed block is the warmest). */
+  private readonly bins = new Map<number, Map<number, Block[]>>();
+  private cached = 0;
+
+  constructor(
+    private readonly driver: AllocatorDriver,
+    memory?: MemoryTracker,
+  ) {
+    this.memory = memory ?? new MemoryTracker("cuda");
+  }
+
+  /** Bytes held in the cache (reserved − live blocks' class sizes). */
+  get cachedBytes(): number {
+    return this.cached;
+  }
+
+  /** Number of live blocks. */
+  get liveBlocks(): number {
+    return this.live.size;
+  }
+
+  /** A device pointer to at least `bytes` bytes, usable on `stream` in stream order. Throws OutOfMemoryError. */
+  allocate(bytes: number, stream: number): number {
+    const size = sizeClass(bytes);
+    let block = this.take(stream, size);
+    if (block) {
+      this.counters.cacheHits++;
+    } else {
+      block = this.takeOther(stream, size);
+      if (block) this.counters.crossStreamReuses++;
+    }
+    if (block) {
+      block.requested = bytes;
+      block.stream = stream;
+      block.uses = null;
+      this.live.set(block.ptr, block);
+      this.memory.onAlloc(bytes, 0);
+      return block.ptr;
+    }
+    let ptr = this.driver.malloc(size);
+    if (ptr === null) {
+      this.counters.oomRetries++;
+      const released = this.cached;
+      this.emptyCache();
+      ptr = this.driver.malloc(size);
+      if (ptr === null) throw this.outOfMemory(bytes, released);
+    }
+    this.counters.mallocs++;
+    this.live.set(ptr, { ptr, size, requested: bytes, stream, uses: null });
+    this.memory.onAlloc(bytes, size);
+    return ptr;
+  }
+
+  /** Return a block to its stream's bin (reusable there at once). */
+  free(ptr: number): void {
+    const block = this.live.get(ptr);
+    if (!block) throw new Error(`CUDA allocator: free of ${ptr} which is not a live block (double free?)`);
+    this.live.delete(ptr);
+    if (block.uses) for (const s of block.uses) this.driver.streamWait(block.stream, s);
+    block.uses = null;
+    let bins = this.bins.get(block.stream);
+    if (!bins) this.bins.set(block.stream, (bins = new Map()));
+    let bin = bins.get(block.size);
+    if (!bin) bins.set(block.size, (bin = []));
+    bin.push(block);
+    this.cached += block.size;
+    this.memory.onFree(block.requested, 0);
+  }
+
+  /** Note that a live block is used on `stream` too (its reuse then waits for that stream). */
+  recordStream(ptr: number, stream: number): void {
+    const block = this.live.get(ptr);
+    if (!block || stream === block.stream) return;
+    (block.uses ??= new Set()).add(stream);
+  }
+
+  /** cudaFree every cached block (live blocks stay). */
+  emptyCache(): void {
+    for (const bins of this.bins.values())
+      for (const bin of bins.values())
+        for (const b of bin) {
+          this.driver.free(b.ptr);
+          this.counters.frees++;
+          this.memory.reserved -= b.size;
+        }
+    this.bins.clear();
+    this.cached = 0;
+  }
+
+  private take(stream: number, size: number): Block | null {
+    const bin = this.bins.get(stream)?.get(size);
+    const b = bin?.pop();
+    if (!b) return null;
+    this.cached -= b.size;
+    return b;
+  }
+
+  private takeOther(stream: number, size: number): Block | null {
+    for (const [s, bins] of this.bins) {
+      if (s === stream) continue;
+      const b = bins.get(size)?.pop();
+      if (!b) continue;
+      this.cached -= b.size;
+      this.driver.streamWait(stream, s); // the block's last uses on `s` finish before `stream` touches it
+      return b;
+    }
+    return null;
+  }
+
+  private outOfMemory(bytes: number, released: number): OutOfMemoryError {
+    let report = "";
+    try {
+      const [free, total] = this.driver.memInfo();
+      report = `CUDA reports ${formatBytes(free)} free of ${formatBytes(total)}`;
+      const err = new OutOfMemoryError("cuda", bytes, this.memory.live, total, advice(report, released));
+      return err;
+    } catch {
+      return new OutOfMemoryError("cuda", bytes, this.memory.live, null, advice("cudaMemGetInfo failed", released));
+    }
+  }
+}
+
+function advice(report: string, released: number): string {
+  return (
+    `${report}` +
+    (released > 0 ? ` after releasing ${formatBytes(released)} cached by the allocator` : "") +
+    "; free tensors you no longer need (dispose / tidy), lower the batch size or resolution, use float16, " +
+    "or enable model CPU offload, VAE tiling / slicing or token merging"
+  );
+}

@@ -1,0 +1,144 @@
+// CUDA conv2d through cuDNN's forward convolution (NCHW, cross-correlation as torch, float32 compute; tensor-op
+// math for float16/bfloat16). Per distinct shape (dtype, x, w, stride, padding, dilation, groups) the descriptors
+// and the algorithm are made once and cached: cudnnGetConvolutionForwardAlgorithm_v7's ranking, first algorithm
+// whose workspace is at most BD_CUDNN_WORKSPACE_MB (default 1024) — or, with BD_CUDNN_BENCHMARK=1 on a real GPU,
+// cudnnFindConvolutionForwardAlgorithmEx's measured ranking. The workspace comes from our caching allocator for
+// each call. Strided inputs and weights are copied contiguous first; the bias is added by the broadcast binary
+// kernel in place (out += bias viewed as [1, O, 1, 1]).
+
+import type { Conv2dParams, TensorView } from "../backend.ts";
+import { ALGO_PERF, cudnnConvolutionMode, cudnnDataType, cudnnMathType, cudnnTensorFormat } from "../../../ffi/cuda/cudnn.ts";
+import type { DType } from "../../tensor/dtype.ts";
+import { numel } from "../../tensor/shape.ts";
+import { cudaContext, describe, dptr, requireDType, temp, type CudaContext } from "./context.ts";
+import { binary } from "./elementwise.ts";
+import { contiguousAs } from "./reduce.ts";
+
+const DATA_TYPE: Partial<Record<DType, number>> = { float32: cudnnDataType.float, float16: cudnnDataType.half, bfloat16: cudnnDataType.bfloat16 };
+const ONE = new Float32Array([1]);
+const ZERO = new Float32Array([0]);
+const MAX_PLANS = 256;
+const WORKSPACE_LIMIT = (Number(process.env.BD_CUDNN_WORKSPACE_MB) || 1024) * 2 ** 20;
+const BENCHMARK = process.env.BD_CUDNN_BENCHMARK === "1";
+
+interface Plan {
+  x: number;
+  w: number;
+  y: number;
+  conv: number;
+  algo: number;
+  workspace: number;
+}
+const plans = new Map<string, Plan>();
+
+/** Number of cached convolution plans (tests). */
+export function convPlanCount(): number {
+  return plans.size;
+}
+
+function destroyPlan(c: CudaContext, p: Plan): void {
+  const s = c.libs.cudnn.symbols;
+  s.cudnnDestroyTensorDescriptor(p.x);
+  s.cudnnDestroyTensorDescriptor(p.y);
+  s.cudnnDestroyFilterDescriptor(p.w);
+  s.cudnnDestroyConvolutionDescriptor(p.conv);
+}
+
+/** Drop every cached plan (their descriptors are destroyed). */
+export function clearConvPlans(): void {
+  const c = cudaContext();
+  for (const p of plans.values()) destroyPlan(c, p);
+  plans.clear();
+}
+
+function makePlan(c: CudaContext, key: string, dtype: number, x: TensorView, w: TensorView, out: TensorView, p: Conv2dParams, op: string): Plan {
+  const s = c.libs.cudnn.symbols;
+  const ck = (st: number, fn: string) => c.libs.cudnnCheck(st, fn, op);
+  const h = new BigUint64Array(1);
+  const made = () => Number(h[0]);
+  const [N, C, H, W] = x.shape as [number, number, number, number];
+  const [O, cg, kh, kw] = w.shape as [number, number, number, number];
+  const [, , OH, OW] = out.shape as [number, number, number, number];
+  ck(s.cudnnCreateTensorDescriptor(h), "cudnnCreateTensorDescriptor");
+  const xd = made();
+  ck(s.cudnnCreateTensorDescriptor(h), "cudnnCreateTensorDescriptor");
+  const yd = made();
+  ck(s.cudnnCreateFilterDescriptor(h), "cudnnCreateFilterDescriptor");
+  const wd = made();
+  ck(s.cudnnCreateConvolutionDescriptor(h), "cudnnCreateConvolutionDescriptor");
+  const cd = made();
+  const plan: Plan = { x: xd, w: wd, y: yd, conv: cd, algo: 0, workspace: 0 };
+  try {
+    ck(s.cudnnSetTensor4dDescriptor(xd, cudnnTensorFormat.NCHW, dtype, N, C, H, W), "cudnnSetTensor4dDescriptor");
+    ck(s.cudnnSetTensor4dDescriptor(yd, cudnnTensorFormat.NCHW, dtype, N, O, OH, OW), "cudnnSetTensor4dDescriptor");
+    ck(s.cudnnSetFilter4dDescriptor(wd, dtype, cudnnTensorFormat.NCHW, O, cg, kh, kw), "cudnnSetFilter4dDescriptor");
+    ck(s.cudnnSetConvolution2dDescriptor(cd, p.padding[0], p.padding[1], p.stride[0], p.stride[1], p.dilation[0], p.dilation[1],
+      cudnnConvolutionMode.crossCorrelation, cudnnDataType.float), "cudnnSetConvolution2dDescriptor");
+    if (p.groups !== 1) ck(s.cudnnSetConvolutionGroupCount(cd, p.groups), "cudnnSetConvolutionGroupCount");
+    ck(s.cudnnSetConvolutionMathType(cd, dtype === cudnnDataType.float ? cudnnMathType.default : cudnnMathType.tensorOp), "cudnnSetConvolutionMathType");
+    const perf = new Uint8Array(ALGO_PERF.bytes * 8);
+    const count = new Int32Array(1);
+    if (BENCHMARK && !c.libs.emulated) {
+      const ws = temp([Math.min(WORKSPACE_LIMIT, 256 * 2 ** 20)], "uint8");
+      try {
+        ck(s.cudnnFindConvolutionForwardAlgorithmEx(c.cudnn, xd, dptr(x), wd, dptr(w), cd, yd, dptr(out), 8, count, perf, dptr(ws), ws.shape[0]!),
+          "cudnnFindConvolutionForwardAlgorithmEx");
+      } finally {
+        ws.free();
+      }
+    } else {
+      ck(s.cudnnGetConvolutionForwardAlgorithm_v7(c.cudnn, xd, wd, cd, yd, 8, count, perf), "cudnnGetConvolutionForwardAlgorithm_v7");
+    }
+    const view = new DataView(perf.buffer);
+    let chosen = -1;
+    for (let i = 0; i < count[0]! && chosen < 0; i++) {
+      const at = i * ALGO_PERF.bytes;
+      const memory = Number(view.getBigUint64(at + ALGO_PERF.memory, true));
+      if (view.getInt32(at + ALGO_PERF.status, true) === 0 && memory <= WORKSPACE_LIMIT) {
+        chosen = view.getInt32(at + ALGO_PERF.algo, true);
+        plan.algo = chosen;
+      }
+    }
+    if (chosen < 0) throw new Error(`conv2d: cuDNN offers no usable algorithm for ${op} (within a ${WORKSPACE_LIMIT >> 20} MiB workspace)`);
+    const need = new BigUint64Array(1);
+    ck(s.cudnnGetConvolutionForwardWorkspaceSize(c.cudnn, xd, wd, cd, yd, chosen, need), "cudnnGetConvolutionForwardWorkspaceSize");
+    plan.workspace = Number(need[0]);
+  } catch (e) {
+    destroyPlan(c, plan);
+    throw e;
+  }
+  if (plans.size >= MAX_PLANS) clearConvPlans();
+  plans.set(key, plan);
+  return plan;
+}
+
+export function conv2d(x: TensorView, w: TensorView, bias: TensorView | null, out: TensorView, p: Conv2dParams): void {
+  if (numel(out.shape) === 0) return;
+  requireDType("conv2d", x.dtype, w, bias, out);
+  const c = cudaContext();
+  const dtype = DATA_TYPE[x.dtype];
+  if (dtype === undefined) throw new Error(`internal: CUDA conv2d of ${x.dtype}`);
+  const op = `conv2d ${describe(x, w, bias, out)} stride ${p.stride.join("x")} padding ${p.padding.join("x")} dilation ${p.dilation.join("x")} groups ${p.groups}`;
+  const xc = contiguousAs(x);
+  const wc = contiguousAs(w);
+  try {
+    const key = `${x.dtype}|${x.shape.join(",")}|${w.shape.join(",")}|${p.stride.join(",")}|${p.padding.join(",")}|${p.dilation.join(",")}|${p.groups}`;
+    const plan = plans.get(key) ?? makePlan(c, key, dtype, xc.view, wc.view, out, p, op);
+    const ws = plan.workspace > 0 ? temp([plan.workspace], "uint8") : null;
+    try {
+      const st = c.libs.cudnn.symbols.cudnnConvolutionForward(c.cudnn, ONE, plan.x, dptr(xc.view), plan.w, dptr(wc.view), plan.conv, plan.algo,
+        ws ? dptr(ws) : null, plan.workspace, ZERO, plan.y, dptr(out));
+      if (st !== 0) c.libs.cudnnCheck(st, "cudnnConvolutionForward", op);
+    } finally {
+      ws?.free();
+    }
+  } finally {
+    xc.temp?.free();
+    wc.temp?.free();
+  }
+  if (bias) {
+    const O = out.shape[1]!;
+    const b = { storage: bias.storage, dtype: bias.dtype, offset: bias.offset, shape: out.shape, strides: [0, bias.strides[0]!, 0, 0] };
+    if (O > 0) binary("add", out, b, out);
+  }
+}

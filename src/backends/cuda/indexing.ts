@@ -1,0 +1,126 @@
+// CUDA index ops (kernels/index.cu, sort.cu): indexSelect, gather, scatterAdd and a stable argsort. Indices are
+// int32 or int64 read on the device; an out-of-range index cannot throw inside a kernel, so the kernels raise a
+// device flag that is read back after the launch (one 4-byte synchronous download), and the error names the first
+// bad index, as the CPU backend's does. scatterAdd is deterministic: one thread per line along `dim` adds in index
+// order (bdk_scatter_add_lines, no atomics), so float sums equal the CPU backend's sequential float32 ones bit for bit
+// and repeat exactly (torch's CUDA scatter_add does not); float16/bfloat16 accumulate in a float32 copy and round
+// once, as on the CPU; uint8/bool run on the CPU backend.
+
+import type { TensorView } from "../backend.ts";
+import { cpuBackend } from "../cpu/index.ts";
+import { isHalf } from "../../tensor/dtype.ts";
+import { numel } from "../../tensor/shape.ts";
+import { type Temp, cudaContext, dptr, launch, requireDType, stridedParams, tagOf, temp } from "./context.ts";
+import { copy, stridedFor } from "./elementwise.ts";
+import { downloadView, viaCpu } from "./fallback.ts";
+import { contiguousAs } from "./reduce.ts";
+
+/** A zeroed device int32 flag for a launch; after it, throws naming the first bad index when the flag was set. */
+function withBadFlag(op: string, index: TensorView, size: number, dim: number, run: (flag: number) => void): void {
+  const c = cudaContext();
+  const flag = temp([1], "int32");
+  try {
+    c.libs.check(c.rt.cudaMemsetAsync(dptr(flag), 0, 4, c.stream), "cudaMemsetAsync", `${op} index flag`);
+    run(dptr(flag));
+    const bad = new Int32Array(downloadView(flag).buffer)[0];
+    if (bad) {
+      const raw = downloadView(index);
+      const vals = index.dtype === "int64" ? Array.from(new BigInt64Array(raw.buffer, raw.byteOffset, numel(index.shape)), Number)
+        : Array.from(new Int32Array(raw.buffer, raw.byteOffset, numel(index.shape)));
+      const i = vals.find((v) => !(v >= 0 && v < size));
+      throw new Error(`${op}: index ${i} is out of range for dim ${dim} of size ${size}`);
+    }
+  } finally {
+    flag.free();
+  }
+}
+
+export function indexSelect(x: TensorView, dim: number, index: TensorView, out: TensorView): void {
+  requireDType("indexSelect", x.dtype, out);
+  const size = x.shape[dim]!;
+  const n = numel(index.shape);
+  if (n === 0) return;
+  const outer = numel(x.shape.slice(0, dim));
+  const inner = numel(x.shape.slice(dim + 1));
+  const xc = contiguousAs(x);
+  const ic = contiguousAs(index);
+  try {
+    withBadFlag("indexSelect", ic.view, size, dim, (flag) =>
+      launch(`bdk_index_select_${tagOf(x.dtype)}`, `indexSelect along dim ${dim}`, [x, index, out], dptr(out), dptr(xc.view), dptr(ic.view),
+        outer, size, inner, n, index.dtype === "int64" ? 1 : 0, flag, cudaContext().stream),
+    );
+  } finally {
+    xc.temp?.free();
+    ic.temp?.free();
+  }
+}
+
+const P_GATHER = stridedParams();
+export function gather(x: TensorView, dim: number, index: TensorView, out: TensorView): void {
+  if (numel(index.shape) === 0) return;
+  requireDType("gather", x.dtype, out);
+  const xs = x.strides.slice();
+  xs[dim] = 0;
+  const p = stridedFor(P_GATHER, index.shape, [out.strides, index.strides, xs]);
+  const size = x.shape[dim]!;
+  withBadFlag("gather", index, size, dim, (flag) =>
+    launch(`bdk_gather_${tagOf(x.dtype)}`, `gather along dim ${dim}`, [x, index, out], p, dptr(out), dptr(x), dptr(index), x.strides[dim]!, size,
+      index.dtype === "int64" ? 1 : 0, flag, cudaContext().stream),
+  );
+}
+
+const P_SCATTER = stridedParams();
+export function scatterAdd(out: TensorView, dim: number, index: TensorView, src: TensorView): void {
+  if (numel(index.shape) === 0) return;
+  requireDType("scatterAdd", out.dtype, src);
+  if (out.dtype === "uint8" || out.dtype === "bool") {
+    // no byte-wide atomic add on the GPU; rare (scatter of masks), so the CPU backend does it
+    return viaCpu([index, src], [out], ([ci, cs], [co]) => cpuBackend.scatterAdd(co!, dim, ci!, cs!));
+  }
+  const half = isHalf(out.dtype);
+  let acc: TensorView = out;
+  let s: TensorView = src;
+  const temps: Temp[] = [];
+  try {
+    if (half) {
+      // float32 accumulation, one rounding: scatter into a float32 copy of out, then convert back
+      const a = temp(out.shape, "float32");
+      temps.push(a);
+      copy(out, a);
+      const b = temp(src.shape, "float32");
+      temps.push(b);
+      copy(src, b);
+      acc = a;
+      s = b;
+    }
+    // one thread per line along dim (the index shape with dim set to 1) adds that line's elements in order
+    const os = acc.strides.slice();
+    os[dim] = 0;
+    const lines = index.shape.slice();
+    const n = lines[dim]!;
+    lines[dim] = 1;
+    const p = stridedFor(P_SCATTER, lines, [os, index.strides, s.strides]);
+    const size = out.shape[dim]!;
+    withBadFlag("scatterAdd", index, size, dim, (flag) =>
+      launch(`bdk_scatter_add_lines_${tagOf(acc.dtype)}`, `scatterAdd along dim ${dim}`, [out, index, src], p, dptr(acc), dptr(index), dptr(s),
+        n, index.strides[dim]!, s.strides[dim]!, acc.strides[dim]!, size, index.dtype === "int64" ? 1 : 0, flag, cudaContext().stream),
+    );
+    if (half) copy(acc, out);
+  } finally {
+    for (const t of temps) t.free();
+  }
+}
+
+export function argsort(x: TensorView, descending: boolean, out: TensorView): void {
+  const total = numel(x.shape);
+  if (total === 0) return;
+  requireDType("argsort", "int64", out);
+  const n = x.shape.length === 0 ? 1 : x.shape[x.shape.length - 1]!;
+  const xc = contiguousAs(x);
+  try {
+    launch(`bdk_argsort_${tagOf(x.dtype)}`, `argsort${descending ? " (descending)" : ""}`, [x, out], dptr(out), dptr(xc.view), total / n, n,
+      descending ? 1 : 0, cudaContext().stream);
+  } finally {
+    xc.temp?.free();
+  }
+}

@@ -1,0 +1,105 @@
+// CUDA matmul through cuBLAS (cublasGemmEx / cublasGemmStridedBatchedEx), float32 compute for every dtype (16-bit
+// inputs use tensor cores; BD_CUDA_TF32=1 lets float32 use TF32 tensor cores too). cuBLAS is column-major; a
+// row-major C[M, N] = A[M, K]·B[K, N] is the column-major Cᵀ[N, M] = Bᵀ·Aᵀ, so cuBLAS gets m = N, n = M, k = K with
+// B in the first operand slot and A in the second. Each operand is passed as it lies: a row-major view (unit
+// column stride) is its own transpose in column-major terms (op N, ld = row stride), a transposed view (unit row
+// stride, e.g. weight.T in linear) is op T with ld = its column stride; only views that are neither are copied.
+// Batch dims (out's, contiguous; a and b broadcast with stride 0) are merged where all three operands allow;
+// the innermost merged batch dim becomes the strided batch (stride 0 = broadcast), outer ones a loop.
+
+import type { TensorView } from "../backend.ts";
+import { cublasComputeType, cublasGemmAlgo, cublasOperation, cudaDataType } from "../../../ffi/cuda/cublas.ts";
+import type { DType } from "../../tensor/dtype.ts";
+import { numel } from "../../tensor/shape.ts";
+import { cudaContext, describe, dptr, requireDType, temp, type Temp } from "./context.ts";
+import { copy, fill } from "./elementwise.ts";
+
+const DATA_TYPE: Partial<Record<DType, number>> = { float32: cudaDataType.R_32F, float16: cudaDataType.R_16F, bfloat16: cudaDataType.R_16BF };
+const ONE = new Float32Array([1]);
+const ZERO = new Float32Array([0]);
+const TF32 = process.env.BD_CUDA_TF32 === "1";
+
+/** How cuBLAS reads a [R, C] matrix with strides (sr, sc): op and leading dim, or null when it must be copied. */
+interface Operand {
+  op: number;
+  ld: number;
+}
+/**
+ * The matrix as the *transposed* operand cuBLAS needs (we pass Xᵀ in column-major): unit column stride → the
+ * memory already is Xᵀ column-major (op N, ld = sr); unit row stride → it is X column-major (op T, ld = sc).
+ */
+function asTransposed(R: number, C: number, sr: number, sc: number): Operand | null {
+  if ((C === 1 || sc === 1) && (R === 1 || sr >= Math.max(1, C))) return { op: cublasOperation.N, ld: R === 1 ? Math.max(1, C) : sr };
+  if ((R === 1 || sr === 1) && (C === 1 || sc >= Math.max(1, R))) return { op: cublasOperation.T, ld: C === 1 ? Math.max(1, R) : sc };
+  return null;
+}
+
+export function matmul(a: TensorView, b: TensorView, out: TensorView): void {
+  if (numel(out.shape) === 0) return;
+  requireDType("matmul", a.dtype, b, out);
+  const nd = out.shape.length;
+  const M = out.shape[nd - 2]!;
+  const N = out.shape[nd - 1]!;
+  const K = a.shape[nd - 1]!;
+  if (K === 0) return fill(out, 0);
+  const type = DATA_TYPE[a.dtype];
+  if (type === undefined) throw new Error(`internal: CUDA matmul of ${a.dtype}`);
+  const temps: Temp[] = [];
+  try {
+    // operands cuBLAS cannot read as they lie are copied contiguous (shape kept, broadcast dims materialised)
+    const prep = (v: TensorView, R: number, C: number): [TensorView, Operand] => {
+      const o = asTransposed(R, C, v.strides[nd - 2]!, v.strides[nd - 1]!);
+      if (o) return [v, o];
+      const t = temp(v.shape, v.dtype);
+      temps.push(t);
+      copy(v, t);
+      return [t, asTransposed(R, C, t.strides[nd - 2]!, t.strides[nd - 1]!)!];
+    };
+    const [av, ao] = prep(a, M, K); // becomes cuBLAS's B (= Aᵀ, K x M)
+    const [bv, bo] = prep(b, K, N); // becomes cuBLAS's A (= Bᵀ, N x K)
+    // batch dims: merge where a, b and out all allow; drop size-1 dims
+    const dims: { n: number; sa: number; sb: number; so: number }[] = [];
+    for (let d = 0; d < nd - 2; d++) {
+      const n = out.shape[d]!;
+      if (n === 1) continue;
+      const cur = { n, sa: av.strides[d]!, sb: bv.strides[d]!, so: out.strides[d]! };
+      const last = dims[dims.length - 1];
+      if (last && last.sa === cur.sa * n && last.sb === cur.sb * n && last.so === cur.so * n) {
+        last.n *= n;
+        last.sa = cur.sa;
+        last.sb = cur.sb;
+        last.so = cur.so;
+      } else dims.push(cur);
+    }
+    const inner = dims.pop() ?? { n: 1, sa: 0, sb: 0, so: M * N };
+    const outerCount = dims.reduce((p, d) => p * d.n, 1);
+    const c = cudaContext();
+    const s = c.libs.cublas.symbols;
+    const bytes = a.dtype === "float32" ? 4 : 2;
+    const compute = a.dtype === "float32" && TF32 ? cublasComputeType.F32_FAST_TF32 : cublasComputeType.F32;
+    const algo = a.dtype === "float32" ? cublasGemmAlgo.default : cublasGemmAlgo.defaultTensorOp;
+    const idx = new Array<number>(dims.length).fill(0);
+    for (let o = 0; o < outerCount; o++) {
+      let offA = 0, offB = 0, offO = 0;
+      for (let d = 0; d < dims.length; d++) {
+        offA += idx[d]! * dims[d]!.sa;
+        offB += idx[d]! * dims[d]!.sb;
+        offO += idx[d]! * dims[d]!.so;
+      }
+      const pa = dptr(bv) + offB * bytes; // cuBLAS A = our B
+      const pb = dptr(av) + offA * bytes; // cuBLAS B = our A
+      const pc = dptr(out) + offO * bytes;
+      const st = inner.n === 1
+        ? s.cublasGemmEx(c.cublas, bo.op, ao.op, N, M, K, ONE, pa, type, bo.ld, pb, type, ao.ld, ZERO, pc, type, N, compute, algo)
+        : s.cublasGemmStridedBatchedEx(c.cublas, bo.op, ao.op, N, M, K, ONE, pa, type, bo.ld, inner.sb, pb, type, ao.ld, inner.sa, ZERO, pc,
+            type, N, inner.so, inner.n, compute, algo);
+      if (st !== 0) c.libs.cublasCheck(st, inner.n === 1 ? "cublasGemmEx" : "cublasGemmStridedBatchedEx", `matmul: ${describe(a, b, out)}`);
+      for (let d = dims.length - 1; d >= 0; d--) {
+        if (++idx[d]! < dims[d]!.n) break;
+        idx[d] = 0;
+      }
+    }
+  } finally {
+    for (const t of temps) t.free();
+  }
+}
