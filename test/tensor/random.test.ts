@@ -203,16 +203,6 @@ describe("TorchGenerator mechanics", () => {
     expect(() => new TorchGenerator().randn([2], { std: -1 })).toThrow(RangeError);
   });
 
-  test("randn of 1x4x128x128 takes well under 50 ms", () => {
-    const g = new TorchGenerator().manualSeed(1);
-    g.randn([1, 4, 128, 128]); // warm the JIT
-    const t0 = performance.now();
-    const out = g.randn([1, 4, 128, 128]);
-    const ms = performance.now() - t0;
-    console.log(`randn 1x4x128x128: ${ms.toFixed(1)} ms`);
-    expect(out.length).toBe(65536);
-    expect(ms).toBeLessThan(50);
-  });
 });
 
 // ---- float32 primitives of the emulated AVX2 kernel ------------------------------------------------
