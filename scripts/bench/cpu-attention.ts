@@ -12,6 +12,7 @@ import { gemmBackendName } from "../../src/backends/cpu/gemm.ts";
 import { softmaxSimd } from "../../src/backends/cpu/softmax-simd.ts";
 import { scaledDotProductAttention } from "../../src/nn/attention-dispatch.ts";
 import { type Tensor, memoryStats, randn, resetPeakMemory, tidy } from "../../src/tensor/index.ts";
+import { time } from "./bench-util.ts";
 
 const args = process.argv.slice(2);
 const opt = (name: string) => {
@@ -37,20 +38,6 @@ const CASES: Case[] = [
   { name: "cross [2,8,4096,40]x77", B: 2, H: 8, Sq: 4096, Sk: 77, D: 40 },
 ];
 
-/** Median milliseconds of fn (one warm-up, then ≥ 3 runs and ≥ MIN_SECONDS). */
-function time(fn: () => void): { ms: number; reps: number } {
-  fn();
-  const times: number[] = [];
-  const start = performance.now();
-  while (times.length < 3 || performance.now() - start < MIN_SECONDS * 1000) {
-    const t = performance.now();
-    fn();
-    times.push(performance.now() - t);
-  }
-  times.sort((a, b) => a - b);
-  return { ms: times[times.length >> 1]!, reps: times.length };
-}
-
 /** [B, S, H·D] -> [B, H, S, D] as the Attention module's splitHeads makes it (a strided view). */
 function heads(x: Tensor, H: number): Tensor {
   const [B, S] = x.shape as [number, number];
@@ -73,7 +60,7 @@ for (const c of CASES) {
       }
       const live0 = memoryStats("cpu").live;
       resetPeakMemory("cpu");
-      const t = time(() => tidy(() => void scaledDotProductAttention(q, k, v, { kind })));
+      const t = time(() => tidy(() => void scaledDotProductAttention(q, k, v, { kind })), MIN_SECONDS);
       row[kind] = { ms: r2(t.ms), gflops: r2(flops / (t.ms * 1e6)), reps: t.reps, peak_mb: r2((memoryStats("cpu").peak - live0) / 2 ** 20) };
     }
     results.push(row);

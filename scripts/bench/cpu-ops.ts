@@ -6,24 +6,11 @@
 
 import { gemmBackendName, setGemmThreads } from "../../src/backends/cpu/gemm.ts";
 import { cpuInfo } from "../../ffi/cpuid.ts";
+import { time } from "./bench-util.ts";
 import { conv2d, groupNorm, randn, softmax, tidy, type Tensor } from "../../src/index.ts";
 
 const argi = process.argv.indexOf("--min-seconds");
 const MIN_SECONDS = argi > 0 ? Number(process.argv[argi + 1]) : 0.5;
-
-/** Median milliseconds of fn (one warm-up, then ≥ 3 runs and ≥ MIN_SECONDS). */
-function time(fn: () => void): { ms: number; reps: number } {
-  fn();
-  const times: number[] = [];
-  const start = performance.now();
-  while (times.length < 3 || performance.now() - start < MIN_SECONDS * 1000) {
-    const t = performance.now();
-    fn();
-    times.push(performance.now() - t);
-  }
-  times.sort((a, b) => a - b);
-  return { ms: times[times.length >> 1]!, reps: times.length };
-}
 
 const r2 = (x: number) => Math.round(x * 100) / 100;
 const results: Record<string, unknown>[] = [];
@@ -31,7 +18,7 @@ const results: Record<string, unknown>[] = [];
 function run(threads: number, inputs: Record<string, Tensor>): void {
   setGemmThreads(threads);
   const gemm = (M: number, N: number, K: number, a: Tensor, b: Tensor) => {
-    const t = time(() => tidy(() => void a.matmul(b)));
+    const t = time(() => tidy(() => void a.matmul(b)), MIN_SECONDS);
     results.push({ op: "matmul", shape: `${M}×${N}×${K}`, threads, ms: r2(t.ms), gflops: r2((2 * M * N * K) / (t.ms * 1e6)), reps: t.reps });
   };
   gemm(1024, 1024, 1024, inputs.a1024!, inputs.b1024!);
@@ -39,15 +26,15 @@ function run(threads: number, inputs: Record<string, Tensor>): void {
   for (const [name, C, H] of [["x320", 320, 64], ["x640", 640, 32]] as const) {
     const x = inputs[name]!;
     const w = inputs[`w${C}`]!;
-    const t = time(() => tidy(() => void conv2d(x, w, null, { padding: 1 })));
+    const t = time(() => tidy(() => void conv2d(x, w, null, { padding: 1 })), MIN_SECONDS);
     const flops = 2 * C * C * 9 * H * H;
     results.push({ op: "conv2d_3x3", shape: `[1,${C},${H},${H}]->${C}`, threads, ms: r2(t.ms), gflops: r2(flops / (t.ms * 1e6)), reps: t.reps });
   }
   const g = inputs.g!;
-  const tg = time(() => tidy(() => void groupNorm(g, 32, null, null, 1e-5)));
+  const tg = time(() => tidy(() => void groupNorm(g, 32, null, null, 1e-5)), MIN_SECONDS);
   results.push({ op: "group_norm", shape: "[2,320,64,64] G=32", threads, ms: r2(tg.ms), gb_per_s: r2((2 * g.byteLength) / (tg.ms * 1e6)), reps: tg.reps });
   const s = inputs.s!;
-  const ts = time(() => tidy(() => void softmax(s, -1)));
+  const ts = time(() => tidy(() => void softmax(s, -1)), MIN_SECONDS);
   results.push({ op: "softmax", shape: "[16,1024,1024]", threads, ms: r2(ts.ms), gb_per_s: r2((2 * s.byteLength) / (ts.ms * 1e6)), reps: ts.reps });
 }
 
