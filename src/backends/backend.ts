@@ -80,7 +80,7 @@ export interface Backend {
   allocate(byteLength: number): Storage;
   /** Storage holding a copy of host bytes, or (CPU, `borrow`) wrapping them without a copy. */
   fromHostBytes(bytes: Uint8Array, borrow: boolean): Storage;
-  /** Host copy of the bytes of a contiguous view. */
+  /** Host bytes of a contiguous view (the CPU returns a view of its own storage: copy before keeping or writing). */
   toHostBytes(src: TensorView): Uint8Array;
 
   /** dst[...] = src[...] for same-shape views, any strides, converting dtype when they differ. */
