@@ -6,10 +6,12 @@
 import { describe, expect, test } from "bun:test";
 import { cpuBackend } from "../../src/backends/cpu/index.ts";
 import { erf as cpuErf, erfc as cpuErfc } from "../../src/backends/cpu/elementwise.ts";
+import { type SimdActivation, simdKernels } from "../../src/backends/cpu/simd-kernels.ts";
 import { full, tensor } from "../../src/tensor/creation.ts";
 import type { DType } from "../../src/tensor/dtype.ts";
 import type { Device } from "../../src/tensor/device.ts";
 import * as ew from "../../src/tensor/ops/elementwise.ts";
+import { chunk } from "../../src/tensor/ops/shape-ops.ts";
 import { tidy } from "../../src/tensor/scope.ts";
 import type { Tensor } from "../../src/tensor/tensor.ts";
 import { FLOAT_DTYPES, expectClose, prng, randomTensor, roundTo, testDevices, tolerance, values } from "../helpers/op-harness.ts";
@@ -235,6 +237,66 @@ test("erf and erfc: max relative error <= 1e-7 (float64 reference)", () => {
   expect(cpuErfc(30)).toBe(0);
 });
 
+// ---- the WebAssembly SIMD activations ---------------------------------------------------------
+
+/** Φ(x) from the series / continued-fraction references above (independent of the kernels' erf). */
+function phiRef(x: number): number {
+  const z = Math.abs(x) / Math.SQRT2;
+  const erfcZ = z < 3 ? 1 - erfRef(z) : erfcTailRef(z);
+  return x >= 0 ? 1 - 0.5 * erfcZ : 0.5 * erfcZ;
+}
+
+/** One ulp of float32 at the float32 rounding of v (the subnormal step below 2^-126). */
+function ulp32(v: number): number {
+  const a = Math.abs(Math.fround(v));
+  return a < 2 ** -126 ? 2 ** -149 : 2 ** (Math.floor(Math.log2(a)) - 23);
+}
+
+const GELU_K = Math.sqrt(2 / Math.PI);
+
+// [op, float64 reference, range, bound]: a bound ≥ 1 is in ulps of the rounded reference, < 1 a relative error.
+// The ranges stop where the result leaves float32's normal range (or, for silu / quick_gelu, where the kernel's
+// exp overflows early: there the true value is below 4e-37 and the kernel returns −0).
+const SIMD_BOUNDS: [SimdActivation, (x: number) => number, number, number, number][] = [
+  ["exp", Math.exp, -87.33, 88.72, 2],
+  ["sigmoid", sigmoidRef, -87, 88, 3],
+  ["silu", (x) => x / (1 + Math.exp(-x)), -88.3, 88, 3],
+  ["quickGelu", (x) => x / (1 + Math.exp(-1.702 * x)), -51.8, 51, 3],
+  ["geluTanh", (x) => x / (1 + Math.exp(-2 * GELU_K * (x + 0.044715 * x ** 3))), -9, 9, 3], // = 0.5x(1 + tanh u)
+  ["tanh", Math.tanh, -20, 20, 2],
+  ["gelu", (x) => x * phiRef(x), -12.9, 20, 4e-7],
+];
+
+describe("WebAssembly SIMD activations: accuracy bounds against float64 references", () => {
+  const k = simdKernels();
+  for (const [op, ref, lo, hi, bound] of SIMD_BOUNDS)
+    test.skipIf(!k)(`${op} on [${lo}, ${hi}] within ${bound >= 1 ? `${bound} ulp` : `${bound} relative`}`, () => {
+      const n = 1 << 16;
+      const r = prng(7);
+      const xs = Float32Array.from({ length: n }, (_, i) => lo + ((hi - lo) * (i + r())) / n);
+      const ys = new Float32Array(n);
+      k!.map(op, xs, ys);
+      let worst = 0;
+      let at = 0;
+      for (let i = 0; i < n; i++) {
+        const want = ref(xs[i]!);
+        const err = Math.abs(ys[i]! - want) / (bound >= 1 ? ulp32(want) : Math.abs(want));
+        if (err > worst) [worst, at] = [err, xs[i]!];
+      }
+      expect(worst, `${op}: worst at x = ${at}`).toBeLessThanOrEqual(bound);
+    });
+
+  test.skipIf(!k)("exp: subnormal results, overflow, -inf and NaN", () => {
+    const xs = Float32Array.from({ length: 1 << 14 }, (_, i) => -103.97 + (16.6 * i) / (1 << 14));
+    const ys = new Float32Array(xs.length);
+    k!.map("exp", xs, ys);
+    for (let i = 0; i < xs.length; i++) expect(Math.abs(ys[i]! - Math.exp(xs[i]!))).toBeLessThanOrEqual(2 ** -149);
+    const sp = Float32Array.of(-Infinity, Infinity, NaN, 88.8, -104, 0, -0);
+    k!.map("exp", sp, sp);
+    expect(Array.from(sp)).toEqual([0, Infinity, NaN, Infinity, 0, 1, 1]);
+  });
+});
+
 // ---- binary table ----------------------------------------------------------------------------
 
 interface BinaryCase {
@@ -433,6 +495,32 @@ describe("non-contiguous inputs match contiguous ones", () => {
     }
   }
 });
+
+test("activations of views with long contiguous runs (chunk halves, narrowed rows) match contiguous inputs", () =>
+  tidy(() => {
+    const acts: [string, (t: Tensor) => Tensor][] = [
+      ["exp", ew.exp],
+      ["sigmoid", ew.sigmoid],
+      ["silu", ew.silu],
+      ["quickGelu", ew.quickGelu],
+      ["gelu", (t) => ew.gelu(t)],
+      ["gelu tanh", (t) => ew.gelu(t, "tanh")],
+      ["tanh", ew.tanh],
+    ];
+    const geglu = randomTensor([2, 77, 2 * 300], "float32", "cpu", 640, -6, 6).t; // runs of 300, many per block
+    const long = randomTensor([3, 2 * 9001], "float32", "cpu", 641, -6, 6).t; // runs longer than a block
+    const views: [string, Tensor][] = [
+      ["chunk gate", chunk(geglu, 2, -1)[1]!],
+      ["chunk first half", chunk(geglu, 2, -1)[0]!],
+      ["long runs", chunk(long, 2, -1)[1]!],
+      ["narrowed rows", geglu.narrow(2, 7, 41).narrow(1, 3, 70)],
+    ];
+    for (const [label, v] of views) {
+      expect(v.isContiguous).toBe(false);
+      const c = v.contiguous();
+      for (const [name, f] of acts) expect(f(v).equals(f(c)), `${name} on ${label}`).toBe(true);
+    }
+  }));
 
 test("long broadcast runs over offset, strided views match materialised operands", () =>
   tidy(() => {

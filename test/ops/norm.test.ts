@@ -101,6 +101,10 @@ const GROUP_NORM_CASES: GroupNormCase[] = [
   { name: "[2,64,7,9] groups 16 no affine + silu", shape: [2, 64, 7, 9], groups: 16, affine: false, silu: true },
   { name: "[3,6,5] (1-D spatial) groups 3, eps 1e-6", shape: [3, 6, 5], groups: 3, affine: true, silu: false, eps: 1e-6 },
   { name: "[2,4] (no spatial dims) groups 2", shape: [2, 4], groups: 2, affine: true, silu: false },
+  { name: "[1,3,5,7] groups 1 affine + silu (odd group size)", shape: [1, 3, 5, 7], groups: 1, affine: true, silu: true },
+  // groups of 66246 elements: larger than the SIMD path holds at once (streamed), odd spatial size
+  { name: "[1,4,181,183] groups 2 affine + silu (large groups)", shape: [1, 4, 181, 183], groups: 2, affine: true, silu: true, float32Only: true },
+  { name: "[1,4,181,183] groups 2 no affine (large groups)", shape: [1, 4, 181, 183], groups: 2, affine: false, silu: false, float32Only: true },
 ];
 
 describe("groupNorm", () => {
@@ -154,6 +158,9 @@ const LAYER_NORM_CASES: LayerNormCase[] = [
   { name: "[3,97,40] without weight and bias", shape: [3, 97, 40], normalized: 40, weight: false, bias: false },
   { name: "[3,97,40] weight only", shape: [3, 97, 40], normalized: 40, weight: true, bias: false },
   { name: "[3,97,40] over the last two dims", shape: [3, 97, 40], normalized: [97, 40], weight: true, bias: true },
+  { name: "[5,13,37] (odd size) affine", shape: [5, 13, 37], normalized: 37, weight: true, bias: true },
+  { name: "[5,13,37] (odd size) bias only", shape: [5, 13, 37], normalized: 37, weight: false, bias: true },
+  { name: "[3,20001] rows longer than a block", shape: [3, 20001], normalized: 20001, weight: true, bias: true },
 ];
 
 describe("layerNorm", () => {

@@ -407,6 +407,30 @@ describe("softmax", () => {
   }
 });
 
+test("CPU softmax: a row holding NaN or +inf gives a NaN row; long rows and odd lengths", () =>
+  tidy(() => {
+    const x = tensor([
+      [1, NaN, 2, 3, 4],
+      [0, Infinity, 1, 2, 3],
+      [NaN, NaN, NaN, NaN, NaN],
+      [-Infinity, 0, 1, 2, -Infinity],
+    ]);
+    for (const f of [red.softmax, red.logSoftmax]) {
+      const p = values(f(x, -1));
+      expect(Array.from(p.slice(0, 15)).every(Number.isNaN)).toBe(true);
+      expect(Array.from(p.slice(15)).every((v) => !Number.isNaN(v))).toBe(true);
+    }
+    // rows longer than one SIMD block (16384 floats), of lengths with every remainder mod 8
+    for (const len of [20001, 9, 10, 11, 12, 13, 14, 15, 16, 1, 2, 3]) {
+      const { t, v } = randomTensor([3, len], "float32", "cpu", 990 + len, -20, 20);
+      for (const log of [false, true]) {
+        const y = log ? red.logSoftmax(t, -1) : red.softmax(t, -1);
+        const want = alongDim([3, len], -1, v, (xs) => softmaxRef(xs, log));
+        expectClose(values(y), want, tolerance("float32", len), `${log ? "logSoftmax" : "softmax"} [3, ${len}]`);
+      }
+    }
+  }));
+
 // ---- layouts and memory ----------------------------------------------------------------------
 
 describe("non-contiguous inputs match contiguous ones", () => {

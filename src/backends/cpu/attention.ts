@@ -284,7 +284,7 @@ export function attention(
               for (let j = row, e = row + jEnd; j < e; j++) {
                 const x = s[j]! + mb[mo + j]!;
                 s[j] = x;
-                if (x > mx) mx = x;
+                if (x > mx || x !== x) mx = x; // NaN sticks, as in the SIMD row max
               }
               j0 = jEnd;
             } else if (vec) {
@@ -293,7 +293,7 @@ export function attention(
             }
             for (let j = row + j0, e = row + jEnd; j < e; j++) {
               const x = s[j]!;
-              if (x > mx) mx = x;
+              if (x > mx || x !== x) mx = x;
             }
             const mOld = mRow[i]!;
             const mNew = mOld > mx ? mOld : mx;

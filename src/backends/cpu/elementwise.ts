@@ -8,6 +8,7 @@ import type { BinaryOp, TensorView, UnaryOp } from "../backend.ts";
 import { isFloat } from "../../tensor/dtype.ts";
 import { collapseDims, isContiguous, numel } from "../../tensor/shape.ts";
 import { commit, outF32, rawOf, readNum, readRaw, writeRaw, writeValues } from "./strided.ts";
+import { MAP_BLOCK, type SimdActivation, type SimdKernels, simdKernels } from "./simd-kernels.ts";
 
 type Num = Float32Array | Float64Array;
 
@@ -214,12 +215,75 @@ function unaryLoop(op: UnaryOp, x: Num, o: Num, n: number, p0: number, p1: numbe
   }
 }
 
+/** The exp-heavy activations with a WebAssembly SIMD kernel (simd-kernels.ts) for float32 values. */
+const SIMD_UNARY: Partial<Record<UnaryOp, SimdActivation>> = {
+  exp: "exp",
+  sigmoid: "sigmoid",
+  silu: "silu",
+  quick_gelu: "quickGelu",
+  gelu: "gelu",
+  gelu_tanh: "geluTanh",
+  tanh: "tanh",
+};
+
+/**
+ * A SIMD activation of a float32 view whose collapsed innermost dim is contiguous (e.g. one half of a chunk(2, -1),
+ * GEGLU's gate), read in place: runs are gathered straight into the kernel's block (no contiguous copy of x).
+ * Returns false when the layout does not fit.
+ */
+function activationRuns(k: SimdKernels, vec: SimdActivation, x: TensorView, o: Float32Array, n: number): boolean {
+  if (x.dtype !== "float32") return false;
+  const c = collapseDims(x.shape, x.strides);
+  const nd = c.shape.length;
+  const st = c.strides[0]!;
+  const inner = nd ? c.shape[nd - 1]! : 1;
+  if (nd < 2 || st[nd - 1] !== 1 || inner < MIN_RUN) return false;
+  const A = rawOf(x) as Float32Array;
+  const counter = new Array<number>(nd - 1).fill(0);
+  k.reserve(MAP_BLOCK * 4);
+  const v = k.f32();
+  let fill = 0; // floats gathered in the block, for o[oOff - fill, oOff)
+  let aOff = x.offset;
+  const flush = (end: number) => {
+    k.activation(vec, 0, 0, (fill + 3) >> 2);
+    o.set(v.subarray(0, fill), end - fill);
+    fill = 0;
+  };
+  for (let oOff = 0; oOff < n; oOff += inner) {
+    if (inner > MAP_BLOCK) k.map(vec, A.subarray(aOff, aOff + inner), o.subarray(oOff, oOff + inner));
+    else {
+      if (fill + inner > MAP_BLOCK) flush(oOff);
+      v.set(A.subarray(aOff, aOff + inner), fill);
+      fill += inner;
+    }
+    for (let d = nd - 2; d >= 0; d--) {
+      counter[d]!++;
+      aOff += st[d]!;
+      if (counter[d]! < c.shape[d]!) break;
+      aOff -= st[d]! * c.shape[d]!;
+      counter[d] = 0;
+    }
+  }
+  if (fill > 0) flush(n);
+  return true;
+}
+
 export function unary(op: UnaryOp, x: TensorView, out: TensorView, p0 = -Infinity, p1 = Infinity): void {
   const n = numel(out.shape);
   if (n === 0) return;
+  const vec = SIMD_UNARY[op];
+  const k = vec !== undefined ? simdKernels() : null;
+  if (k && out.dtype === "float32" && !isContiguous(x.shape, x.strides)) {
+    const o = outF32(out);
+    if (activationRuns(k, vec!, x, o, n)) {
+      commit(out, o);
+      return;
+    }
+  }
   const xs = readNum(x);
   const o = outBuf(out, n);
-  unaryLoop(op, xs, o, n, p0, p1);
+  if (k && xs instanceof Float32Array && o instanceof Float32Array) k.map(vec!, xs, o);
+  else unaryLoop(op, xs, o, n, p0, p1);
   commit(out, o);
 }
 

@@ -6,6 +6,7 @@
 import type { ReduceOp, TensorView } from "../backend.ts";
 import { numel } from "../../tensor/shape.ts";
 import { commit, outF32, readF32, readNum } from "./strided.ts";
+import { type SimdKernels, simdKernels } from "./simd-kernels.ts";
 
 type Num = Float32Array | Float64Array;
 
@@ -239,9 +240,24 @@ export function reduce(op: ReduceOp, x: TensorView, dims: readonly number[], out
   commit(out, acc);
 }
 
+/** Longest row (floats) the SIMD softmax holds in the module's memory; longer rows run in JavaScript. */
+const SIMD_ROW_MAX = 1 << 22;
+/** Floats of one block of rows copied into the module's memory (64 KiB: stays in L2 through the passes). */
+const SIMD_BLOCK = 1 << 14;
+
 /**
- * Softmax (or log-softmax) over the last dim: subtract the row max, exponentiate, normalise;
- * sums in float64. A row that is entirely -inf has no finite max and gives NaN, as torch.
+ * Softmax (or log-softmax) over the last dim; a row that is entirely -inf has no finite max and gives NaN, as
+ * torch, and so does a row holding NaN (or +inf).
+ *
+ * WebAssembly SIMD path (simd-kernels.ts; float32 values, rows up to SIMD_ROW_MAX): blocks of rows are copied
+ * into the module's memory, each row padded with -inf to a multiple of 8 (exp(-inf - max) = 0 adds nothing; an
+ * all -inf row stays NaN), and one call per block does, row by row, max → exp(x − max) in place with its float64
+ * sum → ×(1/sum) (softmaxRows); log-softmax takes the max and the float64 Σ exp (rowMaxSum), log Σ per row here,
+ * then x − max − log Σ in float64 lanes (logRows). x − max is rounded to float32 before the exp (as torch's
+ * float32 kernels do): a relative error of |x − max|·2^-24 in exp(x − max) besides the exp's ≤ 1 ulp; the
+ * probabilities are within ~5 ulp of exp(x − max)/Σ for that rounded difference.
+ *
+ * JavaScript path (the reference): max, Math.exp(x − max) and the sum in float64, one rounding when stored.
  */
 export function softmax(x: TensorView, out: TensorView, log: boolean): void {
   const n = numel(x.shape);
@@ -250,6 +266,42 @@ export function softmax(x: TensorView, out: TensorView, log: boolean): void {
   const rows = n / len;
   const xs = readF32(x);
   const o = outF32(out);
+  const k = len <= SIMD_ROW_MAX ? simdKernels() : null;
+  if (k) softmaxSimdRows(k, xs, o, rows, len, log);
+  else softmaxRowsJs(xs, o, rows, len, log);
+  commit(out, o);
+}
+
+function softmaxSimdRows(k: SimdKernels, xs: Float32Array, o: Float32Array, rows: number, len: number, log: boolean): void {
+  const L8 = (len + 7) & ~7; // padded row
+  const n8 = L8 >> 3;
+  const per = Math.max(1, Math.floor(SIMD_BLOCK / L8)); // rows per block
+  const st = per * L8 * 4; // byte offset of the per-row [max, log Σ] pairs (float64) after the block
+  k.reserve(st + per * 16);
+  const v = k.f32();
+  const d = k.f64();
+  const st8 = st >> 3;
+  for (let r0 = 0; r0 < rows; r0 += per) {
+    const nr = Math.min(per, rows - r0);
+    const base = r0 * len;
+    if (L8 === len) v.set(xs.subarray(base, base + nr * len));
+    else
+      for (let i = 0; i < nr; i++) {
+        v.set(xs.subarray(base + i * len, base + (i + 1) * len), i * L8);
+        v.fill(-Infinity, i * L8 + len, (i + 1) * L8);
+      }
+    if (!log) k.softmaxRows(0, nr, n8);
+    else {
+      k.rowMaxSum(0, nr, n8, st);
+      for (let i = 0; i < nr; i++) d[st8 + 2 * i + 1] = Math.log(d[st8 + 2 * i + 1]!);
+      k.logRows(0, nr, n8, st);
+    }
+    if (L8 === len) o.set(v.subarray(0, nr * len), base);
+    else for (let i = 0; i < nr; i++) o.set(v.subarray(i * L8, i * L8 + len), base + i * len);
+  }
+}
+
+function softmaxRowsJs(xs: Float32Array, o: Float32Array, rows: number, len: number, log: boolean): void {
   const e = new Float64Array(len); // exp(x - max) of one row, rounded once when stored
   for (let r = 0; r < rows; r++) {
     const base = r * len;
@@ -273,5 +325,4 @@ export function softmax(x: TensorView, out: TensorView, log: boolean): void {
       for (let i = 0; i < len; i++) o[base + i] = e[i]! * inv;
     }
   }
-  commit(out, o);
 }
