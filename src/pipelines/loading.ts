@@ -202,7 +202,7 @@ export function prepareLoad(index: ModelIndex, opts: PipelineLoadOptions) {
   if (opts.scheduler === undefined && !isSupportedSchedulerClass(schedulerConfig._class_name))
     throw new ModelFolderError(
       index.dir,
-      `the model's scheduler ${String(schedulerConfig._class_name)} is not implemented; pass a scheduler name (${SCHEDULER_NAMES.join(", ")}) ` +
+      `the model's scheduler ${String(schedulerConfig._class_name)} is not supported; pass a scheduler name (${SCHEDULER_NAMES.join(", ")}) ` +
         "to fromPretrained({ scheduler }) or generate({ scheduler }) (the CLI: --scheduler)",
     );
   return { dtype, device: resolveDevice(opts.device, opts.onNotice), schedulerConfig };

@@ -512,7 +512,7 @@ describe("loading", () => {
     const cfgFile = path.join(dir, "scheduler", "scheduler_config.json");
     const cfg = JSON.parse(await Bun.file(cfgFile).text());
     writeFileSync(cfgFile, JSON.stringify({ ...cfg, _class_name: "KDPM2DiscreteScheduler" }));
-    await expect(loadPipeline(dir)).rejects.toThrow(/KDPM2DiscreteScheduler is not implemented; pass a scheduler name/);
+    await expect(loadPipeline(dir)).rejects.toThrow(/KDPM2DiscreteScheduler is not supported; pass a scheduler name/);
     const pipe = await loadPipeline(dir, { scheduler: "euler" });
     const { images } = await pipe.generate({ prompt: "x", steps: 2 });
     expect(images[0]!.parameters!.sampler).toBe("Euler");
