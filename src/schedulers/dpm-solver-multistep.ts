@@ -35,7 +35,7 @@ import {
   sub32,
   timestepList,
 } from "./scheduler.ts";
-import { interpIndex, karrasSigmas, logSigmas, npLinspace, roundHalfEven, sigmaToT, solverTimesteps, trainSigmas } from "./schedule.ts";
+import { finalSigma, interpIndex, karrasSigmas, logSigmas, npLinspace, roundHalfEven, sigmaToT, solverTimesteps, trainSigmas } from "./schedule.ts";
 
 /** VP-form coefficients at noise level σ: α_t = 1/√(σ² + 1), σ_t = σ α_t. */
 export function alphaSigma(sigma: number): { alpha: number; sigmaT: number; lambda: number } {
@@ -107,7 +107,7 @@ export class DPMSolverMultistepScheduler extends BaseScheduler implements Schedu
     } else {
       sigmas = timesteps.map((t) => interpIndex(t, train));
     }
-    const sigmaLast = cfg.final_sigmas_type === "sigma_min" ? sqrt32(div32(sub32(1, this.alphasCumprod[0]!), this.alphasCumprod[0]!)) : 0;
+    const sigmaLast = finalSigma(cfg.final_sigmas_type, this.alphasCumprod);
     this.sigmas = [...sigmas.map(f32), f32(sigmaLast)];
     this.timesteps = timesteps.map((t) => Math.trunc(t));
     this.numInferenceSteps = this.timesteps.length;

@@ -25,15 +25,7 @@ import {
   sub32,
   timestepList,
 } from "./scheduler.ts";
-import {
-  interpIndex,
-  karrasSigmas,
-  logSigmas,
-  npLinspace,
-  sigmaToT,
-  spacedTimesteps,
-  trainSigmas,
-} from "./schedule.ts";
+import { finalSigma, interpIndex, karrasSigmas, logSigmas, npLinspace, sigmaToT, spacedTimesteps, trainSigmas } from "./schedule.ts";
 
 export class EulerDiscreteScheduler extends BaseScheduler implements Scheduler {
   readonly className = "EulerDiscreteScheduler";
@@ -89,7 +81,7 @@ export class EulerDiscreteScheduler extends BaseScheduler implements Scheduler {
       sigmas = karrasSigmas(sigmaMin, sigmaMax, numInferenceSteps);
       timesteps = sigmas.map((s) => f32(sigmaToT(s, logSig)));
     }
-    const sigmaLast = cfg.final_sigmas_type === "sigma_min" ? sqrt32(div32(sub32(1, this.alphasCumprod[0]!), this.alphasCumprod[0]!)) : 0;
+    const sigmaLast = finalSigma(cfg.final_sigmas_type, this.alphasCumprod);
     this.sigmas = [...sigmas.map(f32), f32(sigmaLast)];
     this.timesteps = timesteps;
     this.reset();

@@ -78,6 +78,11 @@ export function trainSigmas(alphasCumprod: Float32Array): Float32Array {
 }
 
 /** np.interp(x, arange(len(fp)), fp) in float64 (fp holds float32 values). */
+/** The last sigma of a solver schedule: σ_min of training (final_sigmas_type "sigma_min") or 0 ("zero"). */
+export function finalSigma(finalSigmasType: string | undefined, alphasCumprod: Float32Array): number {
+  return finalSigmasType === "sigma_min" ? sqrt32(f32(sub32(1, alphasCumprod[0]!) / alphasCumprod[0]!)) : 0;
+}
+
 export function interpIndex(x: number, fp: ArrayLike<number>): number {
   const last = fp.length - 1;
   if (Number.isNaN(x)) return NaN;

@@ -22,11 +22,10 @@ import {
   perBatch,
   retain,
   sq32,
-  sqrt32,
   sub32,
   timestepList,
 } from "./scheduler.ts";
-import { interpIndex, karrasSigmas, logSigmas, npLinspace, roundHalfEven, sigmaToT, solverTimesteps, trainSigmas } from "./schedule.ts";
+import { finalSigma, interpIndex, karrasSigmas, logSigmas, npLinspace, roundHalfEven, sigmaToT, solverTimesteps, trainSigmas } from "./schedule.ts";
 
 /**
  * Solve A x = b in float32 as torch.linalg.solve does on the CPU for a row-major A: LAPACK's LU
@@ -127,7 +126,7 @@ export class UniPCMultistepScheduler extends BaseScheduler implements Scheduler 
       sigmaLast = cfg.final_sigmas_type === "sigma_min" ? sigmas[sigmas.length - 1]! : 0;
     } else {
       sigmas = timesteps.map((t) => interpIndex(t, train));
-      sigmaLast = cfg.final_sigmas_type === "sigma_min" ? sqrt32(div32(sub32(1, this.alphasCumprod[0]!), this.alphasCumprod[0]!)) : 0;
+      sigmaLast = finalSigma(cfg.final_sigmas_type, this.alphasCumprod);
     }
     this.sigmas = [...sigmas.map(f32), f32(sigmaLast)];
     this.timesteps = timesteps.map((t) => Math.trunc(t));
