@@ -25,7 +25,7 @@ import { CLIPTextModel, CLIPTextModelWithProjection } from "../src/models/clip.t
 import { UNet2DConditionModel } from "../src/models/unet/index.ts";
 import { AutoencoderKL } from "../src/models/vae/index.ts";
 import type { Module } from "../src/nn/module.ts";
-import { f32ArrayToF16 } from "../src/tensor/half.ts";
+import { f32ArrayToF16 } from "../src/core/half.ts";
 import { TorchGenerator } from "../src/tensor/index.ts";
 
 export type TinyPreset = "sd15" | "sd2" | "sdxl";

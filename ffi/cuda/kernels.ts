@@ -3,7 +3,6 @@
 // of their op-code order and of the bd::Strided params struct, and the ABI check against bdk_abi().
 // Every launcher returns a cudaError_t, checked with cudartCheck(). Tags: f32 f16 bf16 i32 i64 u8 (bool = u8).
 
-import type { DType } from "../../src/tensor/dtype.ts";
 import type { NativeLibrary, SymbolSpec, SymbolTable } from "./bind.ts";
 
 export const TAGS = ["f32", "f16", "bf16", "i32", "i64", "u8"] as const;
@@ -11,11 +10,6 @@ export const FLOAT_TAGS = ["f32", "f16", "bf16"] as const;
 export type Tag = (typeof TAGS)[number];
 export type FloatTag = (typeof FLOAT_TAGS)[number];
 
-const TAG_OF: Record<DType, Tag> = { float32: "f32", float16: "f16", bfloat16: "bf16", int32: "i32", int64: "i64", uint8: "u8", bool: "u8" };
-/** The launcher suffix for a dtype (bool tensors use the u8 launchers; casts to bool use `_bool`). */
-export function tagOf(dtype: DType): Tag {
-  return TAG_OF[dtype];
-}
 
 // Op codes: the index in these lists (common.cuh BD_UNARY_OPS / BD_BINARY_OPS / BD_REDUCE_OPS, same order as
 // src/backends/backend.ts); checked against the library by checkKernelAbi().

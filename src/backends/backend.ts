@@ -7,10 +7,10 @@
 // - Inputs may be arbitrary strided views (stride 0 = broadcast) unless stated otherwise.
 // - Floating-point work is done in float32 (or wider) and rounded to the output dtype once.
 
-import type { DType } from "../tensor/dtype.ts";
-import type { Device } from "../tensor/device.ts";
-import type { MemoryTracker } from "../tensor/memory-stats.ts";
-import type { Storage } from "../tensor/storage.ts";
+import type { DType } from "../core/dtype.ts";
+import type { Device } from "../core/device.ts";
+import type { MemoryTracker } from "../core/memory-stats.ts";
+import type { Storage } from "../core/storage.ts";
 
 /** The layout of a tensor as a backend sees it. `Tensor` satisfies this structurally. */
 export interface TensorView {

@@ -1,8 +1,8 @@
 // Backend registry: maps a device to the backend that computes on it. The CPU and meta
 // backends are always present; the CUDA backend registers itself when it is loaded.
 
-import type { Device } from "../tensor/device.ts";
-import { TensorError } from "../tensor/errors.ts";
+import type { Device } from "../core/device.ts";
+import { TensorError } from "../core/errors.ts";
 import type { Backend } from "./backend.ts";
 import { cpuBackend } from "./cpu/index.ts";
 import { metaBackend } from "./meta/index.ts";

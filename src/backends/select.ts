@@ -2,7 +2,7 @@
 // why: no GPU, no driver, missing libraries with the places searched and what to install), and "auto" (CUDA when it
 // initialises, else the CPU with one console notice per process saying why).
 
-import type { Device, DeviceSpec } from "../tensor/device.ts";
+import type { Device, DeviceSpec } from "../core/device.ts";
 import { hasBackend } from "./registry.ts";
 import { CudaUnavailableError, initCuda } from "./cuda/index.ts";
 

@@ -2,6 +2,7 @@
 // [3, H, W] float tensor in [0, 1] (diffusers' rounding), encoded as PNG through sharp with the
 // parameters embedded as a text chunk (A1111's "parameters" convention), and saved atomically.
 
+import { roundHalfEven } from "../core/float32.ts";
 import { rename, unlink, writeFile } from "node:fs/promises";
 import path from "node:path";
 import sharp from "sharp";
@@ -43,12 +44,6 @@ export function formatParameters(p: GenerationParameters): string {
       .join(", "),
   );
   return lines.join("\n");
-}
-
-/** Round half to even, as numpy's round() in diffusers' numpy_to_pil. */
-function roundHalfEven(x: number): number {
-  const r = Math.round(x);
-  return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
 }
 
 export class GeneratedImage {

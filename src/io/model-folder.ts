@@ -7,8 +7,8 @@
 
 import { existsSync, readFileSync, readdirSync, statSync } from "node:fs";
 import path from "node:path";
-import type { DType } from "../tensor/dtype.ts";
-import type { Device } from "../tensor/device.ts";
+import type { DType } from "../core/dtype.ts";
+import type { Device } from "../core/device.ts";
 import { parsePythonJson } from "./python-json.ts";
 import { openCheckpoint, type TensorSource } from "./safetensors.ts";
 

@@ -18,7 +18,7 @@
 // `writeSafetensors` (rename) is safe, truncating it in place is not (SIGBUS).
 
 import * as fs from "node:fs";
-import type { DType } from "../tensor/dtype.ts";
+import type { DType } from "../core/dtype.ts";
 
 export type SafetensorsDType =
   | "F64" | "F32" | "F16" | "BF16"

@@ -1,9 +1,9 @@
 // Tensors to and from safetensors: a TensorEntry (zero-copy bytes of a mapped file) becomes a
 // Tensor on any device and dtype, converting on upload; a set of tensors is saved atomically.
 
-import { TensorError } from "../tensor/errors.ts";
-import type { DType } from "../tensor/dtype.ts";
-import type { Device } from "../tensor/device.ts";
+import { TensorError } from "../core/errors.ts";
+import type { DType } from "../core/dtype.ts";
+import type { Device } from "../core/device.ts";
 import { fromRaw } from "../tensor/creation.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import {

@@ -3,8 +3,7 @@
 // the noise schedule every scheduler starts from: betas → alphas → ᾱ (alphas_cumprod), computed
 // the way torch computes them in float32 on the CPU, plus zero-terminal-SNR rescaling.
 
-import { fma32 } from "../tensor/random/torch-normal.ts";
-import { f32, sqrt32, sub32 } from "./scheduler.ts";
+import { fma32, f32, sub32, sqrt32 } from "../core/float32.ts";
 
 export type BetaSchedule = "linear" | "scaled_linear" | "squaredcos_cap_v2";
 export type PredictionType = "epsilon" | "v_prediction" | "sample";

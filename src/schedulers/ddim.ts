@@ -3,6 +3,7 @@
 // DDIMScheduler (leading / trailing / linspace spacing, v-prediction, clip_sample,
 // set_alpha_to_one, zero-terminal-SNR betas). Integer timesteps.
 
+import { roundHalfEven, f32, sub32, mul32, div32, sqrt32, sq32 } from "../core/float32.ts";
 import { type Tensor, tidy } from "../tensor/index.ts";
 import { type SchedulerConfig, alphasCumprodFor, rejectTrue, requireOneOf, resolveConfig } from "./config.ts";
 import {
@@ -13,16 +14,10 @@ import {
   asFloat32,
   castTo,
   drawNoise,
-  f32,
-  mul32,
   perBatch,
-  sq32,
-  sqrt32,
-  sub32,
-  div32,
   timestepList,
 } from "./scheduler.ts";
-import { roundHalfEven, spacedTimesteps } from "./schedule.ts";
+import { spacedTimesteps } from "./schedule.ts";
 
 export class DDIMScheduler extends BaseScheduler implements Scheduler {
   readonly className = "DDIMScheduler";

@@ -5,6 +5,7 @@
 // DPM-Solver (noise prediction), the SDE variant "sde-dpmsolver++" (Gonzalez et al. 2023), Heun
 // second-order corrections and third order; lower-order final steps for stability. Int timesteps.
 
+import { roundHalfEven, f32, add32, sub32, mul32, div32, sqrt32, sq32, log32, exp32 } from "../core/float32.ts";
 import { type Tensor, tidy } from "../tensor/index.ts";
 import {
   type SchedulerConfig,
@@ -19,23 +20,23 @@ import {
   type Scheduler,
   type StepOptions,
   type StepOutput,
-  add32,
   asFloat32,
   castTo,
-  div32,
   drawNoise,
-  exp32,
-  f32,
-  log32,
-  mul32,
   perBatch,
   retain,
-  sq32,
-  sqrt32,
-  sub32,
   timestepList,
 } from "./scheduler.ts";
-import { finalSigma, interpIndex, karrasSigmas, logSigmas, npLinspace, roundHalfEven, sigmaToT, solverTimesteps, trainSigmas } from "./schedule.ts";
+import {
+  finalSigma,
+  interpIndex,
+  karrasSigmas,
+  logSigmas,
+  npLinspace,
+  sigmaToT,
+  solverTimesteps,
+  trainSigmas,
+} from "./schedule.ts";
 
 /** VP-form coefficients at noise level σ: α_t = 1/√(σ² + 1), σ_t = σ α_t. */
 export function alphaSigma(sigma: number): { alpha: number; sigmaT: number; lambda: number } {

@@ -4,6 +4,7 @@
 // σ_up, with σ_up² = σ_{i+1}² (σ_i² − σ_{i+1}²)/σ_i² and σ_down² = σ_{i+1}² − σ_up².
 // Draws noise at every step (through the step's NoiseSource). Timesteps are float32 values.
 
+import { f32, add32, sub32, mul32, div32, sqrt32, sq32 } from "../core/float32.ts";
 import { type Tensor, tidy } from "../tensor/index.ts";
 import { type SchedulerConfig, alphasCumprodFor, requireOneOf, resolveConfig } from "./config.ts";
 import { addNoiseSigma, vPredictionX0 } from "./euler.ts";
@@ -12,16 +13,9 @@ import {
   type Scheduler,
   type StepOptions,
   type StepOutput,
-  add32,
   asFloat32,
   castTo,
-  div32,
   drawNoise,
-  f32,
-  mul32,
-  sq32,
-  sqrt32,
-  sub32,
   timestepList,
 } from "./scheduler.ts";
 import { interpIndex, npLinspace, spacedTimesteps, trainSigmas } from "./schedule.ts";

@@ -3,6 +3,7 @@
 // σ from the training ᾱ, interpolated at the (float) timesteps, or Karras's ρ = 7 levels mapped
 // back to fractional timesteps; optional stochastic churn. Timesteps are float32 values.
 
+import { f32, add32, sub32, mul32, div32, sqrt32, sq32, log32, exp32 } from "../core/float32.ts";
 import { type Tensor, tidy } from "../tensor/index.ts";
 import { type SchedulerConfig, alphasCumprodFor, rejectTrue, requireOneOf, resolveConfig, torchLinspaceF32 } from "./config.ts";
 import {
@@ -10,19 +11,10 @@ import {
   type Scheduler,
   type StepOptions,
   type StepOutput,
-  add32,
   asFloat32,
   castTo,
-  div32,
   drawNoise,
-  f32,
-  exp32,
-  log32,
-  mul32,
   perBatch,
-  sq32,
-  sqrt32,
-  sub32,
   timestepList,
 } from "./scheduler.ts";
 import { finalSigma, interpIndex, karrasSigmas, logSigmas, npLinspace, sigmaToT, spacedTimesteps, trainSigmas } from "./schedule.ts";

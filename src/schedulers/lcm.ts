@@ -5,6 +5,7 @@
 // then is re-noised to the next timestep with fresh noise (every step but the last). Timesteps
 // are a subset of the distillation schedule (k·⌊T/original_inference_steps⌋ − 1). Int timesteps.
 
+import { f32, add32, sub32, mul32, div32, sqrt32, sq32 } from "../core/float32.ts";
 import { type Tensor, tidy } from "../tensor/index.ts";
 import { type SchedulerConfig, alphasCumprodFor, requireOneOf, resolveConfig } from "./config.ts";
 import { addNoiseVP } from "./ddim.ts";
@@ -13,16 +14,9 @@ import {
   type Scheduler,
   type StepOptions,
   type StepOutput,
-  add32,
   asFloat32,
   castTo,
-  div32,
   drawNoise,
-  f32,
-  mul32,
-  sq32,
-  sqrt32,
-  sub32,
   timestepList,
 } from "./scheduler.ts";
 

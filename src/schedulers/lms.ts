@@ -6,6 +6,7 @@
 // polynomials of degree ≤ 3; QAGS accepts it at once), adaptively bisecting if its error estimate
 // were ever too large. The integrand is evaluated in float32 as diffusers' torch code does.
 
+import { f32, add32, sub32, mul32, div32, sqrt32, sq32 } from "../core/float32.ts";
 import { type Tensor, tidy } from "../tensor/index.ts";
 import { type SchedulerConfig, alphasCumprodFor, rejectTrue, requireOneOf, resolveConfig } from "./config.ts";
 import { addNoiseSigma, vPredictionX0 } from "./euler.ts";
@@ -14,16 +15,9 @@ import {
   type Scheduler,
   type StepOptions,
   type StepOutput,
-  add32,
   asFloat32,
   castTo,
-  div32,
-  f32,
-  mul32,
   retain,
-  sq32,
-  sqrt32,
-  sub32,
   timestepList,
 } from "./scheduler.ts";
 import { interpIndex, karrasSigmas, logSigmas, npLinspace, sigmaToT, spacedTimesteps, trainSigmas } from "./schedule.ts";

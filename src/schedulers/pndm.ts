@@ -5,6 +5,7 @@
 // same t, refines the first step (a 2nd-order Heun-like start). Full F-PNDM (Runge–Kutta warm-up,
 // skip_prk_steps false) is implemented as well.
 
+import { roundHalfEven, f32, add32, sub32, mul32, div32, sqrt32 } from "../core/float32.ts";
 import { type Tensor, tidy } from "../tensor/index.ts";
 import { type SchedulerConfig, alphasCumprodFor, requireOneOf, resolveConfig } from "./config.ts";
 import { addNoiseVP } from "./ddim.ts";
@@ -13,18 +14,12 @@ import {
   type Scheduler,
   type StepOptions,
   type StepOutput,
-  add32,
   asFloat32,
   castTo,
-  div32,
-  f32,
-  mul32,
   retain,
-  sqrt32,
-  sub32,
   timestepList,
 } from "./scheduler.ts";
-import { roundHalfEven, spacedTimesteps } from "./schedule.ts";
+import { spacedTimesteps } from "./schedule.ts";
 
 export class PNDMScheduler extends BaseScheduler implements Scheduler {
   readonly className = "PNDMScheduler";

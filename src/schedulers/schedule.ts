@@ -3,15 +3,8 @@
 // timesteps (np.interp), Karras et al.'s ρ = 7 noise levels, and the inverse map σ → t through
 // log σ. Shared by the sigma-parameterised schedulers (Euler, LMS, DPM-Solver, UniPC).
 
-import { fma32 } from "../tensor/random/torch-normal.ts";
-import { f32, log32, sqrt32, sub32 } from "./scheduler.ts";
+import { fma32, f32, log32, roundHalfEven, sqrt32, sub32 } from "../core/float32.ts";
 import type { TimestepSpacing } from "./config.ts";
-
-/** np.round / np.rint: half to even. */
-export function roundHalfEven(x: number): number {
-  const r = Math.round(x);
-  return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
-}
 
 /** np.linspace(start, stop, num, endpoint) in float64: start + i·step, the last value set to stop. */
 export function npLinspace(start: number, stop: number, num: number, endpoint = true): number[] {

@@ -8,8 +8,8 @@
 // remember an input (a model output, a sample) takes its own reference, and frees what falls out
 // of its history. reset() forgets the history, dispose() frees it for good.
 
+import { fma32 } from "../core/float32.ts";
 import { Tensor, TorchGenerator, keep, randn, tensor } from "../tensor/index.ts";
-import { fma32 } from "../tensor/random/torch-normal.ts";
 import type { SchedulerConfig } from "./config.ts";
 
 /** Draws standard normal noise of `shape` with `like`'s dtype and device. */
@@ -82,56 +82,6 @@ export interface Scheduler {
   reset(): void;
   /** Free every tensor the scheduler holds. */
   dispose(): void;
-}
-
-// ---- float32 scalar arithmetic -------------------------------------------------------------
-//
-// diffusers computes per-step coefficients on 0-d float32 tensors: each operation rounds to
-// float32. These helpers do the same on JS numbers (float64 ops on float32 inputs, rounded once,
-// equal the IEEE float32 result for + - * / and sqrt). torch's CPU exp of a float32 tensor is
-// SLEEF's 1-ulp expf (even for one element), which exp32 reproduces; log and expm1 (SLEEF's
-// double-float u10 versions) are correctly rounded in practice, so Math.log/Math.expm1 serve.
-
-export const f32 = Math.fround;
-export const add32 = (a: number, b: number): number => f32(a + b);
-export const sub32 = (a: number, b: number): number => f32(a - b);
-export const mul32 = (a: number, b: number): number => f32(a * b);
-export const div32 = (a: number, b: number): number => f32(a / b);
-export const sqrt32 = (a: number): number => f32(Math.sqrt(a));
-export const sq32 = (a: number): number => f32(a * a);
-export const log32 = (a: number): number => f32(Math.log(a));
-export const expm1_32 = (a: number): number => f32(Math.expm1(a));
-
-const R_LN2F = f32(1.442695040888963407359924681001892137426645954152985934135449406931);
-const L2UF = f32(0.693145751953125);
-const L2LF = f32(1.428606765330187045e-6);
-const EXPF_POLY = [
-  0.000198527617612853646278381, 0.00139304355252534151077271, 0.00833336077630519866943359, 0.0416664853692054748535156,
-  0.166666671633720397949219, 0.5,
-].map(f32);
-
-/**
- * e^a in float32 as SLEEF's xexpf (u10) computes it with FMA (torch's AVX2/AVX-512 exp):
- * a = q·ln2 + s (Cody–Waite, two-part ln2), e^s by a degree-7 polynomial, then · 2^q.
- */
-export function exp32(a: number): number {
-  const d = f32(a);
-  if (Number.isNaN(d)) return NaN;
-  if (d < -104) return 0;
-  if (d > 100) return Infinity;
-  const q = rintHalfEven(f32(d * R_LN2F));
-  let s = fma32(q, -L2UF, d);
-  s = fma32(q, -L2LF, s);
-  let u = EXPF_POLY[0]!;
-  for (let k = 1; k < EXPF_POLY.length; k++) u = fma32(u, s, EXPF_POLY[k]!);
-  u = f32(1 + fma32(f32(s * s), u, s));
-  const h = q >> 1; // ldexp in two exact halves, as SLEEF's vldexp2
-  return f32(f32(u * 2 ** h) * 2 ** (q - h));
-}
-
-function rintHalfEven(x: number): number {
-  const r = Math.round(x);
-  return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
 }
 
 /** The timesteps of a Tensor (0-d or 1-d) or array as plain numbers. */

@@ -5,6 +5,7 @@
 // system in the step ratios r_k, with B(h) = h ("bh1") or e^h − 1 ("bh2"). Data prediction
 // (predict_x0) as diffusers' default; lower-order warm-up and final steps. Int timesteps.
 
+import { roundHalfEven, f32, sub32, mul32, div32, sq32, expm1_32 } from "../core/float32.ts";
 import { type Tensor, tidy } from "../tensor/index.ts";
 import { type SchedulerConfig, SchedulerConfigError, alphasCumprodFor, requireOneOf, resolveConfig } from "./config.ts";
 import { alphaSigma } from "./dpm-solver-multistep.ts";
@@ -15,17 +16,20 @@ import {
   type StepOutput,
   asFloat32,
   castTo,
-  div32,
-  expm1_32,
-  f32,
-  mul32,
   perBatch,
   retain,
-  sq32,
-  sub32,
   timestepList,
 } from "./scheduler.ts";
-import { finalSigma, interpIndex, karrasSigmas, logSigmas, npLinspace, roundHalfEven, sigmaToT, solverTimesteps, trainSigmas } from "./schedule.ts";
+import {
+  finalSigma,
+  interpIndex,
+  karrasSigmas,
+  logSigmas,
+  npLinspace,
+  sigmaToT,
+  solverTimesteps,
+  trainSigmas,
+} from "./schedule.ts";
 
 /**
  * Solve A x = b in float32 as torch.linalg.solve does on the CPU for a row-major A: LAPACK's LU

@@ -2,12 +2,12 @@
 // arrays or typed arrays), randn/rand (torch-compatible CPU generator), and the *Like forms.
 
 import { getBackend } from "../backends/registry.ts";
-import { type DType, assertDType, isFloat } from "./dtype.ts";
-import type { Device } from "./device.ts";
-import { TensorError } from "./errors.ts";
-import { f32ArrayToBf16, f32ArrayToF16 } from "./half.ts";
+import { type DType, assertDType, isFloat } from "../core/dtype.ts";
+import type { Device } from "../core/device.ts";
+import { TensorError } from "../core/errors.ts";
+import { f32ArrayToBf16, f32ArrayToF16 } from "../core/half.ts";
 import { TorchGenerator } from "./random/torch-normal.ts";
-import { type Shape, formatShape, numel } from "./shape.ts";
+import { type Shape, formatShape, numel } from "../core/shape.ts";
 import { Tensor } from "./tensor.ts";
 
 export interface CreateOptions {

@@ -2,9 +2,9 @@
 // creation functions, functional ops, memory scopes and statistics.
 
 export { Tensor, viewStrides, type NestedArray } from "./tensor.ts";
-export { type DType, DTYPES, dtypeBytes, isFloat, isHalf, isInteger } from "./dtype.ts";
-export { type Device, type DeviceSpec, parseDevice } from "./device.ts";
-export { TensorError, OutOfMemoryError, formatBytes } from "./errors.ts";
+export { type DType, DTYPES, dtypeBytes, isFloat, isHalf, isInteger } from "../core/dtype.ts";
+export { type Device, type DeviceSpec, parseDevice } from "../core/device.ts";
+export { TensorError, OutOfMemoryError, formatBytes } from "../core/errors.ts";
 export { tidy, keep } from "./scope.ts";
 export { memoryStats, resetPeakMemory, type MemoryStats } from "./memory.ts";
 export * from "./creation.ts";

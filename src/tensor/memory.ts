@@ -2,8 +2,8 @@
 // tensor was released and to report peak usage.
 
 import { getBackend, hasBackend } from "../backends/registry.ts";
-import type { Device } from "./device.ts";
-import type { MemoryStats } from "./memory-stats.ts";
+import type { Device } from "../core/device.ts";
+import type { MemoryStats } from "../core/memory-stats.ts";
 
 export type { MemoryStats };
 

@@ -4,10 +4,10 @@
 
 import type { TensorView } from "../backends/backend.ts";
 import { getBackend } from "../backends/registry.ts";
-import { type DType, assertDType, dtypeBytes, isFloat } from "./dtype.ts";
-import { type Device, parseDevice } from "./device.ts";
-import { TensorError } from "./errors.ts";
-import { bf16ArrayToF32, f16ArrayToF32 } from "./half.ts";
+import { type DType, assertDType, dtypeBytes, isFloat } from "../core/dtype.ts";
+import { type Device, parseDevice } from "../core/device.ts";
+import { TensorError } from "../core/errors.ts";
+import { bf16ArrayToF32, f16ArrayToF32 } from "../core/half.ts";
 import { track, unwatchLeak, watchForLeak } from "./scope.ts";
 import {
   type Shape,
@@ -18,8 +18,8 @@ import {
   numel,
   resolveShape,
   shapeEquals,
-} from "./shape.ts";
-import type { Storage } from "./storage.ts";
+} from "../core/shape.ts";
+import type { Storage } from "../core/storage.ts";
 
 /** Nested number arrays as returned by toArray(). */
 export type NestedArray = number | NestedArray[];

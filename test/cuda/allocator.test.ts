@@ -9,7 +9,7 @@ import { type AllocatorDriver, CachingAllocator, LARGE_ROUND, SMALL_ROUND, sizeC
 import { cudaAllocatorStats, cudaEmptyCache } from "../../src/backends/cuda/index.ts";
 import { cudaContext } from "../../src/backends/cuda/context.ts";
 import { hasBackend } from "../../src/backends/registry.ts";
-import { OutOfMemoryError } from "../../src/tensor/errors.ts";
+import { OutOfMemoryError } from "../../src/core/errors.ts";
 import { empty, memoryStats, tidy } from "../../src/tensor/index.ts";
 
 const MiB = 2 ** 20;

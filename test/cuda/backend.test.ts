@@ -24,9 +24,9 @@ import { hasBackend } from "../../src/backends/registry.ts";
 import { resolveDevice } from "../../src/backends/select.ts";
 import { openSafetensors, writeSafetensors } from "../../src/io/safetensors.ts";
 import { entryToTensor } from "../../src/io/tensor-io.ts";
-import { type DType, isFloat } from "../../src/tensor/dtype.ts";
-import type { Device } from "../../src/tensor/device.ts";
-import { f32ToF16 } from "../../src/tensor/half.ts";
+import { type DType, isFloat } from "../../src/core/dtype.ts";
+import type { Device } from "../../src/core/device.ts";
+import { f32ToF16 } from "../../src/core/half.ts";
 import { type Tensor, empty, fromRaw, memoryStats, tensor, tidy } from "../../src/tensor/index.ts";
 import { randomValues, values } from "../helpers/op-harness.ts";
 

@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import type { CudaLibraries } from "../../ffi/cuda/index.ts";
 import { REDUCE_OPS, StridedParams, reduceCode } from "../../ffi/cuda/kernels.ts";
-import { nearestIndex } from "../../src/backends/cpu/resample.ts";
+import { nearestIndex } from "../../src/core/nearest.ts";
 import {
   BUILD_TIMEOUT, Device, EPS, FLOAT_TAGS, HAS_GXX, type Tag, bytesOf, decode, emulatedCuda, encode, errorRatio, hostArray, random,
 } from "./setup.ts";

@@ -20,7 +20,7 @@ import { CLIPTextModel, CLIPTextModelWithProjection } from "../../src/models/cli
 import { UNet2DConditionModel } from "../../src/models/unet/index.ts";
 import { AutoencoderKL } from "../../src/models/vae/index.ts";
 import { StableDiffusionPipeline } from "../../src/pipelines/index.ts";
-import type { DType } from "../../src/tensor/dtype.ts";
+import type { DType } from "../../src/core/dtype.ts";
 import { type Tensor, memoryStats, tidy } from "../../src/tensor/index.ts";
 import { type GoldenEntry, goldenCases, goldenIndex, goldenTensor, maxError, openGolden } from "../helpers/golden.ts";
 import { goldenDir, projectRoot } from "../helpers/paths.ts";

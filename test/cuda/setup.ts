@@ -5,7 +5,7 @@
 import { buildKernels } from "../../scripts/build-kernels.ts";
 import { loadCuda, type CudaLibraries } from "../../ffi/cuda/index.ts";
 import { cudaMemcpyKind } from "../../ffi/cuda/cudart.ts";
-import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from "../../src/tensor/half.ts";
+import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from "../../src/core/half.ts";
 
 export const HAS_GXX = Bun.which("g++") !== null;
 if (!HAS_GXX) console.warn("[test/cuda] SKIPPED: g++ not found, so the emulated CUDA device cannot be built (apt-get install g++)");

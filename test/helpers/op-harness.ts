@@ -3,9 +3,9 @@
 // references, and tolerances per dtype with their reason.
 
 import { expect } from "bun:test";
-import type { DType } from "../../src/tensor/dtype.ts";
-import type { Device } from "../../src/tensor/device.ts";
-import { roundBf16, roundF16 } from "../../src/tensor/half.ts";
+import type { DType } from "../../src/core/dtype.ts";
+import type { Device } from "../../src/core/device.ts";
+import { roundBf16, roundF16 } from "../../src/core/half.ts";
 import { hasBackend } from "../../src/backends/registry.ts";
 import { Tensor } from "../../src/tensor/tensor.ts";
 import { tensor } from "../../src/tensor/creation.ts";

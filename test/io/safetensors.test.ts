@@ -6,7 +6,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as nodePath from "node:path";
-import type { DType } from "../../src/tensor/dtype.ts";
+import type { DType } from "../../src/core/dtype.ts";
 import {
   copyAligned,
   fromDType,

@@ -10,7 +10,7 @@ import { Attention } from "../../src/nn/attention.ts";
 import { Linear, LayerNorm } from "../../src/nn/layers.ts";
 import { LoadStateDictError, Module, ModuleList, type ModuleOptions } from "../../src/nn/module.ts";
 import { type Tensor, memoryStats, resetPeakMemory, tensor, tidy } from "../../src/tensor/index.ts";
-import { f32ArrayToBf16, f32ArrayToF16, roundBf16, roundF16 } from "../../src/tensor/half.ts";
+import { f32ArrayToBf16, f32ArrayToF16, roundBf16, roundF16 } from "../../src/core/half.ts";
 
 /** A tiny transformer-ish block: names as diffusers' BasicTransformerBlock uses them. */
 class Block extends Module<[Tensor], Tensor> {

@@ -19,8 +19,8 @@ import { cpuBackend } from "../../src/backends/cpu/index.ts";
 import { attention as cpuAttention, attentionExp } from "../../src/backends/cpu/attention.ts";
 import { softmaxSimd } from "../../src/backends/cpu/softmax-simd.ts";
 import { scaledDotProductAttention } from "../../src/nn/attention-dispatch.ts";
-import type { DType } from "../../src/tensor/dtype.ts";
-import type { Device } from "../../src/tensor/device.ts";
+import type { DType } from "../../src/core/dtype.ts";
+import type { Device } from "../../src/core/device.ts";
 import { type Tensor, empty, memoryStats, resetPeakMemory, tensor, tidy } from "../../src/tensor/index.ts";
 import { FLOAT_DTYPES, randomValues, testDevices, values } from "../helpers/op-harness.ts";
 

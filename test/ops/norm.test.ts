@@ -6,7 +6,7 @@
 import { beforeAll, describe, expect, test } from "bun:test";
 import { cpuBackend } from "../../src/backends/cpu/index.ts";
 import { tidy } from "../../src/tensor/scope.ts";
-import type { DType } from "../../src/tensor/dtype.ts";
+import type { DType } from "../../src/core/dtype.ts";
 import { Tensor } from "../../src/tensor/tensor.ts";
 import { groupNorm, interpolateNearest, layerNorm, upsampleNearest2x } from "../../src/tensor/ops/norm.ts";
 import { FLOAT_DTYPES, expectClose, randomTensor, testDevices, tolerance, values } from "../helpers/op-harness.ts";

@@ -7,8 +7,8 @@
 import { describe, expect, test } from "bun:test";
 import { cpuBackend } from "../../src/backends/cpu/index.ts";
 import { full, tensor } from "../../src/tensor/creation.ts";
-import type { DType } from "../../src/tensor/dtype.ts";
-import type { Device } from "../../src/tensor/device.ts";
+import type { DType } from "../../src/core/dtype.ts";
+import type { Device } from "../../src/core/device.ts";
 import * as red from "../../src/tensor/ops/reduce.ts";
 import { tidy } from "../../src/tensor/scope.ts";
 import type { Tensor } from "../../src/tensor/tensor.ts";

@@ -1,4 +1,4 @@
-// Tests for src/tensor/half.ts: float16 / bfloat16 <-> float32, exhaustively over all 65,536 bit
+// Tests for src/core/half.ts: float16 / bfloat16 <-> float32, exhaustively over all 65,536 bit
 // patterns of each format (decoding against a formula, bit-exact round trips, every midpoint between
 // neighbours and one f32 ulp either side, overflow and subnormal boundaries, NaN handling), plus a
 // million random f32 values against an independent nearest-even reference, scalar and bulk paths.
@@ -15,7 +15,7 @@ import {
   f32ToF16,
   roundBf16,
   roundF16,
-} from "../../src/tensor/half.ts";
+} from "../../src/core/half.ts";
 
 // ---- independent reference ----------------------------------------------------------------
 

@@ -7,13 +7,13 @@
 import { describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import path from "node:path";
+import { fma32 } from "../../src/core/float32.ts";
 import { MT19937 } from "../../src/tensor/random/mt19937.ts";
 import {
   TorchGenerator,
   TORCH_DEFAULT_SEED,
   cephesLogf,
   cephesSincosf,
-  fma32,
   rand,
   randn,
 } from "../../src/tensor/random/torch-normal.ts";

@@ -2,9 +2,9 @@
 // bytes return to their starting value. Borrowed host bytes (memory-mapped weights) are not
 // counted: they belong to the file mapping, not to us.
 
-import { Storage } from "../../tensor/storage.ts";
-import { MemoryTracker } from "../../tensor/memory-stats.ts";
-import { OutOfMemoryError } from "../../tensor/errors.ts";
+import { Storage } from "../../core/storage.ts";
+import { MemoryTracker } from "../../core/memory-stats.ts";
+import { OutOfMemoryError } from "../../core/errors.ts";
 
 export const cpuMemory = new MemoryTracker("cpu");
 

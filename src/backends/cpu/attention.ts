@@ -38,8 +38,8 @@
 // not float32), and widened K and V (≤ HEAD_BUDGET, 8 MiB) when they are not read in place.
 
 import type { TensorView } from "../backend.ts";
-import { f16ToF32, bf16ToF32, bf16ArrayToF32, f16ArrayToF32, f32ArrayToBf16, f32ArrayToF16 } from "../../tensor/half.ts";
-import { numel } from "../../tensor/shape.ts";
+import { f16ToF32, bf16ToF32, bf16ArrayToF32, f16ArrayToF32, f32ArrayToBf16, f32ArrayToF16 } from "../../core/half.ts";
+import { numel } from "../../core/shape.ts";
 import { rawOf } from "./strided.ts";
 import { sgemm } from "./gemm.ts";
 import { softmaxSimd } from "./softmax-simd.ts";

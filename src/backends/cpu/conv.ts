@@ -30,8 +30,8 @@
 // float16/bfloat16 inputs are widened to float32 once; the result is rounded once on commit.
 
 import type { Conv2dParams, TensorView } from "../backend.ts";
-import { numel } from "../../tensor/shape.ts";
-import type { Storage } from "../../tensor/storage.ts";
+import { numel } from "../../core/shape.ts";
+import type { Storage } from "../../core/storage.ts";
 import { commit, outF32, readF32 } from "./strided.ts";
 import { sgemm } from "./gemm.ts";
 

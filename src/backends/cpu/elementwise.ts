@@ -4,9 +4,10 @@
 // float64 values. Contiguous float32 inputs and outputs are used in place (no copies), and
 // float32 broadcasts with long contiguous runs (bias / embedding adds) are not materialised.
 
+import { roundHalfEven } from "../../core/float32.ts";
 import type { BinaryOp, TensorView, UnaryOp } from "../backend.ts";
-import { isFloat } from "../../tensor/dtype.ts";
-import { collapseDims, isContiguous, numel } from "../../tensor/shape.ts";
+import { isFloat } from "../../core/dtype.ts";
+import { collapseDims, isContiguous, numel } from "../../core/shape.ts";
 import { commit, outF32, rawOf, readNum, readRaw, writeRaw, writeValues } from "./strided.ts";
 import { MAP_BLOCK, type SimdActivation, type SimdKernels, simdKernels } from "./simd-kernels.ts";
 
@@ -112,12 +113,6 @@ const GELU_TANH_K = Math.sqrt(2 / Math.PI);
 /** x·Φ(x); the negative side goes through erfc so tiny results keep their relative precision. */
 function geluErf(x: number): number {
   return x >= 0 ? 0.5 * x * (1 + erf(x * SQRT1_2)) : 0.5 * x * erfc(-x * SQRT1_2);
-}
-
-/** torch.round: to nearest, ties to even. */
-function roundHalfEven(x: number): number {
-  const r = Math.round(x); // ties toward +inf
-  return r - x === 0.5 && r % 2 !== 0 ? r - 1 : r;
 }
 
 // ---- unary -----------------------------------------------------------------------------------

@@ -2,10 +2,10 @@
 // when no GPU is present. Data movement lives here; each op family has its own file.
 
 import type { Backend, TensorView } from "../backend.ts";
-import { dtypeBytes } from "../../tensor/dtype.ts";
+import { dtypeBytes } from "../../core/dtype.ts";
 import { allocateCpu, borrowCpu, cpuMemory } from "./allocator.ts";
 import { decodeRaw, encodeRaw, rawOf, readRaw, stridedCopy, storageBytes } from "./strided.ts";
-import { numel } from "../../tensor/shape.ts";
+import { numel } from "../../core/shape.ts";
 import { binary, binaryScalar, unary, where } from "./elementwise.ts";
 import { reduce, softmax } from "./reduce.ts";
 import { matmul } from "./matmul.ts";

@@ -4,8 +4,8 @@
 // their own type. Out-of-range indices throw an Error naming the op, the index and the dim size.
 
 import type { TensorView } from "../backend.ts";
-import type { RawArray } from "../../tensor/dtype.ts";
-import { contiguousStrides, numel } from "../../tensor/shape.ts";
+import type { RawArray } from "../../core/dtype.ts";
+import { contiguousStrides, numel } from "../../core/shape.ts";
 import { rawOf, readIndex, readNum, readRaw, stridedCopy, writeRaw, writeValues } from "./strided.ts";
 
 type Indexable = { [i: number]: number | bigint; length: number };

@@ -6,7 +6,7 @@
 // row-major `a` is folded into M (one large GEMM), anything else loops. Results are rounded once on commit.
 
 import type { TensorView } from "../backend.ts";
-import { collapseDims, contiguousStrides, numel } from "../../tensor/shape.ts";
+import { collapseDims, contiguousStrides, numel } from "../../core/shape.ts";
 import { commit, outF32, rawOf, readF32 } from "./strided.ts";
 import { sgemm, sgemmBatched } from "./gemm.ts";
 

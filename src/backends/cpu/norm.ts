@@ -16,7 +16,7 @@
 // float32 kernels compute it. Larger groups stream through the memory in blocks (two reads of the input).
 
 import type { TensorView } from "../backend.ts";
-import { numel } from "../../tensor/shape.ts";
+import { numel } from "../../core/shape.ts";
 import { commit, outF32, readF32 } from "./strided.ts";
 import { type SimdKernels, simdKernels } from "./simd-kernels.ts";
 

@@ -4,7 +4,7 @@
 // extreme value (NaN counts as the extreme), as torch does.
 
 import type { ReduceOp, TensorView } from "../backend.ts";
-import { numel } from "../../tensor/shape.ts";
+import { numel } from "../../core/shape.ts";
 import { commit, outF32, readF32, readNum } from "./strided.ts";
 import { type SimdKernels, simdKernels } from "./simd-kernels.ts";
 

@@ -1,34 +1,15 @@
 // CPU nearest-neighbour resize of the last two dims (the backend contract's `upsampleNearest2d`) with torch's
-// legacy "nearest" index rule, and that rule on its own (`nearestIndex`) for the op layer and tests. The
+// legacy "nearest" index rule (src/core/nearest.ts). The
 // kernel copies raw elements, so every dtype is exact and no float conversion happens.
 
 import type { TensorView } from "../backend.ts";
-import { isContiguous, numel } from "../../tensor/shape.ts";
+import { isContiguous, numel } from "../../core/shape.ts";
+import { nearestIndexTable } from "../../core/nearest.ts";
 import { rawOf, readRaw, writeRaw } from "./strided.ts";
-import { type RawArray, dtypeBytes, rawView } from "../../tensor/dtype.ts";
+import { type RawArray, dtypeBytes, rawView } from "../../core/dtype.ts";
 
 /** Element access common to every raw typed array (number or bigint elements). */
 type Elements = { [i: number]: number | bigint; copyWithin(target: number, start: number, end: number): unknown };
-
-/**
- * Source index of output position `dst` for a resize from `inSize` to `outSize`, as torch's nearest_idx
- * (aten/src/ATen/native/UpSample.h): identity when the sizes match, dst >> 1 when doubling, otherwise
- * min(floor(dst · scale), inSize − 1) in float32, where scale = float(inSize) / outSize, or float(1 / scaleFactor)
- * when the caller passed a scale factor (torch's `scales` argument).
- */
-export function nearestIndex(dst: number, inSize: number, outSize: number, scaleFactor?: number): number {
-  if (outSize === inSize) return dst;
-  if (outSize === 2 * inSize) return dst >> 1;
-  const scale = scaleFactor !== undefined && scaleFactor > 0 ? Math.fround(1 / scaleFactor) : Math.fround(inSize / outSize);
-  return Math.min(Math.floor(Math.fround(dst * scale)), inSize - 1);
-}
-
-/** The index table of nearestIndex for every output position. */
-export function nearestIndexTable(inSize: number, outSize: number, scaleFactor?: number): Int32Array {
-  const t = new Int32Array(outSize);
-  for (let i = 0; i < outSize; i++) t[i] = nearestIndex(i, inSize, outSize, scaleFactor);
-  return t;
-}
 
 /** out[..., oh, ow] = x[..., nearestIndex(oh), nearestIndex(ow)] with the size-ratio scale. */
 export function upsampleNearest2d(x: TensorView, out: TensorView): void {

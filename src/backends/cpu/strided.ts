@@ -5,9 +5,9 @@
 // into an output of any dtype with one rounding.
 
 import type { TensorView } from "../backend.ts";
-import { type DType, type RawArray, dtypeBytes, rawView } from "../../tensor/dtype.ts";
-import { bf16ArrayToF32, f16ArrayToF32, f32ArrayToBf16, f32ArrayToF16 } from "../../tensor/half.ts";
-import { collapseDims, isContiguous, numel } from "../../tensor/shape.ts";
+import { type DType, type RawArray, dtypeBytes, rawView } from "../../core/dtype.ts";
+import { bf16ArrayToF32, f16ArrayToF32, f32ArrayToBf16, f32ArrayToF16 } from "../../core/half.ts";
+import { collapseDims, isContiguous, numel } from "../../core/shape.ts";
 
 /** The bytes behind a CPU storage. */
 export function storageBytes(v: TensorView): Uint8Array {

@@ -16,8 +16,8 @@
 //
 // The device calls go through an AllocatorDriver, so the bookkeeping is testable on its own.
 
-import { MemoryTracker } from "../../tensor/memory-stats.ts";
-import { OutOfMemoryError, formatBytes } from "../../tensor/errors.ts";
+import { MemoryTracker } from "../../core/memory-stats.ts";
+import { OutOfMemoryError, formatBytes } from "../../core/errors.ts";
 
 export const SMALL_LIMIT = 1 << 20;
 export const SMALL_ROUND = 512;

@@ -6,7 +6,7 @@
 import type { TensorView } from "../backend.ts";
 import { cpuBackend } from "../cpu/index.ts";
 import { ATTENTION_MASK, ATTENTION_MAX_HEAD, AttentionParamsBuffer } from "../../../ffi/cuda/kernels.ts";
-import { numel } from "../../tensor/shape.ts";
+import { numel } from "../../core/shape.ts";
 import { cudaContext, dptr, launch, requireDType, tagOf } from "./context.ts";
 import { viaCpu } from "./fallback.ts";
 

@@ -6,12 +6,12 @@
 import type { CudaLibraries } from "../../../ffi/cuda/index.ts";
 import { cublasMath } from "../../../ffi/cuda/cublas.ts";
 import { cudaError } from "../../../ffi/cuda/cudart.ts";
-import { StridedParams, tagOf } from "../../../ffi/cuda/kernels.ts";
+import { StridedParams, type Tag } from "../../../ffi/cuda/kernels.ts";
 import type { TensorView } from "../backend.ts";
-import { type DType, dtypeBytes } from "../../tensor/dtype.ts";
-import { MemoryTracker } from "../../tensor/memory-stats.ts";
-import { contiguousStrides, formatShape, numel } from "../../tensor/shape.ts";
-import { Storage } from "../../tensor/storage.ts";
+import { type DType, dtypeBytes } from "../../core/dtype.ts";
+import { MemoryTracker } from "../../core/memory-stats.ts";
+import { contiguousStrides, formatShape, numel } from "../../core/shape.ts";
+import { Storage } from "../../core/storage.ts";
 import { CachingAllocator } from "./allocator.ts";
 import { CudaStreams, PinnedStaging } from "./streams.ts";
 
@@ -165,7 +165,11 @@ export function stridedParams(): StridedParams {
   return new StridedParams();
 }
 
-export { tagOf };
+const TAG_OF: Record<DType, Tag> = { float32: "f32", float16: "f16", bfloat16: "bf16", int32: "i32", int64: "i64", uint8: "u8", bool: "u8" };
+/** The launcher suffix for a dtype (bool tensors use the u8 launchers; casts to bool use `_bool`). */
+export function tagOf(dtype: DType): Tag {
+  return TAG_OF[dtype];
+}
 
 /**
  * Kernels write their output dtype's bytes: an out of another dtype would be overrun. The op layer never asks for

@@ -8,8 +8,8 @@
 
 import type { Conv2dParams, TensorView } from "../backend.ts";
 import { ALGO_PERF, cudnnConvolutionMode, cudnnDataType, cudnnMathType, cudnnTensorFormat } from "../../../ffi/cuda/cudnn.ts";
-import type { DType } from "../../tensor/dtype.ts";
-import { numel } from "../../tensor/shape.ts";
+import type { DType } from "../../core/dtype.ts";
+import { numel } from "../../core/shape.ts";
 import { cudaContext, describe, dptr, requireDType, temp, type CudaContext } from "./context.ts";
 import { binary } from "./elementwise.ts";
 import { contiguousAs } from "./reduce.ts";

@@ -6,9 +6,9 @@
 
 import type { BinaryOp, TensorView, UnaryOp } from "../backend.ts";
 import { type StridedParams, binaryCode, unaryCode } from "../../../ffi/cuda/kernels.ts";
-import { type DType, isFloat } from "../../tensor/dtype.ts";
-import { TensorError } from "../../tensor/errors.ts";
-import { collapseDims, formatShape, numel } from "../../tensor/shape.ts";
+import { type DType, isFloat } from "../../core/dtype.ts";
+import { TensorError } from "../../core/errors.ts";
+import { collapseDims, formatShape, numel } from "../../core/shape.ts";
 import { cudaContext, dptr, launch, stridedParams, tagOf, temp } from "./context.ts";
 
 /** bd::Strided for `shape` and the operands' strides (dims merged first when there are more than 8). */

@@ -4,8 +4,8 @@
 
 import type { TensorView } from "../backend.ts";
 import { cpuBackend } from "../cpu/index.ts";
-import { dtypeBytes } from "../../tensor/dtype.ts";
-import { contiguousStrides, isContiguous, numel } from "../../tensor/shape.ts";
+import { dtypeBytes } from "../../core/dtype.ts";
+import { contiguousStrides, isContiguous, numel } from "../../core/shape.ts";
 import { cudaContext, dptr, temp } from "./context.ts";
 import { copy } from "./elementwise.ts";
 

@@ -8,8 +8,8 @@
 
 import type { TensorView } from "../backend.ts";
 import { cpuBackend } from "../cpu/index.ts";
-import { isHalf } from "../../tensor/dtype.ts";
-import { numel } from "../../tensor/shape.ts";
+import { isHalf } from "../../core/dtype.ts";
+import { numel } from "../../core/shape.ts";
 import { type Temp, cudaContext, dptr, launch, requireDType, stridedParams, tagOf, temp } from "./context.ts";
 import { copy, stridedFor } from "./elementwise.ts";
 import { downloadView, viaCpu } from "./fallback.ts";

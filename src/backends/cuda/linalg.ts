@@ -9,8 +9,8 @@
 
 import type { TensorView } from "../backend.ts";
 import { cublasComputeType, cublasGemmAlgo, cublasOperation, cudaDataType } from "../../../ffi/cuda/cublas.ts";
-import type { DType } from "../../tensor/dtype.ts";
-import { numel } from "../../tensor/shape.ts";
+import type { DType } from "../../core/dtype.ts";
+import { numel } from "../../core/shape.ts";
 import { cudaContext, describe, dptr, requireDType, temp, type Temp } from "./context.ts";
 import { copy, fill } from "./elementwise.ts";
 

@@ -2,7 +2,7 @@
 // upsample.cu). The kernels read contiguous inputs: strided views (and non-contiguous weights) are copied first.
 
 import type { TensorView } from "../backend.ts";
-import { numel } from "../../tensor/shape.ts";
+import { numel } from "../../core/shape.ts";
 import { cudaContext, dptr, dptrOrNull, launch, requireDType, tagOf } from "./context.ts";
 import { contiguousAs } from "./reduce.ts";
 

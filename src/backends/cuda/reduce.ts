@@ -8,8 +8,8 @@
 import type { ReduceOp, TensorView } from "../backend.ts";
 import { cpuBackend } from "../cpu/index.ts";
 import { reduceCode } from "../../../ffi/cuda/kernels.ts";
-import { type DType, isFloat } from "../../tensor/dtype.ts";
-import { isContiguous, numel } from "../../tensor/shape.ts";
+import { type DType, isFloat } from "../../core/dtype.ts";
+import { isContiguous, numel } from "../../core/shape.ts";
 import { type Temp, cudaContext, dptr, launch, requireDType, tagOf, temp } from "./context.ts";
 import { copy } from "./elementwise.ts";
 import { viaCpu } from "./fallback.ts";

@@ -3,9 +3,9 @@
 // pipeline run on meta answers "how much memory would this need" from the tracker's peak.
 
 import type { Backend } from "../backend.ts";
-import { MemoryTracker } from "../../tensor/memory-stats.ts";
-import { Storage } from "../../tensor/storage.ts";
-import { TensorError } from "../../tensor/errors.ts";
+import { MemoryTracker } from "../../core/memory-stats.ts";
+import { Storage } from "../../core/storage.ts";
+import { TensorError } from "../../core/errors.ts";
 
 const metaMemory = new MemoryTracker("meta");
 

@@ -3,10 +3,10 @@
 
 import type { Backend } from "../../backends/backend.ts";
 import { getBackend } from "../../backends/registry.ts";
-import { type DType, isFloat } from "../dtype.ts";
-import type { Device } from "../device.ts";
-import { TensorError } from "../errors.ts";
-import { broadcastShapes, shapeEquals } from "../shape.ts";
+import { type DType, isFloat } from "../../core/dtype.ts";
+import type { Device } from "../../core/device.ts";
+import { TensorError } from "../../core/errors.ts";
+import { broadcastShapes, shapeEquals } from "../../core/shape.ts";
 import { Tensor } from "../tensor.ts";
 
 /** The one device all tensor arguments live on; throws naming the op and devices otherwise. */

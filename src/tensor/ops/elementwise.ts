@@ -13,8 +13,8 @@
 
 import type { BinaryOp, UnaryOp } from "../../backends/backend.ts";
 import { full } from "../creation.ts";
-import { type DType, isFloat } from "../dtype.ts";
-import { TensorError } from "../errors.ts";
+import { type DType, isFloat } from "../../core/dtype.ts";
+import { TensorError } from "../../core/errors.ts";
 import { Tensor, backendFor, broadcastTo, disposeAll, sameDType, withViews } from "./common.ts";
 
 type Operand = Tensor | number;

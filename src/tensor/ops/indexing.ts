@@ -3,9 +3,9 @@
 // Index tensors are int32 or int64; argsort/sort/topk return int64 indices. Also attaches the
 // methods of the same names to Tensor.
 
-import { type DType, isFloat } from "../dtype.ts";
-import { TensorError } from "../errors.ts";
-import { formatShape, normalizeDim } from "../shape.ts";
+import { type DType, isFloat } from "../../core/dtype.ts";
+import { TensorError } from "../../core/errors.ts";
+import { formatShape, normalizeDim } from "../../core/shape.ts";
 import { Tensor, backendFor, disposeAll } from "./common.ts";
 import { movedim } from "./shape-ops.ts";
 

@@ -5,8 +5,8 @@
 // Tensor methods: matmul, mm, bmm.
 
 import type { Conv2dParams } from "../../backends/backend.ts";
-import { TensorError } from "../errors.ts";
-import { broadcastShapes, formatShape } from "../shape.ts";
+import { TensorError } from "../../core/errors.ts";
+import { broadcastShapes, formatShape } from "../../core/shape.ts";
 import { Tensor, backendFor, disposeAll, requireFloat, sameDType } from "./common.ts";
 
 declare module "../tensor.ts" {

@@ -3,10 +3,10 @@
 // interpolateNearest (torch.nn.functional.interpolate(mode="nearest") with `size` or `scale_factor`) and
 // upsampleNearest2x (diffusers' Upsample2D). Shapes and dtypes are checked here; backends only compute.
 
-import { nearestIndexTable } from "../../backends/cpu/resample.ts";
+import { nearestIndexTable } from "../../core/nearest.ts";
 import { tensor } from "../creation.ts";
-import { TensorError } from "../errors.ts";
-import { formatShape, shapeEquals } from "../shape.ts";
+import { TensorError } from "../../core/errors.ts";
+import { formatShape, shapeEquals } from "../../core/shape.ts";
 import { Tensor, backendFor, disposeAll, requireFloat, sameDType } from "./common.ts";
 
 function checkEps(op: string, eps: number): void {

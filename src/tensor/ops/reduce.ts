@@ -11,9 +11,9 @@
 // argmax and argmin throw.
 
 import type { ReduceOp } from "../../backends/backend.ts";
-import { type DType, isFloat } from "../dtype.ts";
-import { TensorError } from "../errors.ts";
-import { normalizeDim } from "../shape.ts";
+import { type DType, isFloat } from "../../core/dtype.ts";
+import { TensorError } from "../../core/errors.ts";
+import { normalizeDim } from "../../core/shape.ts";
 import { Tensor, backendFor, disposeAll, requireFloat } from "./common.ts";
 import { sqrt } from "./elementwise.ts";
 

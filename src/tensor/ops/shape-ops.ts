@@ -3,8 +3,8 @@
 // semantics. split/chunk/movedim return views; cat/stack/pad allocate their output.
 // Also attaches Tensor.split and Tensor.chunk.
 
-import { TensorError } from "../errors.ts";
-import { formatShape, normalizeDim } from "../shape.ts";
+import { TensorError } from "../../core/errors.ts";
+import { formatShape, normalizeDim } from "../../core/shape.ts";
 import { Tensor, backendFor, commonDevice, sameDType } from "./common.ts";
 
 function dimOf(op: string, dim: number, ndim: number): number {

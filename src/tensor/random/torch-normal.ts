@@ -16,45 +16,12 @@
 //
 // The default seed of a fresh generator is torch's default_rng_seed_val, 67280421310721.
 
+import { fma32 } from "../../core/float32.ts";
 import { MT19937, type MT19937State, seedToU64 } from "./mt19937.ts";
 
 export const TORCH_DEFAULT_SEED = 67280421310721n;
 
 const fr = Math.fround;
-
-// ---- exact float32 arithmetic helpers -------------------------------------------------------
-
-const fmaF64 = new Float64Array(1);
-const fmaU32 = new Uint32Array(fmaF64.buffer); // [low word, high word] on little-endian hosts
-const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
-const LO = LITTLE_ENDIAN ? 0 : 1;
-const HI = 1 - LO;
-
-/**
- * fmaf(a, b, c) for float32 a, b, c, correctly rounded: a·b is exact in f64, the sum is rounded to
- * odd at 53 bits (TwoSum error decides the direction), which makes the final rounding to 24 bits exact.
- */
-export function fma32(a: number, b: number, c: number): number {
-  const p = a * b;
-  const s = p + c;
-  const v = s - p;
-  const err = p - (s - v) + (c - v);
-  if (err === 0 || s !== s || s === Infinity || s === -Infinity) return fr(s);
-  fmaF64[0] = s;
-  const lo = fmaU32[LO]!;
-  if ((lo & 1) === 0) {
-    if (err > 0 === s > 0) {
-      fmaU32[LO] = lo + 1; // away from zero; an even low word cannot carry
-    } else if (lo === 0) {
-      fmaU32[LO] = 0xffffffff;
-      fmaU32[HI] = fmaU32[HI]! - 1;
-    } else {
-      fmaU32[LO] = lo - 1;
-    }
-    return fr(fmaF64[0]!);
-  }
-  return fr(s);
-}
 
 const bitsF32 = new Float32Array(1);
 const bitsU32 = new Uint32Array(bitsF32.buffer);
