@@ -10,8 +10,8 @@ import { cpuBackend } from "../../src/backends/cpu/index.ts";
 import { clearConvWeightCache, convWeightCacheStats, setConvWeightCacheLimit } from "../../src/backends/cpu/conv.ts";
 import { tidy } from "../../src/tensor/scope.ts";
 import { tensor } from "../../src/tensor/creation.ts";
-import type { DType } from "../../src/tensor/dtype.ts";
-import type { Device } from "../../src/tensor/device.ts";
+import type { DType } from "../../src/core/dtype.ts";
+import type { Device } from "../../src/core/device.ts";
 import { Tensor } from "../../src/tensor/tensor.ts";
 import { bmm, conv2d, linear, matmul, mm, type Conv2dOptions } from "../../src/tensor/ops/linalg.ts";
 import { FLOAT_DTYPES, expectClose, randomTensor, testDevices, tolerance, values } from "../helpers/op-harness.ts";
@@ -433,10 +433,14 @@ describe("conv2d repacked-weight cache (CPU)", () => {
       expect(convWeightCacheStats().hits).toBe(s1.hits + 1);
       expect(b).toEqual(a);
       expectClose(a, ref(X.v, W.v), tol(ref(X.v, W.v)), "cached conv");
-      // a different view of the same storage (a narrowed weight) is a different entry
+      // a different view of the same storage (a narrowed weight) is a different entry: its result equals that of
+      // a contiguous copy of the same 4 filters (the same GEMM shapes, so bit for bit; BLAS kernels may round an
+      // M = 4 product differently from the first 4 rows of an M = 8 one, so the full result is not the reference)
       const W4 = W.t.narrow(0, 0, 4);
+      const misses = convWeightCacheStats().misses;
       const c = values(conv2d(X.t, W4, null, { padding: 1 }));
-      expect(c).toEqual(a.subarray(0, 4 * geo.OH * geo.OW));
+      expect(convWeightCacheStats().misses).toBe(misses + 1);
+      expect(c).toEqual(values(conv2d(X.t, W4.contiguous(), null, { padding: 1 })));
     });
   });
 
