@@ -10,7 +10,8 @@ import path from "node:path";
 import type { DType } from "../core/dtype.ts";
 import type { Device } from "../core/device.ts";
 import { parsePythonJson } from "./python-json.ts";
-import { openCheckpoint, type TensorSource } from "./safetensors.ts";
+import type { TensorSource } from "./safetensors.ts";
+import { openCheckpoint } from "./safetensors-index.ts";
 
 /** transformers' weights file (text encoders). */
 export const TRANSFORMERS_WEIGHTS = "model.safetensors";

@@ -1,7 +1,7 @@
 // The safetensors format: reading (memory-mapped with Bun.mmap, zero copy, validated fully at open),
 // parsing an in-memory buffer, serializing, and an atomic file writer; the mapping between the format's
-// dtype names and our Tensor dtypes; the TensorSource interface shared with sharded checkpoints
-// (safetensors-index.ts, re-exported here).
+// dtype names and our Tensor dtypes; the TensorSource interface that sharded checkpoints
+// (safetensors-index.ts) implement too.
 //
 // Layout (https://github.com/huggingface/safetensors#format):
 //   [u64 little-endian N][N bytes of UTF-8 JSON header, may end in spaces][data buffer]
@@ -509,4 +509,3 @@ export async function writeSafetensors(path: string, tensors: Record<string, Ten
   }
 }
 
-export { openCheckpoint, openSafetensorsIndex, type ShardedSafetensors } from "./safetensors-index.ts";

@@ -11,9 +11,7 @@ import {
   copyAligned,
   fromDType,
   isAligned,
-  openCheckpoint,
   openSafetensors,
-  openSafetensorsIndex,
   parseSafetensors,
   requireDType,
   SAFETENSORS_DTYPES,
@@ -24,6 +22,7 @@ import {
   toDType,
   writeSafetensors,
 } from "../../src/io/safetensors.ts";
+import { openCheckpoint, openSafetensorsIndex } from "../../src/io/safetensors-index.ts";
 
 const tmpRoot = fs.mkdtempSync(nodePath.join(os.tmpdir(), "bd-safetensors-"));
 afterAll(() => fs.rmSync(tmpRoot, { recursive: true, force: true }));
