@@ -18,8 +18,11 @@
 // `ModuleList` (children "0", "1", ...). Property names are the checkpoint names (`this.to_q`).
 //
 // Calling: subclasses implement `forward(...)`; callers use `module.call(...)`, which runs the
-// forward pre-hooks (may replace the arguments), `forward`, then the post-hooks (may replace the
-// output). Calling `forward` directly bypasses hooks — model code always uses `call` on children.
+// forward pre-hooks (may replace the arguments), the forward wrappers around `forward`, then the
+// post-hooks (may replace the output). A wrapper receives `next` and may call it zero, one or many
+// times (tiling, block-level token merging, offload); wrappers nest in registration order, the first
+// registered outermost. Every hook kind runs in registration order and is removed by its handle.
+// Calling `forward` directly bypasses hooks — model code always uses `call` on children.
 //
 // Parameters are held by `Parameter` objects whose tensor (`.value`) can be replaced (loading onto
 // another device, `to()`), so code reads `this.weight.value` at forward time, never caches it.
@@ -28,9 +31,12 @@
 // manifests, memory planning); `loadStateDict(source, { device: "cpu", dtype })` then materialises
 // it one parameter at a time. A module already on a real device is filled in place instead.
 
-import { type DType, type Device, Tensor, dtypeBytes, empty, keep } from "../tensor/index.ts";
-import { getBackend } from "../backends/registry.ts";
-import { type TensorEntry, type TensorSource, requireDType } from "../io/safetensors.ts";
+import { type DType, type Device, type Tensor, empty } from "../tensor/index.ts";
+import { Parameter } from "./parameter.ts";
+import { type LoadReport, type LoadStateDictOptions, type StateDictSource, isTensorSource, loadParameters } from "./state-dict.ts";
+
+export { Parameter } from "./parameter.ts";
+export { type LoadReport, type LoadStateDictOptions, LoadStateDictError, type StateDictSource } from "./state-dict.ts";
 
 /** Where and in which dtype a module allocates its parameters. */
 export interface ModuleOptions {
@@ -44,54 +50,6 @@ export function resolveModuleOptions(opts: ModuleOptions = {}): Required<ModuleO
 
 type AnyHook = (...a: any[]) => any;
 
-/** A named, replaceable parameter tensor. */
-export class Parameter {
-  #value: Tensor;
-
-  constructor(value: Tensor) {
-    this.#value = keep(value);
-  }
-
-  get value(): Tensor {
-    return this.#value;
-  }
-
-  get shape(): readonly number[] {
-    return this.#value.shape;
-  }
-
-  get dtype(): DType {
-    return this.#value.dtype;
-  }
-
-  get device(): Device {
-    return this.#value.device;
-  }
-
-  get numel(): number {
-    return this.#value.numel;
-  }
-
-  /** Bytes of the parameter's storage in its current dtype. */
-  get byteLength(): number {
-    return this.#value.numel * dtypeBytes(this.#value.dtype);
-  }
-
-  /** Install a new tensor of the same shape; the previous one is disposed. */
-  replace(t: Tensor): void {
-    if (t.shape.length !== this.shape.length || t.shape.some((d, i) => d !== this.shape[i]))
-      throw new Error(`Parameter.replace: shape [${t.shape.join(", ")}] differs from [${this.shape.join(", ")}]`);
-    if (t === this.#value) return;
-    const old = this.#value;
-    this.#value = keep(t);
-    old.dispose();
-  }
-
-  dispose(): void {
-    this.#value.dispose();
-  }
-}
-
 export interface HookHandle {
   /** Unregister the hook. Idempotent. */
   remove(): void;
@@ -101,53 +59,8 @@ export interface HookHandle {
 export type ForwardPreHook<M, Args extends unknown[]> = (module: M, args: Args) => Args | void;
 /** Runs after forward; returning a value (not undefined) replaces the output. */
 export type ForwardPostHook<M, Args extends unknown[], Out> = (module: M, args: Args, output: Out) => Out | void;
-
-export interface LoadStateDictOptions {
-  /** Throw when any key is missing, unexpected or mis-shaped (default true). Nothing is loaded then. */
-  strict?: boolean;
-  /** Map a source key to the module's key; return null to drop the key silently. */
-  rename?: (key: string) => string | null;
-  /** Source keys (after rename) that are skipped silently: exact names or patterns. */
-  ignore?: readonly (string | RegExp)[];
-  /**
-   * Materialise parameters on this device / in this dtype: each parameter not already there is
-   * replaced by a new tensor (the old one, e.g. a meta placeholder, is disposed). Without these,
-   * values are converted into the existing storage; parameters on "meta" are only checked.
-   */
-  device?: Device;
-  dtype?: DType;
-}
-
-export interface LoadReport {
-  missing: string[];
-  unexpected: string[];
-  mismatched: { key: string; expected: number[]; got: number[] }[];
-  /** Number of parameters that received values. */
-  loaded: number;
-}
-
-/** Thrown by a strict loadStateDict; lists every missing, unexpected and mis-shaped key. */
-export class LoadStateDictError extends Error {
-  override name = "LoadStateDictError";
-  constructor(
-    readonly where: string,
-    readonly report: LoadReport,
-  ) {
-    const lines = [`${where}: the checkpoint does not match the module`];
-    const { missing, unexpected, mismatched } = report;
-    if (missing.length) lines.push(`  missing keys (${missing.length}): ${missing.join(", ")}`);
-    if (unexpected.length) lines.push(`  unexpected keys (${unexpected.length}): ${unexpected.join(", ")}`);
-    if (mismatched.length)
-      lines.push(
-        `  mis-shaped keys (${mismatched.length}): ` +
-          mismatched.map((m) => `${m.key} expected [${m.expected.join(", ")}] got [${m.got.join(", ")}]`).join("; "),
-      );
-    super(lines.join("\n"));
-  }
-}
-
-/** What loadStateDict reads from: a safetensors file / sharded checkpoint, or tensors by name. */
-export type StateDictSource = TensorSource | ReadonlyMap<string, Tensor>;
+/** Runs around forward: `next` runs the inner wrappers and forward; call it any number of times. */
+export type ForwardWrapper<M, Args extends unknown[], Out> = (module: M, args: Args, next: (...args: Args) => Out) => Out;
 
 // The defaults accept any forward signature (containers such as ModuleList hold mixed children).
 export abstract class Module<Args extends unknown[] = any[], Out = any> {
@@ -159,6 +72,7 @@ export abstract class Module<Args extends unknown[] = any[], Out = any> {
   // checked at registration).
   #pre: AnyHook[] = [];
   #post: AnyHook[] = [];
+  #wrap: AnyHook[] = [];
 
   constructor(opts: ModuleOptions = {}) {
     const o = resolveModuleOptions(opts);
@@ -207,7 +121,7 @@ export abstract class Module<Args extends unknown[] = any[], Out = any> {
   /** The computation. Call it through `call(...)` so hooks run. */
   abstract forward(...args: Args): Out;
 
-  /** Run pre-hooks, forward, post-hooks (in registration order). */
+  /** Run pre-hooks, the wrappers around forward, post-hooks (each kind in registration order). */
   call(...args: Args): Out {
     let a = args;
     if (this.#pre.length)
@@ -215,13 +129,19 @@ export abstract class Module<Args extends unknown[] = any[], Out = any> {
         const r = h(this, a);
         if (r !== undefined) a = r;
       }
-    let out = this.forward(...a);
+    let out = this.#wrap.length ? this.#wrapped(this.#wrap.slice(), 0, a) : this.forward(...a);
     if (this.#post.length)
       for (const h of this.#post.slice()) {
         const r = h(this, a, out);
         if (r !== undefined) out = r;
       }
     return out;
+  }
+
+  /** wrappers[i] around wrappers[i + 1] … around forward. */
+  #wrapped(wrappers: AnyHook[], i: number, args: Args): Out {
+    if (i === wrappers.length) return this.forward(...args);
+    return wrappers[i]!(this, args, (...next: Args) => this.#wrapped(wrappers, i + 1, next));
   }
 
   registerForwardPreHook(fn: ForwardPreHook<this, Args>): HookHandle {
@@ -234,6 +154,17 @@ export abstract class Module<Args extends unknown[] = any[], Out = any> {
     const entry: AnyHook = (m, a, o) => fn(m, a, o);
     this.#post.push(entry);
     return { remove: () => void (this.#post = this.#post.filter((h) => h !== entry)) };
+  }
+
+  registerForwardWrapper(fn: ForwardWrapper<this, Args, Out>): HookHandle {
+    const entry: AnyHook = (m, a, next) => fn(m, a, next);
+    this.#wrap.push(entry);
+    return { remove: () => void (this.#wrap = this.#wrap.filter((h) => h !== entry)) };
+  }
+
+  /** Number of hooks of every kind registered on this module (0 = calls run forward alone). */
+  get hookCount(): number {
+    return this.#pre.length + this.#wrap.length + this.#post.length;
   }
 
   // ---- traversal --------------------------------------------------------------------------
@@ -309,38 +240,8 @@ export abstract class Module<Args extends unknown[] = any[], Out = any> {
    * key is checked first and one LoadStateDictError lists all problems; nothing is loaded then.
    */
   loadStateDict(source: StateDictSource, opts: LoadStateDictOptions = {}): LoadReport {
-    const strict = opts.strict ?? true;
-    const params = new Map(this.namedParameters());
-    const shapes = sourceShapes(source);
-    const report: LoadReport = { missing: [], unexpected: [], mismatched: [], loaded: 0 };
-    const plan: [Parameter, string][] = [];
-    const seen = new Map<string, string>();
-    for (const [srcKey, shape] of shapes) {
-      const key = opts.rename ? opts.rename(srcKey) : srcKey;
-      if (key === null || isIgnored(key, opts.ignore)) continue;
-      const p = params.get(key);
-      if (!p) {
-        report.unexpected.push(srcKey);
-        continue;
-      }
-      const prev = seen.get(key);
-      if (prev !== undefined) throw new Error(`loadStateDict: source keys "${prev}" and "${srcKey}" both map to "${key}"`);
-      seen.set(key, srcKey);
-      if (shape.length !== p.shape.length || shape.some((d, i) => d !== p.shape[i])) {
-        report.mismatched.push({ key, expected: [...p.shape], got: [...shape] });
-        continue;
-      }
-      plan.push([p, srcKey]);
-    }
-    for (const key of params.keys()) if (!seen.has(key)) report.missing.push(key);
     const where = isTensorSource(source) ? source.path : this.constructor.name;
-    if (strict && (report.missing.length || report.unexpected.length || report.mismatched.length))
-      throw new LoadStateDictError(where, report);
-
-    for (const [p, srcKey] of plan) {
-      loadParameter(p, source, srcKey, opts.device, opts.dtype);
-      report.loaded++;
-    }
+    const report = loadParameters(new Map(this.namedParameters()), source, opts, where);
     if (opts.device) this.#setPlacement(opts.device, undefined);
     if (opts.dtype) this.#setPlacement(undefined, opts.dtype);
     return report;
@@ -428,67 +329,3 @@ function isDeviceName(s: string): s is Device {
   return s === "cpu" || s === "cuda" || s === "meta";
 }
 
-function isIgnored(key: string, ignore: readonly (string | RegExp)[] | undefined): boolean {
-  return !!ignore && ignore.some((i) => (typeof i === "string" ? i === key : i.test(key)));
-}
-
-function isTensorSource(s: StateDictSource): s is TensorSource {
-  return typeof (s as TensorSource).entries === "function" && typeof (s as TensorSource).names === "function";
-}
-
-/** Key → shape of every tensor in the source, in source order, without reading data. */
-function sourceShapes(source: StateDictSource): [string, readonly number[]][] {
-  if (isTensorSource(source)) return source.names().map((n) => [n, source.get(n).shape]);
-  return [...source].map(([k, t]) => [k, t.shape]);
-}
-
-/**
- * A CPU tensor over a checkpoint entry's bytes without copying them (borrowed storage, not
- * counted by the allocator); unaligned entries are copied once into an aligned buffer.
- */
-function entryTensor(entry: TensorEntry, where: string): Tensor {
-  const dtype = requireDType(entry.dtype, `${where}: tensor "${entry.name}"`);
-  const size = dtypeBytes(dtype);
-  const bytes = entry.data.byteOffset % size === 0 ? entry.data : entry.data.slice();
-  const storage = getBackend("cpu").fromHostBytes(bytes, true);
-  return new Tensor(storage, dtype, entry.shape);
-}
-
-/** Load one parameter from the source, converting dtype / materialising on `device` as needed. */
-function loadParameter(p: Parameter, source: StateDictSource, key: string, device?: Device, dtype?: DType): void {
-  const targetDevice = device ?? p.device;
-  const targetDType = dtype ?? p.dtype;
-  const replace = targetDevice !== p.device || targetDType !== p.dtype;
-  if (targetDevice === "meta") {
-    if (replace) p.replace(empty(p.shape, { device: "meta", dtype: targetDType }));
-    return; // meta holds no values: names and shapes were checked
-  }
-  const src = isTensorSource(source) ? entryTensor(source.get(key), source.path) : (source.get(key) as Tensor);
-  const owned = isTensorSource(source);
-  try {
-    const dst = replace ? empty(p.shape, { device: targetDevice, dtype: targetDType }) : p.value;
-    try {
-      copyConverting(src, dst);
-    } catch (e) {
-      if (replace) dst.dispose();
-      throw e;
-    }
-    if (replace) p.replace(dst);
-  } finally {
-    if (owned) src.dispose();
-  }
-}
-
-/** dst[...] = src[...] with dtype conversion; a cross-device source is moved first (one temporary). */
-function copyConverting(src: Tensor, dst: Tensor): void {
-  if (src.device === dst.device) {
-    getBackend(dst.device).copy(src, dst);
-    return;
-  }
-  const moved = src.to(dst.device); // source dtype on the target device; converted there
-  try {
-    getBackend(dst.device).copy(moved, dst);
-  } finally {
-    moved.dispose();
-  }
-}

@@ -2,7 +2,7 @@
 // arrays or typed arrays), randn/rand (torch-compatible CPU generator), and the *Like forms.
 
 import { getBackend } from "../backends/registry.ts";
-import { type DType, assertDType, isFloat } from "../core/dtype.ts";
+import { type DType, assertDType, dtypeBytes, isFloat } from "../core/dtype.ts";
 import type { Device } from "../core/device.ts";
 import { TensorError } from "../core/errors.ts";
 import { f32ArrayToBf16, f32ArrayToF16 } from "../core/half.ts";
@@ -128,10 +128,24 @@ export const fromArray = tensor;
 export function fromRaw(bytes: Uint8Array, shape: Shape, dtype: DType, device: Device = "cpu"): Tensor {
   assertDType(dtype);
   const backend = getBackend(device);
-  const expected = numel(shape) * (dtype === "int64" ? 8 : dtype === "float32" || dtype === "int32" ? 4 : dtype === "float16" || dtype === "bfloat16" ? 2 : 1);
+  const expected = numel(shape) * dtypeBytes(dtype);
   if (bytes.byteLength !== expected)
     throw new TensorError(`fromRaw: ${bytes.byteLength} bytes do not hold ${dtype}${formatShape(shape)} (${expected} bytes)`);
   return new Tensor(backend.fromHostBytes(bytes, false), dtype, shape);
+}
+
+/**
+ * A CPU tensor over `bytes` without copying them: borrowed storage that the allocator does not count
+ * and that must outlive the tensor (a memory-mapped checkpoint entry). Bytes not aligned to the
+ * element size are copied once into an aligned buffer.
+ */
+export function borrowRaw(bytes: Uint8Array, shape: Shape, dtype: DType): Tensor {
+  assertDType(dtype);
+  const size = dtypeBytes(dtype);
+  if (bytes.byteLength !== numel(shape) * size)
+    throw new TensorError(`borrowRaw: ${bytes.byteLength} bytes do not hold ${dtype}${formatShape(shape)} (${numel(shape) * size} bytes)`);
+  const aligned = bytes.byteOffset % size === 0 ? bytes : bytes.slice();
+  return new Tensor(getBackend("cpu").fromHostBytes(aligned, true), dtype, shape);
 }
 
 /** Encode numbers to `dtype` on the host, then upload. */

@@ -14,3 +14,5 @@ export * from "./ops/linalg.ts";
 export * from "./ops/norm.ts";
 export * from "./ops/shape-ops.ts";
 export * from "./ops/indexing.ts";
+export * from "./ops/attention.ts";
+export * from "./ops/copy.ts";

@@ -9,7 +9,7 @@ import { FeedForward } from "../../src/nn/feed-forward.ts";
 import { Attention } from "../../src/nn/attention.ts";
 import { Linear, LayerNorm } from "../../src/nn/layers.ts";
 import { LoadStateDictError, Module, ModuleList, type ModuleOptions } from "../../src/nn/module.ts";
-import { type Tensor, memoryStats, resetPeakMemory, tensor, tidy } from "../../src/tensor/index.ts";
+import { type Tensor, cat, memoryStats, resetPeakMemory, tensor, tidy } from "../../src/tensor/index.ts";
 import { f32ArrayToBf16, f32ArrayToF16, roundBf16, roundF16 } from "../../src/core/half.ts";
 
 /** A tiny transformer-ish block: names as diffusers' BasicTransformerBlock uses them. */
@@ -276,6 +276,97 @@ describe("hooks", () => {
     h3.remove();
     for (const t of [x, z, f]) t.dispose();
     m.dispose();
+  });
+});
+
+describe("forward wrappers", () => {
+  /** A Toy model with deterministic weights. */
+  function toy(): Toy {
+    const m = new Toy();
+    const w = fakeWeights(m, 7);
+    const shapes = new Map(m.namedParameters().map(([k, p]) => [k, [...p.shape]]));
+    const src = new Map([...w].map(([k, v]) => [k, tensor(v, { shape: shapes.get(k)! })]));
+    m.loadStateDict(src);
+    for (const t of src.values()) t.dispose();
+    return m;
+  }
+  const input = () => tensor(Float32Array.from({ length: 2 * 5 * 3 }, (_, i) => Math.cos(i * 0.7)), { shape: [2, 5, 3] }); // [B, S, 3]
+
+  test("a wrapper may call forward zero, one or many times; nesting follows registration order", () => {
+    const m = new Linear(2, 1, { bias: false });
+    const wt = tensor([[1, 10]]);
+    m.loadStateDict(new Map([["weight", wt]]));
+    wt.dispose();
+    const order: string[] = [];
+    const x = tensor([[1, 2]]);
+    // zero: the wrapper answers by itself
+    const skip = m.registerForwardWrapper(() => tensor([[-1]]));
+    const y0 = m.call(x);
+    expect(values(y0)).toEqual([-1]);
+    skip.remove();
+    // many: forward twice, outputs summed; an inner wrapper doubles the input
+    const outer = m.registerForwardWrapper((_m, args, next) => {
+      order.push("outer");
+      const a = next(...args);
+      const b = next(...args);
+      const r = a.add(b);
+      a.dispose();
+      b.dispose();
+      return r;
+    });
+    const inner = m.registerForwardWrapper((_m, [t], next) => {
+      order.push("inner");
+      const d = t.mul(2);
+      try {
+        return next(d);
+      } finally {
+        d.dispose();
+      }
+    });
+    const pre = m.registerForwardPreHook(() => void order.push("pre"));
+    const post = m.registerForwardPostHook(() => void order.push("post"));
+    const y = m.call(x);
+    expect(values(y)).toEqual([2 * (2 * 21)]);
+    expect(order).toEqual(["pre", "outer", "inner", "inner", "post"]);
+    expect(m.hookCount).toBe(4);
+    for (const h of [outer, inner, pre, post]) h.remove();
+    expect(m.hookCount).toBe(0);
+    const z = m.call(x);
+    expect(values(z)).toEqual([21]);
+    for (const t of [x, y0, y, z]) t.dispose();
+    m.dispose();
+  });
+
+  test("every hook kind composes on a model, and once removed the output equals the unhooked run bit for bit", () => {
+    const before = memoryStats("cpu").live;
+    const m = toy();
+    const x = input();
+    const plain = m.call(x);
+    const rowsSeen: number[] = [];
+    // A tiling-like wrapper on proj_in: the batch one row at a time, joined again.
+    const tile = m.proj_in.registerForwardWrapper((_m, [t], next) =>
+      tidy(() => {
+        const rows: Tensor[] = [];
+        for (let b = 0; b < t.shape[0]!; b++) {
+          rowsSeen.push(b);
+          rows.push(next(t.narrow(0, b, 1)));
+        }
+        return cat(rows, 0);
+      }),
+    );
+    const pre = m.transformer_blocks.at(1).registerForwardPreHook((_m, [h]) => [h]); // returns the same argument
+    const post = m.transformer_blocks.at(0).registerForwardPostHook(() => undefined); // observes only
+    const hooked = m.call(x);
+    expect(rowsSeen).toEqual([0, 1]);
+    // Row-wise projection equals the batched one to float rounding (GEMM shapes differ per row).
+    const scale = Math.max(...values(plain).map(Math.abs));
+    values(hooked).forEach((v, i) => expect(Math.abs(v - values(plain)[i]!)).toBeLessThanOrEqual(1e-5 * scale));
+    for (const h of [tile, pre, post]) h.remove();
+    const after = m.call(x);
+    expect(after.equals(plain)).toBe(true);
+    for (const t of [x, plain, hooked, after]) t.dispose();
+    m.dispose();
+    expect(memoryStats("cpu").live).toBe(before);
   });
 });
 

@@ -1,0 +1,52 @@
+// Parameter: a named module weight whose tensor can be replaced (loading onto another device or
+// dtype, `Module.to()`); the previous tensor is disposed. Code reads `.value` at forward time.
+
+import { type DType, type Device, type Tensor, dtypeBytes, keep } from "../tensor/index.ts";
+
+/** A named, replaceable parameter tensor. */
+export class Parameter {
+  #value: Tensor;
+
+  constructor(value: Tensor) {
+    this.#value = keep(value);
+  }
+
+  get value(): Tensor {
+    return this.#value;
+  }
+
+  get shape(): readonly number[] {
+    return this.#value.shape;
+  }
+
+  get dtype(): DType {
+    return this.#value.dtype;
+  }
+
+  get device(): Device {
+    return this.#value.device;
+  }
+
+  get numel(): number {
+    return this.#value.numel;
+  }
+
+  /** Bytes of the parameter's storage in its current dtype. */
+  get byteLength(): number {
+    return this.#value.numel * dtypeBytes(this.#value.dtype);
+  }
+
+  /** Install a new tensor of the same shape; the previous one is disposed. */
+  replace(t: Tensor): void {
+    if (t.shape.length !== this.shape.length || t.shape.some((d, i) => d !== this.shape[i]))
+      throw new Error(`Parameter.replace: shape [${t.shape.join(", ")}] differs from [${this.shape.join(", ")}]`);
+    if (t === this.#value) return;
+    const old = this.#value;
+    this.#value = keep(t);
+    old.dispose();
+  }
+
+  dispose(): void {
+    this.#value.dispose();
+  }
+}
