@@ -16,8 +16,8 @@ import { cpuInfo } from "../../ffi/cpuid.ts";
 import { gemmBackendName } from "../../src/backends/cpu/gemm.ts";
 import { CLIPTextModel } from "../../src/models/clip.ts";
 import { UNet2DConditionModel } from "../../src/models/unet/index.ts";
-import { setAttentionKind } from "../../src/nn/attention.ts";
-import { getAttention, getDefaultAttention, registerAttention, setDefaultAttention } from "../../src/nn/attention-dispatch.ts";
+import { setAttentionKind } from "../../src/nn/attention-processors.ts";
+import { getAttention, registerAttention } from "../../src/nn/attention-dispatch.ts";
 import { Conv2d, Linear } from "../../src/nn/layers.ts";
 import type { Module } from "../../src/nn/module.ts";
 import { type Tensor, empty, memoryStats, randn, resetPeakMemory, tensor, tidy } from "../../src/tensor/index.ts";
@@ -182,13 +182,11 @@ if (!args.includes("--skip-clip")) {
   const clip = new CLIPTextModel(manifest("sd15_text_encoder"), { device: "meta" });
   fillRandom(clip, 777);
   instrument(clip);
-  const prev = getDefaultAttention();
-  setDefaultAttention("count:fused"); // CLIP uses the process default (causal, 77 tokens)
+  clip.setAttentionKind("count:fused"); // causal, 77 tokens
   const vocab = clip.config.vocab_size;
   const ids = tensor(BigInt64Array.from({ length: 2 * 77 }, (_, i) => BigInt((i * 7919 + 13) % vocab)), { shape: [2, 77] });
   tidy(() => void clip.call(ids)); // warm-up
   results.push({ ...measure("clip_l_text_encode", () => void clip.call(ids)), input: "input_ids [2, 77]", params: clip.numParameters() });
-  setDefaultAttention(prev);
   ids.dispose();
   clip.dispose();
   console.error(JSON.stringify(results[results.length - 1]));

@@ -2,10 +2,11 @@
 // CLIPTextModel (SD 1.x / 2.x, SDXL's first encoder) and CLIPTextModelWithProjection (SDXL's second
 // encoder, adds `text_projection`). Pre-LN transformer blocks with causal self-attention, final
 // LayerNorm, pooled output at the EOS position; fromPretrained() loads a transformers model folder.
+// The attention kind ("fused" by default) is the model's: setAttentionKind() or fromPretrained({ attention }).
 
 import { type DType, type Device, type Tensor, add, indexSelect, tensor, tidy } from "../tensor/index.ts";
 import { loadPretrained, type PretrainedOptions, TRANSFORMERS_WEIGHTS } from "../io/model-folder.ts";
-import { scaledDotProductAttention } from "../nn/attention-dispatch.ts";
+import { type AttentionKind, type AttentionOptions, getAttention, scaledDotProductAttention } from "../nn/attention-dispatch.ts";
 import { CLIPMLP } from "../nn/feed-forward.ts";
 import { Embedding, LayerNorm, Linear } from "../nn/layers.ts";
 import { Module, ModuleList, type ModuleOptions } from "../nn/module.ts";
@@ -34,6 +35,8 @@ export interface CLIPFromPretrainedOptions extends Omit<PretrainedOptions, "weig
   device?: Device;
   dtype?: DType;
   variant?: string;
+  /** Attention implementation of every layer (default "fused"). */
+  attention?: AttentionKind;
 }
 
 class CLIPTextEmbeddings extends Module<[Tensor], Tensor> {
@@ -53,7 +56,10 @@ class CLIPTextEmbeddings extends Module<[Tensor], Tensor> {
   }
 }
 
-class CLIPAttention extends Module<[Tensor, Tensor | null], Tensor> {
+export class CLIPAttention extends Module<[Tensor, Tensor | null], Tensor> {
+  /** The attention implementation this layer calls (see nn/attention-dispatch.ts). */
+  attentionKind: AttentionKind = "fused";
+  attentionOptions: Readonly<Partial<AttentionOptions>> = {};
   readonly q_proj: Linear;
   readonly k_proj: Linear;
   readonly v_proj: Linear;
@@ -76,7 +82,7 @@ class CLIPAttention extends Module<[Tensor, Tensor | null], Tensor> {
       const q = split(this.q_proj.call(x));
       const k = split(this.k_proj.call(x));
       const v = split(this.v_proj.call(x));
-      const o = scaledDotProductAttention(q, k, v, { causal: true, mask }); // [B, H, S, Dh], scale Dh^-0.5
+      const o = scaledDotProductAttention(q, k, v, { ...this.attentionOptions, kind: this.attentionKind, causal: true, mask }); // [B, H, S, Dh], scale Dh^-0.5
       return this.out_proj.call(o.transpose(1, 2).reshape([B, S, D]));
     });
   }
@@ -185,6 +191,19 @@ function paddingMask(mask: Tensor, B: number, S: number, device: Device): Tensor
   return tensor(Float32Array.from(keep, (k) => (k ? 0 : FINFO_MIN)), { shape: [B, 1, 1, S], device });
 }
 
+/** Use `kind` (with `options`) in every CLIP attention layer under `root`; returns how many were set. */
+function setClipAttentionKind(root: Module, kind: AttentionKind, options: Partial<AttentionOptions> = {}): number {
+  getAttention(kind); // an unknown kind fails before anything changes
+  let n = 0;
+  for (const [, m] of root.namedModules())
+    if (m instanceof CLIPAttention) {
+      m.attentionKind = kind;
+      m.attentionOptions = options;
+      n++;
+    }
+  return n;
+}
+
 /** transformers `CLIPTextModel`: parameters under `text_model.`. */
 export class CLIPTextModel extends Module<[Tensor, CLIPForwardOptions?], CLIPTextOutput> {
   readonly text_model: CLIPTextTransformer;
@@ -204,6 +223,11 @@ export class CLIPTextModel extends Module<[Tensor, CLIPForwardOptions?], CLIPTex
   /** final_layer_norm, for clip-skip embeddings (hiddenStates[-(skip+1)] through the final LN). */
   finalLayerNorm(x: Tensor): Tensor {
     return this.text_model.final_layer_norm.call(x);
+  }
+
+  /** The attention implementation of every layer (default "fused"). */
+  setAttentionKind(kind: AttentionKind, options: Partial<AttentionOptions> = {}): void {
+    setClipAttentionKind(this, kind, options);
   }
 
   /** Load a transformers model folder (config.json + model.safetensors or a sharded index). */
@@ -238,6 +262,10 @@ export class CLIPTextModelWithProjection extends Module<[Tensor, CLIPForwardOpti
     return this.text_model.final_layer_norm.call(x);
   }
 
+  setAttentionKind(kind: AttentionKind, options: Partial<AttentionOptions> = {}): void {
+    setClipAttentionKind(this, kind, options);
+  }
+
   static fromPretrained(dir: string, opts: CLIPFromPretrainedOptions = {}): CLIPTextModelWithProjection {
     return loadClip(dir, opts, (cfg, o) => new CLIPTextModelWithProjection(cfg, o));
   }
@@ -251,10 +279,16 @@ function loadClip<M extends Module>(
   opts: CLIPFromPretrainedOptions,
   build: (cfg: CLIPTextConfig, o: ModuleOptions) => M,
 ): M {
+  const { attention, ...rest } = opts;
+  if (attention) getAttention(attention); // an unknown kind fails before any weight is read
   return loadPretrained(
     dir,
-    (json, o, files) => build(parseClipTextConfig(json, files.configPath), o),
-    { ...opts, weightsNames: [TRANSFORMERS_WEIGHTS], ignore: [...CLIP_IGNORED_KEYS, ...(opts.ignore ?? [])] },
+    (json, o, files) => {
+      const m = build(parseClipTextConfig(json, files.configPath), o);
+      if (attention) setClipAttentionKind(m, attention);
+      return m;
+    },
+    { ...rest, weightsNames: [TRANSFORMERS_WEIGHTS], ignore: [...CLIP_IGNORED_KEYS, ...(rest.ignore ?? [])] },
   );
 }
 

@@ -7,8 +7,9 @@
 //   "chunked" the same online softmax as "fused" built from generic tensor ops (query blocks and, inside
 //             each, key blocks; running max m and sum l, rescaled as FlashAttention does), so peak memory
 //             is O(B·H·cq·ck) + output; a backend-independent reference of the fused kernel.
-// Others (CUDA kernels, ToMe-aware variants) register under a name with registerAttention(); the
-// default is chosen with setDefaultAttention(), and a module may override it per call (`kind`).
+// Others (CUDA kernels, ToMe-aware variants) register under a name with registerAttention(). There is
+// no process-wide default: a call names its `kind` (default "fused"); modules take theirs from their
+// attention processor (nn/attention.ts), models and pipelines set it per instance.
 //
 // Semantics (as torch's F.scaled_dot_product_attention): out = softmax(q·kᵀ·scale + mask) · v with
 // scale = D^-0.5 by default; `mask` is additive (float, broadcastable to [B, H, Sq, Sk]) or a bool
@@ -18,18 +19,16 @@
 // keys are all masked with -inf gives 0 in "fused" and "chunked" (FlashAttention's convention) and NaN
 // in "naive" (torch's softmax).
 
-import { getBackend } from "../backends/registry.ts";
 import {
   type Tensor,
   TensorError,
   add,
   cat,
   div,
-  empty,
   eq,
   exp,
   full,
-  isFloat,
+  fusedAttention,
   matmul,
   max,
   maximum,
@@ -39,6 +38,7 @@ import {
   sum,
   tensor,
   where,
+  checkAttentionShapes,
 } from "../tensor/index.ts";
 
 /** Built-in kinds; any registered name is accepted too. */
@@ -53,7 +53,7 @@ export interface AttentionOptions {
   causal?: boolean;
   /** Compute the scores and softmax of half-precision inputs in float32 (diffusers upcast_attention / upcast_softmax). */
   upcast?: boolean;
-  /** Registry name; default getDefaultAttention(). */
+  /** Registry name (default "fused"). */
   kind?: AttentionKind;
   /** "chunked": query rows per block (default: chosen so one score block stays under scoreBlockBytes). */
   queryChunk?: number;
@@ -68,7 +68,6 @@ export type AttentionFn = (q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptio
 
 const registry = new Map<string, AttentionFn>();
 const BUILT_IN = ["fused", "naive", "chunked"];
-let defaultKind: AttentionKind = "fused";
 
 /** Register (or replace) an attention implementation under `name`. */
 export function registerAttention(name: string, fn: AttentionFn): void {
@@ -78,7 +77,6 @@ export function registerAttention(name: string, fn: AttentionFn): void {
 export function unregisterAttention(name: string): void {
   if (BUILT_IN.includes(name)) throw new Error(`attention "${name}" is built in and cannot be removed`);
   registry.delete(name);
-  if (defaultKind === name) defaultKind = "fused";
 }
 
 export function attentionKinds(): string[] {
@@ -91,38 +89,11 @@ export function getAttention(kind: AttentionKind): AttentionFn {
   return fn;
 }
 
-/** Set the process-wide default used when neither the call nor the module names a kind. */
-export function setDefaultAttention(kind: AttentionKind): void {
-  getAttention(kind);
-  defaultKind = kind;
-}
-
-export function getDefaultAttention(): AttentionKind {
-  return defaultKind;
-}
-
 /** softmax(q·kᵀ·scale + mask)·v with the chosen implementation; see the file header for semantics. */
 export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions = {}): Tensor {
-  checkShapes(q, k, v, opts.mask ?? null);
+  checkAttentionShapes("attention", q, k, v, opts.mask ?? null);
   const scale = opts.scale ?? 1 / Math.sqrt(q.shape[3]!);
-  return getAttention(opts.kind ?? defaultKind)(q, k, v, { ...opts, scale });
-}
-
-function checkShapes(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | null): void {
-  const s = (t: Tensor) => `[${t.shape.join(", ")}]`;
-  if (q.ndim !== 4 || k.ndim !== 4 || v.ndim !== 4)
-    throw new TensorError(`attention: q, k, v must be [B, H, S, D], got ${s(q)}, ${s(k)}, ${s(v)}`);
-  const [B, H, , D] = q.shape as [number, number, number, number];
-  if (k.shape[0] !== B || v.shape[0] !== B || k.shape[1] !== H || v.shape[1] !== H)
-    throw new TensorError(`attention: batch/heads differ: q ${s(q)}, k ${s(k)}, v ${s(v)}`);
-  if (k.shape[3] !== D) throw new TensorError(`attention: q and k head dims differ: ${s(q)} vs ${s(k)}`);
-  if (k.shape[2] !== v.shape[2]) throw new TensorError(`attention: k and v lengths differ: ${s(k)} vs ${s(v)}`);
-  if (mask) {
-    const want = [B, H, q.shape[2]!, k.shape[2]!];
-    const off = 4 - mask.ndim;
-    if (off < 0 || mask.shape.some((d, i) => d !== 1 && d !== want[i + off]))
-      throw new TensorError(`attention: mask ${s(mask)} does not broadcast to [${want.join(", ")}]`);
-  }
+  return getAttention(opts.kind ?? "fused")(q, k, v, { ...opts, scale });
 }
 
 /** Dispose every argument (null-safe). */
@@ -159,30 +130,8 @@ function f32(x: Tensor): Tensor {
 
 // ---- fused (the backend's kernel) ------------------------------------------------------------
 
-/** q, k, v of one float dtype on one device; the mask (if any) is expanded to [B, H, Sq, Sk] as a stride-0 view. */
-const fused: AttentionFn = (q, k, v, opts) => {
-  if (q.dtype !== k.dtype || q.dtype !== v.dtype)
-    throw new TensorError(`attention: q, k, v dtypes differ (${q.dtype}, ${k.dtype}, ${v.dtype}); convert with .to(dtype)`);
-  if (!isFloat(q.dtype)) throw new TensorError(`attention: needs floating-point q, k, v, got ${q.dtype}`);
-  const mask = opts.mask ?? null;
-  for (const t of [k, v, mask])
-    if (t && t.device !== q.device) throw new TensorError(`attention: tensors are on different devices (${q.device} and ${t.device})`);
-  if (mask && !isFloat(mask.dtype) && mask.dtype !== "bool" && mask.dtype !== "uint8")
-    throw new TensorError(`attention: mask must be float (additive) or bool (keep), got ${mask.dtype}`);
-  const [B, H, Sq] = q.shape as [number, number, number];
-  const Sk = k.shape[2]!;
-  const out = empty([B, H, Sq, v.shape[3]!], { dtype: q.dtype, device: q.device });
-  const m = mask ? mask.expand([B, H, Sq, Sk]) : null;
-  try {
-    getBackend(q.device).attention(q, k, v, out, opts.scale, m, opts.causal === true);
-    return out;
-  } catch (e) {
-    out.dispose();
-    throw e;
-  } finally {
-    m?.dispose();
-  }
-};
+/** The tensor layer's fused op (dtype, device and mask checks there; the backend computes). */
+const fused: AttentionFn = (q, k, v, opts) => fusedAttention(q, k, v, { scale: opts.scale, mask: opts.mask ?? null, causal: opts.causal === true });
 
 // ---- naive ------------------------------------------------------------------------------------
 

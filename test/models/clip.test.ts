@@ -18,7 +18,6 @@ import {
   disposeClipOutput,
   poolingPositions,
 } from "../../src/models/clip.ts";
-import { getDefaultAttention, setDefaultAttention } from "../../src/nn/attention-dispatch.ts";
 import { LoadStateDictError } from "../../src/nn/module.ts";
 import { type Tensor, memoryStats, resetPeakMemory, tensor, tidy } from "../../src/tensor/index.ts";
 import { goldenIndex, goldenTensor, maxError, openGolden } from "../helpers/golden.ts";
@@ -92,10 +91,9 @@ describe("golden text encoders", () => {
 
   test("the chunked attention kernel reproduces the golden outputs too", () => {
     const entry = cases[0]!;
-    const prev = getDefaultAttention();
     const model = load(entry.meta.component!, path.join(goldenDir, entry.meta.model!));
     try {
-      setDefaultAttention("chunked");
+      model.setAttentionKind("chunked");
       tidy(() => {
         const f = openGolden(entry.file);
         const out = model.call(goldenTensor(f, "input_ids"));
@@ -105,7 +103,6 @@ describe("golden text encoders", () => {
         disposeClipOutput(out);
       });
     } finally {
-      setDefaultAttention(prev);
       model.dispose();
     }
   });

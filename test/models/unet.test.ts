@@ -101,7 +101,7 @@ describe("golden UNets", () => {
       const chunked = UNet2DConditionModel.fromPretrained(modelDir(entry));
       const naive = UNet2DConditionModel.fromPretrained(modelDir(entry), { attention: "naive" });
       const kinds = (m: UNet2DConditionModel) => new Set(m.namedModules().flatMap(([, a]) => (a instanceof Attention ? [a.attentionKind] : [])));
-      expect(kinds(chunked)).toEqual(new Set([null])); // null = the process default ("fused")
+      expect(kinds(chunked)).toEqual(new Set(["fused"])); // the default processor's kind
       expect(kinds(naive)).toEqual(new Set(["naive"]));
       tidy(() => {
         const f = openGolden(entry.file);

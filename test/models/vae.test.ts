@@ -12,7 +12,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { openSafetensors, type TensorInput, writeSafetensors } from "../../src/io/safetensors.ts";
 import { LoadStateDictError } from "../../src/nn/module.ts";
-import { setAttentionKind } from "../../src/nn/attention.ts";
+import { setAttentionKind } from "../../src/nn/attention-processors.ts";
 import { type Tensor, TorchGenerator, add, cat, full, memoryStats, mul, randn, tidy, zeros } from "../../src/tensor/index.ts";
 import { AutoencoderKL, ConfigError, DiagonalGaussianDistribution, renameLegacyVaeKey } from "../../src/models/vae/index.ts";
 import { goldenCases, goldenTensor, maxError, openGolden } from "../helpers/golden.ts";
@@ -92,7 +92,7 @@ describe("golden AutoencoderKL", () => {
     const vae = AutoencoderKL.fromPretrained(path.join(goldenDir, entry.meta.model!));
     const z = goldenTensor(openGolden(entry.file), "decode/z", "float32");
     try {
-      expect(vae.decoder.mid_block.attentions?.at(0).attentionKind).toBe(null); // the process default ("fused")
+      expect(vae.decoder.mid_block.attentions?.at(0).attentionKind).toBe("fused"); // the default processor's kind
       const chunked = tidy(() => f32(vae.decode(z)));
       expect(setAttentionKind(vae, "naive")).toBe(2);
       const naive = tidy(() => f32(vae.decode(z)));

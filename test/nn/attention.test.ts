@@ -1,10 +1,11 @@
 // Attention: the "naive" and "chunked" (online-softmax) implementations agree with each other and
 // with a float64 reference on odd sizes (seq 97 and 1025, head dims 40/64/80/160, tail blocks);
 // masks (additive with -inf, bool, causal) and fully masked rows; float16 inputs; chunked's and
-// fused's peak memory is far below naive's for 4096-token self-attention; the registry (with "fused",
-// the backend kernel tested in test/ops/attention.test.ts, as the default) and the per-module
-// override; and diffusers' Attention module (self, cross, 4-D VAE form; every built-in kind)
-// against a float64 reference.
+// fused's peak memory is far below naive's for 4096-token self-attention; the registry ("fused", the
+// backend kernel tested in test/ops/attention.test.ts, is what a call without a kind uses); attention
+// processors (the default processor's kind per module, custom processors per module path, removal
+// restoring the default bit for bit); and diffusers' Attention module (self, cross, 4-D VAE form;
+// every built-in kind) against a float64 reference.
 //
 // Tolerance: both implementations compute in float32, differing only in summation order and in
 // the online rescaling, so each one's error against float64 comes from float32 rounding of the
@@ -14,15 +15,9 @@
 // are 1e-6..4e-6 for outputs of magnitude ~1.
 
 import { describe, expect, test } from "bun:test";
-import { Attention, setAttentionKind } from "../../src/nn/attention.ts";
-import {
-  attentionKinds,
-  getDefaultAttention,
-  registerAttention,
-  scaledDotProductAttention,
-  setDefaultAttention,
-  unregisterAttention,
-} from "../../src/nn/attention-dispatch.ts";
+import { Attention, type AttnProcessor, AttnProcessorDefault } from "../../src/nn/attention.ts";
+import { attentionKinds, registerAttention, scaledDotProductAttention, unregisterAttention } from "../../src/nn/attention-dispatch.ts";
+import { attnProcessors, setAttentionKind, setAttnProcessor } from "../../src/nn/attention-processors.ts";
 import { Module } from "../../src/nn/module.ts";
 import { type Tensor, memoryStats, resetPeakMemory, tensor, tidy } from "../../src/tensor/index.ts";
 import { prng } from "../helpers/op-harness.ts";
@@ -238,74 +233,106 @@ test("chunked and fused peak memory is far below naive for 4096-token self-atten
   q.dispose();
 });
 
-describe("registry and per-module override", () => {
-  test("built-in kinds: fused (the default), naive, chunked; built-ins cannot be removed", () => {
-    expect(getDefaultAttention()).toBe("fused");
+describe("registry and attention processors", () => {
+  test("built-in kinds: fused (used when a call names none), naive, chunked; built-ins cannot be removed", () => {
     expect(attentionKinds()).toEqual(expect.arrayContaining(["fused", "naive", "chunked"]));
     for (const k of ["fused", "naive", "chunked"]) expect(() => unregisterAttention(k)).toThrow(/built in/);
     const m = new Attention(8, { heads: 2, dimHead: 4, device: "meta" });
-    expect(m.attentionKind).toBeNull(); // left to the default: fused
+    expect(m.processor).toBeInstanceOf(AttnProcessorDefault);
+    expect(m.attentionKind).toBe("fused");
     m.dispose();
   });
 
-  test("register, set default, override per module, unknown kinds fail", () => {
+  class Wrap extends Module<[Tensor], Tensor> {
+    readonly attn: Attention;
+    readonly attn2: Attention;
+    constructor() {
+      super();
+      this.attn = this.child("attn", new Attention(8, { heads: 2, dimHead: 4 }));
+      this.attn2 = this.child("attn2", new Attention(8, { heads: 2, dimHead: 4 }));
+    }
+    forward(x: Tensor): Tensor {
+      return tidy(() => this.attn2.call(this.attn.call(x)));
+    }
+  }
+
+  test("the attention kind is per module: set on a model, per module path, unknown kinds fail at once", () => {
     const seen: string[] = [];
     registerAttention("spy", (q, k, v, opts) => {
       seen.push(`spy scale=${opts.scale.toFixed(3)}`);
       return scaledDotProductAttention(q, k, v, { ...opts, kind: "naive" });
     });
-    expect(attentionKinds()).toContain("spy");
-    expect(() => setDefaultAttention("nope")).toThrow(/unknown attention kind "nope"/);
-
-    class Wrap extends Module<[Tensor], Tensor> {
-      readonly attn: Attention;
-      constructor() {
-        super();
-        this.attn = this.child("attn", new Attention(8, { heads: 2, dimHead: 4 }));
-      }
-      forward(x: Tensor): Tensor {
-        return this.attn.call(x);
-      }
-    }
     const m = new Wrap();
+    const other = new Wrap(); // a second model keeps its own kind
     randomize(m);
+    randomize(other);
     const x = tensor(rand(2 * 5 * 8, 9), { shape: [2, 5, 8] });
-    const prev = getDefaultAttention();
     try {
-      setDefaultAttention("spy");
-      tidy(() => {
-        m.call(x);
-      });
-      expect(seen).toEqual(["spy scale=0.500"]);
-      setDefaultAttention("naive");
-      expect(setAttentionKind(m, "spy")).toBe(1);
+      expect(setAttentionKind(m, "spy")).toBe(2);
       const a = tidy(() => m.call(x).toTypedArray() as Float32Array);
+      expect(seen).toEqual(["spy scale=0.500", "spy scale=0.500"]);
+      const o = tidy(() => other.call(x).toTypedArray() as Float32Array); // fused: spy not called
       expect(seen.length).toBe(2);
+      expect(maxAbsDiff(a, o)).toBeLessThan(1e-6); // naive vs fused, float32 summation order only
       setAttentionKind(m, "chunked", { queryChunk: 2, keyChunk: 3 });
+      expect([...attnProcessors(m).values()].map((p) => (p as AttnProcessorDefault).kind)).toEqual(["chunked", "chunked"]);
       const b = tidy(() => m.call(x).toTypedArray() as Float32Array);
       expect(seen.length).toBe(2);
       expect(maxAbsDiff(a, b)).toBeLessThan(1e-6);
-      setAttentionKind(m, "fused");
-      const c = tidy(() => m.call(x).toTypedArray() as Float32Array);
-      expect(maxAbsDiff(a, c)).toBeLessThan(1e-6);
-      setAttentionKind(m, null);
-      m.attn.setAttentionKind("missing");
-      expect(() => tidy(() => {
-        m.call(x);
-      })).toThrow(/unknown attention kind "missing"/);
+      setAttnProcessor(m, (name) => (name === "attn2" ? new AttnProcessorDefault("spy") : null));
+      expect(m.attn.attentionKind).toBe("fused");
+      expect(m.attn2.attentionKind).toBe("spy");
+      tidy(() => void m.call(x));
+      expect(seen.length).toBe(3);
+      expect(() => setAttentionKind(m, "missing")).toThrow(/unknown attention kind "missing"/);
+      expect(m.attn2.attentionKind).toBe("spy"); // nothing changed
+      const chooserFails = () =>
+        setAttnProcessor(m, (name) => {
+          if (name === "attn2") throw new Error("no processor for attn2");
+          return new AttnProcessorDefault("naive");
+        });
+      expect(chooserFails).toThrow("no processor for attn2");
+      expect(m.attn.attentionKind).toBe("fused"); // a failing chooser changes no module
     } finally {
-      setDefaultAttention(prev);
       unregisterAttention("spy");
       x.dispose();
       m.dispose();
+      other.dispose();
     }
     expect(attentionKinds()).not.toContain("spy");
-    // removing the kind that is the default falls back to "fused"
-    registerAttention("spy2", (q, k, v, opts) => scaledDotProductAttention(q, k, v, { ...opts, kind: "naive" }));
-    setDefaultAttention("spy2");
-    unregisterAttention("spy2");
-    expect(getDefaultAttention()).toBe("fused");
-    setDefaultAttention(prev);
+  });
+
+  test("a custom processor computes from the module's weights; removing it restores the default bit for bit", () => {
+    const live0 = memoryStats("cpu").live;
+    const m = new Wrap();
+    randomize(m);
+    const x = tensor(rand(2 * 5 * 8, 4), { shape: [2, 5, 8] });
+    const plain = tidy(() => m.call(x));
+    // A recording processor that also scales the attention output: proves the processor, not the module, computes.
+    const calls: { name: string; q: number[] }[] = [];
+    const recording = (name: string): AttnProcessor => ({
+      name: "recording",
+      process(attn, hidden, encoder, call) {
+        const xin = attn.prepareInput(hidden);
+        const ctx = encoder ?? xin;
+        const q = attn.splitHeads(attn.to_q.call(xin));
+        calls.push({ name, q: [...q.shape] });
+        const o = attn.attend(q, attn.splitHeads(attn.to_k.call(ctx)), attn.splitHeads(attn.to_v.call(ctx)), call);
+        return attn.finishOutput(attn.to_out.at(0).call(attn.mergeHeads(o)).mul(0), hidden);
+      },
+    });
+    setAttnProcessor(m, (name) => recording(name));
+    expect([...attnProcessors(m).entries()].map(([k, p]) => `${k}:${p.name}`)).toEqual(["attn:recording", "attn2:recording"]);
+    const hooked = tidy(() => m.call(x));
+    expect(calls.map((c) => c.name)).toEqual(["attn", "attn2"]);
+    expect(calls[0]!.q).toEqual([2, 2, 5, 4]); // [B, H, S, Dh]
+    expect(Math.max(...(hooked.toTypedArray() as Float32Array).map(Math.abs))).toBe(0); // attn2's output zeroed by the processor
+    setAttnProcessor(m, null);
+    const after = tidy(() => m.call(x));
+    expect(after.equals(plain)).toBe(true);
+    for (const t of [x, plain, hooked, after]) t.dispose();
+    m.dispose();
+    expect(memoryStats("cpu").live).toBe(live0);
   });
 });
 
@@ -381,7 +408,7 @@ describe("diffusers Attention module", () => {
       const [B, S, Sk, C, X, H, Dh] = [2, 5, 7, 8, 6, 2, 4];
       const a = new Attention(C, { crossAttentionDim: X, heads: H, dimHead: Dh });
       randomize(a);
-      a.setAttentionKind(kind, { queryChunk: 2, keyChunk: 3 });
+      a.setProcessor(new AttnProcessorDefault(kind, { queryChunk: 2, keyChunk: 3 }));
       const xa = rand(B * S * C, 1);
       const ea = rand(B * Sk * X, 2);
       const x = tensor(xa, { shape: [B, S, C] });

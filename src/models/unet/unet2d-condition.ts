@@ -3,12 +3,14 @@
 // conv_in, down_blocks, mid_block, up_blocks (skip connections consumed in reverse; explicit upsample
 // sizes when the latent is not a multiple of 2^upsamplers), conv_norm_out → act → conv_out.
 // fromPretrained() loads a diffusers `unet/` folder memory-consciously (meta build, then one parameter
-// at a time). Attention uses the process default (the backend's fused kernel, "fused") unless `attention` names a kind.
+// at a time). Attention runs each module's processor: by default the backend's fused kernel ("fused"),
+// another kind with `attention`, or any processor via setAttnProcessor() (listed by attnProcessors()).
 
 import { type DType, type Device, Tensor, add, cat, mul, sub, tidy } from "../../tensor/index.ts";
 import { DIFFUSERS_WEIGHTS, type PretrainedOptions, loadPretrained } from "../../io/model-folder.ts";
-import { setAttentionKind } from "../../nn/attention.ts";
+import type { AttnProcessor } from "../../nn/attention.ts";
 import type { AttentionKind } from "../../nn/attention-dispatch.ts";
+import { type AttnProcessorChoice, attnProcessors, setAttentionKind, setAttnProcessor } from "../../nn/attention-processors.ts";
 import { Conv2d, GroupNorm, activation } from "../../nn/layers.ts";
 import { Module, ModuleList, type ModuleOptions } from "../../nn/module.ts";
 import {
@@ -38,7 +40,7 @@ export interface UNetForwardOptions {
 }
 
 export interface UNetOptions extends ModuleOptions {
-  /** Attention implementation of every Attention module; undefined or null = the process default ("fused"). */
+  /** Attention implementation of every Attention module's default processor (default "fused"). */
   attention?: AttentionKind | null;
 }
 
@@ -149,8 +151,17 @@ export class UNet2DConditionModel extends Module<[Tensor, number | Tensor, Tenso
     const ko = cfg.conv_out_kernel;
     this.conv_out = this.child("conv_out", new Conv2d(ch[0]!, cfg.out_channels, ko, { ...o, padding: (ko - 1) >> 1 }));
 
-    const kind = opts.attention ?? null;
-    setAttentionKind(this, kind);
+    if (opts.attention) setAttentionKind(this, opts.attention);
+  }
+
+  /** Install an attention processor on every Attention module, or one per module chosen by (path, module). */
+  setAttnProcessor(choice: AttnProcessorChoice): void {
+    setAttnProcessor(this, choice);
+  }
+
+  /** Module path -> processor of every Attention module. */
+  attnProcessors(): Map<string, AttnProcessor> {
+    return attnProcessors(this);
   }
 
   /**

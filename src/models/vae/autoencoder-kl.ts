@@ -7,6 +7,9 @@
 
 import { type DType, type Device, type Tensor, tidy } from "../../tensor/index.ts";
 import { DIFFUSERS_WEIGHTS, loadPretrained, type PretrainedOptions } from "../../io/model-folder.ts";
+import type { AttnProcessor } from "../../nn/attention.ts";
+import type { AttentionKind } from "../../nn/attention-dispatch.ts";
+import { type AttnProcessorChoice, attnProcessors, setAttentionKind, setAttnProcessor } from "../../nn/attention-processors.ts";
 import { Conv2d } from "../../nn/layers.ts";
 import { type LoadReport, type LoadStateDictOptions, Module, type ModuleOptions, type StateDictSource } from "../../nn/module.ts";
 import { type AutoencoderKLConfig, parseAutoencoderKLConfig, vaeScaleFactor } from "./config.ts";
@@ -28,6 +31,8 @@ export interface AutoencoderKLFromPretrainedOptions extends Omit<PretrainedOptio
   device?: Device;
   dtype?: DType;
   variant?: string;
+  /** Attention implementation of the mid-block attentions' default processor (default "fused"). */
+  attention?: AttentionKind;
 }
 
 /**
@@ -124,12 +129,28 @@ export class AutoencoderKL extends Module<[Tensor, AutoencoderKLForwardOptions?]
     return super.loadStateDict(source, { ...opts, rename });
   }
 
+  /** Install an attention processor on every Attention module, or one per module chosen by (path, module). */
+  setAttnProcessor(choice: AttnProcessorChoice): void {
+    setAttnProcessor(this, choice);
+  }
+
+  /** Module path -> processor of every Attention module. */
+  attnProcessors(): Map<string, AttnProcessor> {
+    return attnProcessors(this);
+  }
+
   /** Load a diffusers component folder (config.json + diffusion_pytorch_model[.variant].safetensors or a sharded index). */
   static fromPretrained(dir: string, opts: AutoencoderKLFromPretrainedOptions = {}): AutoencoderKL {
-    return loadPretrained(dir, (json, o, files) => new AutoencoderKL(json, o, files.configPath), {
-      ...opts,
-      weightsNames: [DIFFUSERS_WEIGHTS],
-    });
+    const { attention, ...rest } = opts;
+    return loadPretrained(
+      dir,
+      (json, o, files) => {
+        const vae = new AutoencoderKL(json, o, files.configPath);
+        if (attention) setAttentionKind(vae, attention);
+        return vae;
+      },
+      { ...rest, weightsNames: [DIFFUSERS_WEIGHTS] },
+    );
   }
 
   #checkInput(op: string, x: Tensor, channels: number): void {

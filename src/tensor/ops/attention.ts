@@ -11,7 +11,7 @@ import { isFloat } from "../../core/dtype.ts";
 import { TensorError } from "../../core/errors.ts";
 import { formatShape } from "../../core/shape.ts";
 import { empty } from "../creation.ts";
-import { type Tensor, backendFor, sameDType } from "./common.ts";
+import { type Tensor, backendFor } from "./common.ts";
 
 export interface FusedAttentionOptions {
   /** Multiplier of q·kᵀ (default D^-0.5). */
@@ -45,7 +45,8 @@ export function fusedAttention(q: Tensor, k: Tensor, v: Tensor, opts: FusedAtten
   const mask = opts.mask ?? null;
   checkAttentionShapes("attention", q, k, v, mask);
   const backend = backendFor("attention", q, k, v, mask);
-  sameDType("attention", q, k, v);
+  if (q.dtype !== k.dtype || q.dtype !== v.dtype)
+    throw new TensorError(`attention: q, k, v dtypes differ (${q.dtype}, ${k.dtype}, ${v.dtype}); convert with .to(dtype)`);
   if (!isFloat(q.dtype)) throw new TensorError(`attention: needs floating-point q, k, v, got ${q.dtype}`);
   if (mask && !isFloat(mask.dtype) && mask.dtype !== "bool" && mask.dtype !== "uint8")
     throw new TensorError(`attention: mask must be float (additive) or bool (keep), got ${mask.dtype}`);
