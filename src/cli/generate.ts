@@ -9,7 +9,7 @@ import { mkdirSync, readdirSync } from "node:fs";
 import path from "node:path";
 import { type Command, InvalidArgumentError, Option } from "commander";
 import type { GeneratedImage } from "../io/image.ts";
-import { AbortError, GenerateOptionsError, loadPipeline, pipelineKind, readModelIndex } from "../pipelines/index.ts";
+import { AbortError, GenerateOptionsError, formatFeatures, loadPipeline, pipelineKind, readModelIndex } from "../pipelines/index.ts";
 import { SCHEDULER_NAMES } from "../schedulers/index.ts";
 import type { DType, DeviceSpec } from "../tensor/index.ts";
 
@@ -31,6 +31,7 @@ export interface GenerateCliOptions {
   clipSkip?: number;
   longPrompt?: "truncate" | "chunked";
   variant?: string;
+  attention?: "fused" | "naive" | "chunked";
 }
 
 const IMAGE_EXT = /\.(png|jpe?g|webp)$/i;
@@ -117,10 +118,11 @@ export async function runGenerate(o: GenerateCliOptions, log: (line: string) => 
   const kind = pipelineKind(index.className);
   if (!kind) throw new Error(`${index.dir} holds a ${index.className}; bun-diffusion generates with StableDiffusionPipeline and StableDiffusionXLPipeline folders`);
   const t0 = performance.now();
-  const pipe = await loadPipeline(index.dir, {
+  const pipe = await loadPipeline(index, {
     device: o.device,
     dtype: o.dtype,
     variant: o.variant,
+    attention: o.attention,
     onNotice: (m) => log(`notice: ${m}`),
   });
   const controller = new AbortController();
@@ -128,6 +130,8 @@ export async function runGenerate(o: GenerateCliOptions, log: (line: string) => 
   process.once("SIGINT", onSigint);
   try {
     log(`loaded ${kind === "sdxl" ? "SDXL" : "SD"} model ${pipe.modelName} on ${pipe.device} (${pipe.dtype}) in ${((performance.now() - t0) / 1000).toFixed(1)}s`);
+    const features = pipe.features();
+    log(`features: ${features.length ? formatFeatures(features) : "none"}`);
     const progress = progressReporter();
     const started = performance.now();
     const { images } = await pipe.generate({
@@ -178,6 +182,9 @@ export function registerGenerate(program: Command): void {
     .option("--clip-skip <n>", "skip the last n CLIP layers (diffusers' clip_skip)", positiveInt("--clip-skip"))
     .addOption(new Option("--long-prompt <mode>", "prompts over 75 tokens").choices(["truncate", "chunked"]))
     .option("--variant <name>", 'weights variant, e.g. "fp16"')
+    .addOption(
+      new Option("--attention <kind>", 'attention implementation: "fused" (default; the backend\'s blockwise kernel), "naive" (materialised scores), "chunked" (online softmax from tensor ops)').choices(["fused", "naive", "chunked"]),
+    )
     .action(async (opts: GenerateCliOptions) => {
       try {
         const paths = await runGenerate(opts);

@@ -3,7 +3,7 @@
 // and the errors they throw.
 
 import { ModelFolderError } from "../io/model-folder.ts";
-import { type PipelineLoadOptions, pipelineKind, readModelIndex } from "./loading.ts";
+import { type ModelIndex, type PipelineLoadOptions, pipelineKind, readModelIndex } from "./loading.ts";
 import { StableDiffusionPipeline } from "./stable-diffusion.ts";
 import { StableDiffusionXLPipeline } from "./stable-diffusion-xl.ts";
 
@@ -12,18 +12,19 @@ export { type StableDiffusionXLGenerateOptions } from "./stable-diffusion-xl.ts"
 export { DiffusionPipeline } from "./pipeline.ts";
 export { type GenerateOptions, type GenerateResult, type OnStep, type OutputType, type StepInfo } from "./options.ts";
 export { AbortError, GenerateOptionsError } from "./errors.ts";
-export { type PipelineLoadOptions, type PipelineKind, pipelineKind, readModelIndex, resolveDevice } from "./loading.ts";
+export { type PipelineLoadOptions, type PipelineKind, type ModelIndex, pipelineKind, readModelIndex } from "./loading.ts";
+export { type ActiveFeature, formatFeatures } from "./features.ts";
 export { type SchedulerOption, samplerName } from "./scheduler-choice.ts";
 export { rescaleNoiseCfg } from "./denoise.ts";
 
 export type AnyPipeline = StableDiffusionPipeline | StableDiffusionXLPipeline;
 
 /** Load a pipeline folder as the class its model_index.json names (SD 1.x/2.x or SDXL). */
-export async function loadPipeline(modelDir: string, opts: PipelineLoadOptions = {}): Promise<AnyPipeline> {
-  const index = readModelIndex(modelDir);
+export async function loadPipeline(modelDir: string | ModelIndex, opts: PipelineLoadOptions = {}): Promise<AnyPipeline> {
+  const index = readModelIndex(modelDir); // model_index.json is read once: the loaders take the parsed index
   const kind = pipelineKind(index.className);
-  if (kind === "sd") return StableDiffusionPipeline.fromPretrained(index.dir, opts);
-  if (kind === "sdxl") return StableDiffusionXLPipeline.fromPretrained(index.dir, opts);
+  if (kind === "sd") return StableDiffusionPipeline.fromPretrained(index, opts);
+  if (kind === "sdxl") return StableDiffusionXLPipeline.fromPretrained(index, opts);
   throw new ModelFolderError(
     index.dir,
     `holds a ${index.className}, which bun-diffusion does not run; supported: StableDiffusionPipeline (SD 1.x / 2.x) and StableDiffusionXLPipeline`,

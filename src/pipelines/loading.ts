@@ -1,17 +1,18 @@
 // Reading a diffusers pipeline folder: model_index.json (the pipeline class, each component's
 // [library, class] or [null, null], and pipeline config such as force_zeros_for_empty_prompt), the
 // local Hugging Face cache layout (models--org--name/ resolved to its snapshot), component checks
-// with errors that name the folder and say what to do, the scheduler config, and device resolution
-// ("auto" = CUDA when it initialises, else the CPU with one notice); the load options both
-// pipelines take and the checks and partial-failure cleanup their loaders share.
+// with errors that name the folder and say what to do, and the scheduler config; the load options
+// both pipelines take and the checks (device through backends/select.ts's resolveDevice: "auto" =
+// CUDA when it initialises, else the CPU with one notice) and partial-failure cleanup their loaders share.
 
 import { existsSync, readFileSync, readdirSync, statSync } from "node:fs";
 import path from "node:path";
-import { resolveDevice as selectDevice } from "../backends/select.ts";
+import { resolveDevice } from "../backends/select.ts";
 import { ModelFolderError } from "../io/model-folder.ts";
 import { parsePythonJson } from "../io/python-json.ts";
-import type { DType, Device, DeviceSpec } from "../tensor/index.ts";
+import type { DType, DeviceSpec } from "../tensor/index.ts";
 import { SCHEDULER_CLASSES, SCHEDULER_NAMES } from "../schedulers/index.ts";
+import { type AttentionKind, getAttention } from "../nn/attention-dispatch.ts";
 
 /** A component entry of model_index.json: [library, class], or null for [null, null] / absent. */
 export type ComponentSpec = { library: string; className: string } | null;
@@ -74,8 +75,9 @@ export function resolveModelDir(dir: string): string {
   return folder;
 }
 
-/** Parse `dir`/model_index.json (after resolveModelDir). */
-export function readModelIndex(dir: string): ModelIndex {
+/** Parse `dir`/model_index.json (after resolveModelDir); an index already read is returned as it is. */
+export function readModelIndex(dir: string | ModelIndex): ModelIndex {
+  if (typeof dir !== "string") return dir;
   const folder = resolveModelDir(dir);
   const file = path.join(folder, "model_index.json");
   if (!existsSync(file)) {
@@ -165,16 +167,6 @@ export function modelDisplayName(dir: string): string {
   return parts[parts.length - 1]!;
 }
 
-/**
- * A device to run on: "cpu"; "cuda" / "cuda:N" (initialises the CUDA backend, or fails naming what is
- * missing); "auto" = CUDA when it initialises, else the CPU, telling `notice` once per process.
- */
-export function resolveDevice(spec: DeviceSpec | undefined, notice: (message: string) => void = (m) => console.warn(m)): Device {
-  const s = spec ?? "cpu";
-  if (s === "meta") throw new Error('device "meta" holds shapes only and cannot generate images; use "cpu", "cuda" or "auto"');
-  return selectDevice(s, { notice });
-}
-
 export interface PipelineLoadOptions {
   /** "cpu" (default), "cuda", or "auto" (CUDA when loaded, else the CPU with one notice). */
   device?: DeviceSpec;
@@ -186,6 +178,8 @@ export interface PipelineLoadOptions {
   scheduler?: string;
   /** Receives notices such as the "auto" device fallback; default console.warn. */
   onNotice?: (message: string) => void;
+  /** Attention implementation of every model (default "fused"); see DiffusionPipeline.setAttentionKind. */
+  attention?: AttentionKind;
 }
 
 export const TEXT_ENCODER_CLASSES = ["CLIPTextModel"];
@@ -198,6 +192,7 @@ export function prepareLoad(index: ModelIndex, opts: PipelineLoadOptions) {
     throw new Error(`dtype "${dtype}" is not supported for pipelines; use "float32", "float16" or "bfloat16"`);
   if (opts.scheduler !== undefined && !SCHEDULER_NAMES.includes(opts.scheduler))
     throw new Error(`unknown scheduler "${opts.scheduler}"; valid names: ${SCHEDULER_NAMES.join(", ")}`);
+  if (opts.attention !== undefined) getAttention(opts.attention); // an unknown kind fails before any weight is read
   const schedulerConfig = readSchedulerConfig(index);
   if (opts.scheduler === undefined && !isSupportedSchedulerClass(schedulerConfig._class_name))
     throw new ModelFolderError(
@@ -205,7 +200,8 @@ export function prepareLoad(index: ModelIndex, opts: PipelineLoadOptions) {
       `the model's scheduler ${String(schedulerConfig._class_name)} is not supported; pass a scheduler name (${SCHEDULER_NAMES.join(", ")}) ` +
         "to fromPretrained({ scheduler }) or generate({ scheduler }) (the CLI: --scheduler)",
     );
-  return { dtype, device: resolveDevice(opts.device, opts.onNotice), schedulerConfig };
+  if (opts.device === "meta") throw new Error('device "meta" holds shapes only and cannot generate images; use "cpu", "cuda" or "auto"');
+  return { dtype, device: resolveDevice(opts.device ?? "cpu", { notice: opts.onNotice }), schedulerConfig };
 }
 
 /** Load modules in order; on failure dispose what was loaded and rethrow. */

@@ -3,16 +3,27 @@
 // pick the scheduler, encode the conditioning (the subclass's part), set the timesteps, prepare the
 // latents, run the denoising loop, decode, and wrap the images with their generation parameters.
 // Everything generate() allocates is freed before it returns or throws, except the tensors it
-// returns; dispose() frees the weights.
+// returns; dispose() removes every feature and frees the weights.
+//
+// Optional features go through the pipeline's feature registry (features.ts): `features()` lists
+// them, image parameters carry them. The attention kind is the pipeline's (setAttentionKind or the
+// `attention` load option): it sets the default attention processor of the UNet and VAE and the
+// attention of the text encoders, and shows as the "attention" feature when it is not "fused".
 
 import type { GenerationParameters } from "../io/image.ts";
+import { CLIPTextModel, CLIPTextModelWithProjection } from "../models/clip.ts";
 import type { UNet2DConditionModel } from "../models/unet/index.ts";
 import type { AutoencoderKL } from "../models/vae/index.ts";
+import { type AttentionKind, type AttentionOptions, getAttention } from "../nn/attention-dispatch.ts";
+import { AttnProcessorDefault } from "../nn/attention.ts";
+import { setAttnProcessor } from "../nn/attention-processors.ts";
+import type { Module } from "../nn/module.ts";
 import type { Scheduler } from "../schedulers/index.ts";
 import type { DType, Device, Tensor } from "../tensor/index.ts";
 import { decodeLatents, toGeneratedImages } from "./decode.ts";
 import { type UNetConditioning, denoise, guidanceScaleEmbedding } from "./denoise.ts";
 import { throwIfAborted } from "./errors.ts";
+import { type ActiveFeature, PipelineFeatures, formatFeatures } from "./features.ts";
 import { prepareLatents, stepNoise } from "./latents.ts";
 import { type GenerateOptions, type GenerateResult, type ModelFacts, type ResolvedRun, validateCommon } from "./options.ts";
 import { pickScheduler, samplerName } from "./scheduler-choice.ts";
@@ -43,6 +54,7 @@ export abstract class DiffusionPipeline<O extends GenerateOptions, X> {
   /** The scheduler name generate() uses by default (undefined: the model's own class). */
   defaultScheduler: string | undefined;
   #disposed = false;
+  readonly #features = new PipelineFeatures();
 
   protected constructor(p: PipelineParts) {
     this.modelDir = p.modelDir;
@@ -53,6 +65,56 @@ export abstract class DiffusionPipeline<O extends GenerateOptions, X> {
     this.vae = p.vae;
     this.schedulerConfig = p.schedulerConfig;
     this.defaultScheduler = p.defaultScheduler;
+  }
+
+  // ---- features ---------------------------------------------------------------------------
+
+  /** The active optional features with their options, in the order enabled. */
+  features(): ActiveFeature[] {
+    return this.#features.list();
+  }
+
+  /**
+   * Install a feature under `name` (replacing an active one of that name): `install` applies it to
+   * this pipeline's models and returns the function that removes it. The enableX() methods use this;
+   * it is public so that extensions install their own features the same way.
+   */
+  installFeature(name: string, options: Record<string, unknown>, install: () => () => void): void {
+    this.#assertUsable();
+    this.#features.enable(name, options, install);
+  }
+
+  /** Remove the feature `name`; false when it was not active. */
+  removeFeature(name: string): boolean {
+    return this.#features.disable(name);
+  }
+
+  /**
+   * The attention implementation of every model of this pipeline ("fused" by default; "naive",
+   * "chunked" or a registered kind), with options of that kind (e.g. chunk sizes of "chunked").
+   */
+  setAttentionKind(kind: AttentionKind, options: Partial<AttentionOptions> = {}): void {
+    this.#assertUsable();
+    getAttention(kind); // an unknown kind fails here, naming the registered ones, before anything changes
+    if (kind === "fused" && !Object.keys(options).length) {
+      this.#features.disable("attention");
+      return;
+    }
+    this.installFeature("attention", { kind, ...options }, () => {
+      for (const m of this.modules()) applyAttentionKind(m, kind, options);
+      return () => {
+        for (const m of this.modules()) applyAttentionKind(m, "fused", {});
+      };
+    });
+  }
+
+  /** The attention kind in use. */
+  get attentionKind(): AttentionKind {
+    return (this.features().find((f) => f.name === "attention")?.options.kind as AttentionKind | undefined) ?? "fused";
+  }
+
+  #assertUsable(): void {
+    if (this.#disposed) throw new Error("this pipeline was disposed; load it again with fromPretrained()");
   }
 
   /** Image-to-latent downscale factor (8 for SD/SDXL). */
@@ -94,7 +156,7 @@ export abstract class DiffusionPipeline<O extends GenerateOptions, X> {
 
   /** Text-to-image. Bad options throw a GenerateOptionsError before any work; see GenerateOptions. */
   async generate(options: O): Promise<GenerateResult> {
-    if (this.#disposed) throw new Error("this pipeline was disposed; load it again with fromPretrained()");
+    this.#assertUsable();
     const startedAt = performance.now();
     const run = validateCommon(options, this.modelFacts());
     const extra = this.validateExtra(options, run);
@@ -159,6 +221,8 @@ export abstract class DiffusionPipeline<O extends GenerateOptions, X> {
     if (run.clipSkip) more["Clip skip"] = run.clipSkip + 1; // A1111 counts the last layer as 1
     if (run.guidanceRescale > 0) more["CFG Rescale phi"] = run.guidanceRescale;
     if (run.eta > 0) more.Eta = run.eta;
+    const features = this.features();
+    if (features.length) more.Features = formatFeatures(features);
     return {
       prompt: run.prompts ? run.prompts[p]! : "(prompt embeddings)",
       negativePrompt: run.negatives?.[p],
@@ -173,17 +237,34 @@ export abstract class DiffusionPipeline<O extends GenerateOptions, X> {
     };
   }
 
-  /** The modules whose weights this pipeline owns. */
-  protected abstract modules(): { dispose(): void }[];
+  /** The models whose weights this pipeline owns. */
+  protected abstract modules(): Module[];
 
-  /** Free every weight; the pipeline cannot be used afterwards. */
+  /** Remove every feature and free every weight; the pipeline cannot be used afterwards. */
   dispose(): void {
     if (this.#disposed) return;
     this.#disposed = true;
-    for (const m of this.modules()) m.dispose();
+    try {
+      this.#features.clear();
+    } finally {
+      for (const m of this.modules()) m.dispose();
+    }
   }
 
   [Symbol.dispose](): void {
     this.dispose();
   }
+}
+
+/**
+ * Set the attention kind of one model: CLIP encoders directly; diffusers models through the default
+ * processors (a module with another processor, installed by another feature, keeps it).
+ */
+function applyAttentionKind(m: Module, kind: AttentionKind, options: Partial<AttentionOptions>): void {
+  if (m instanceof CLIPTextModel || m instanceof CLIPTextModelWithProjection) {
+    m.setAttentionKind(kind, options);
+    return;
+  }
+  const next = kind === "fused" && !Object.keys(options).length ? null : new AttnProcessorDefault(kind, options);
+  setAttnProcessor(m, (_name, a) => (a.processor instanceof AttnProcessorDefault ? next : a.processor));
 }

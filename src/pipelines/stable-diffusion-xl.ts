@@ -14,6 +14,7 @@ import { CLIPTokenizer } from "../tokenizer/clip-tokenizer.ts";
 import type { UNetConditioning } from "./denoise.ts";
 import { GenerateOptionsError } from "./errors.ts";
 import {
+  type ModelIndex,
   type PipelineLoadOptions,
   SDXL_PIPELINE_CLASSES,
   TEXT_ENCODER_CLASSES,
@@ -93,7 +94,7 @@ export class StableDiffusionXLPipeline extends DiffusionPipeline<StableDiffusion
   }
 
   /** Load a diffusers StableDiffusionXLPipeline folder (or a Hugging Face cache folder of one). */
-  static async fromPretrained(modelDir: string, opts: PipelineLoadOptions = {}): Promise<StableDiffusionXLPipeline> {
+  static async fromPretrained(modelDir: string | ModelIndex, opts: PipelineLoadOptions = {}): Promise<StableDiffusionXLPipeline> {
     const index = readModelIndex(modelDir);
     const kind = pipelineKind(index.className);
     if (kind !== "sdxl")
@@ -122,7 +123,7 @@ export class StableDiffusionXLPipeline extends DiffusionPipeline<StableDiffusion
       textEncoder2: () => (te2Dir ? CLIPTextModelWithProjection.fromPretrained(te2Dir, load) : null),
     });
     const force = index.config.force_zeros_for_empty_prompt;
-    return new StableDiffusionXLPipeline(
+    const pipe = new StableDiffusionXLPipeline(
       {
         modelDir: index.dir,
         modelName: modelDisplayName(index.dir),
@@ -141,6 +142,8 @@ export class StableDiffusionXLPipeline extends DiffusionPipeline<StableDiffusion
       },
       force === undefined ? true : Boolean(force),
     );
+    if (opts.attention) pipe.setAttentionKind(opts.attention);
+    return pipe;
   }
 
   /** The (encoder, tokenizer) pairs prompts go through, in diffusers' order. */

@@ -13,6 +13,7 @@ import { CLIPTokenizer } from "../tokenizer/clip-tokenizer.ts";
 import type { UNetConditioning } from "./denoise.ts";
 import { GenerateOptionsError } from "./errors.ts";
 import {
+  type ModelIndex,
   type PipelineLoadOptions,
   SD_PIPELINE_CLASSES,
   TEXT_ENCODER_CLASSES,
@@ -43,7 +44,7 @@ export class StableDiffusionPipeline extends DiffusionPipeline<GenerateOptions, 
   }
 
   /** Load a diffusers StableDiffusionPipeline folder (or a Hugging Face cache folder of one). */
-  static async fromPretrained(modelDir: string, opts: PipelineLoadOptions = {}): Promise<StableDiffusionPipeline> {
+  static async fromPretrained(modelDir: string | ModelIndex, opts: PipelineLoadOptions = {}): Promise<StableDiffusionPipeline> {
     const index = readModelIndex(modelDir);
     const kind = pipelineKind(index.className);
     if (kind !== "sd")
@@ -65,7 +66,7 @@ export class StableDiffusionPipeline extends DiffusionPipeline<GenerateOptions, 
       textEncoder: () => (teDir ? CLIPTextModel.fromPretrained(teDir, load) : null),
     });
     const tokenizer = tokDir ? CLIPTokenizer.fromPretrained(tokDir) : null;
-    return new StableDiffusionPipeline(
+    const pipe = new StableDiffusionPipeline(
       {
         modelDir: index.dir,
         modelName: modelDisplayName(index.dir),
@@ -79,6 +80,8 @@ export class StableDiffusionPipeline extends DiffusionPipeline<GenerateOptions, 
       m.textEncoder,
       tokenizer,
     );
+    if (opts.attention) pipe.setAttentionKind(opts.attention);
+    return pipe;
   }
 
   protected modelFacts(): ModelFacts {

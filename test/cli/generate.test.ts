@@ -62,6 +62,18 @@ describe("bun-diffusion generate", () => {
     expect(worst).toBeLessThanOrEqual(1); // rounding only
   }, 60_000);
 
+  test("--attention sets the pipeline's attention kind: printed as a feature and carried in the PNG parameters", async () => {
+    const out = path.join(tmp, "attn.png");
+    const r = cli("--model", model, "--prompt", "a red circle", "--steps", "2", "--seed", "1", "--attention", "chunked", "--out", out);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toContain("features: attention(kind=chunked)");
+    const text = readPngText(new Uint8Array(readFileSync(out))).parameters!;
+    expect(text).toContain("Features: attention(kind=chunked)");
+    const plain = cli("--model", model, "--prompt", "a red circle", "--steps", "2", "--seed", "1", "--out", path.join(tmp, "plain.png"));
+    expect(plain.stderr).toContain("features: none");
+    expect(readPngText(new Uint8Array(readFileSync(path.join(tmp, "plain.png")))).parameters!).not.toContain("Features:");
+  }, 60_000);
+
   test("a directory --out gets NNNNN-seed.png files, numbered after the ones already there", () => {
     const dir = path.join(tmp, "outputs", "nested");
     const a = cli("--model", model, "--prompt", "a green triangle on a white background", "--steps", "2", "--seed", "7", "--batch", "2", "--out", dir);
@@ -77,6 +89,7 @@ describe("bun-diffusion generate", () => {
     ["steps 0", ["--steps", "0"], /--steps <n>' argument '0' is invalid\. expected a positive integer/],
     ["unknown scheduler", ["--scheduler", "heun"], /Allowed choices are ddim, pndm, lms, euler, euler_a, dpmpp_2m, dpmpp_2m_karras, unipc, lcm/],
     ["non-numeric cfg", ["--cfg", "lots"], /--cfg <scale>' argument 'lots' is invalid\. expected a number/],
+    ["unknown attention kind", ["--attention", "flash"], /Allowed choices are fused, naive, chunked/],
     ["one file for several images", ["--batch", "2"], /names one file but --batch 2 makes 2 images; pass a directory/],
     ["seed list length", ["--seed", "1,2"], /--seed: has 2 seeds for 1 image/],
     ["cuda without a usable CUDA setup", ["--device", "cuda"], /device "cuda" is not available: ./],
