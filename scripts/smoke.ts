@@ -1,7 +1,7 @@
 // Smoke run of the tensor core: builds tensors, runs a few ops on the default backend and
 // prints what it used. `bash scripts/bd.sh run scripts/smoke.ts`
 
-import { gemmBackendName } from "../src/backends/cpu/gemm.ts";
+import { gemmBackendName } from "../src/backends/cpu/index.ts";
 import { conv2d, groupNorm, linear, memoryStats, randn, softmax, tidy } from "../src/index.ts";
 
 const t0 = performance.now();

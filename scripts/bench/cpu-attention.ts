@@ -8,8 +8,8 @@
 // Usage: bun scripts/bench/cpu-attention.ts [--min-seconds 1] [--kinds fused,chunked,naive] [--naive-max-mb 2048]
 
 import { cpuInfo } from "../../ffi/cpuid.ts";
-import { gemmBackendName } from "../../src/backends/cpu/gemm.ts";
-import { softmaxSimd } from "../../src/backends/cpu/softmax-simd.ts";
+import { gemmBackendName } from "../../src/backends/cpu/index.ts";
+import { softmaxSimd } from "../../src/backends/cpu/index.ts";
 import { scaledDotProductAttention } from "../../src/nn/attention-dispatch.ts";
 import { type Tensor, memoryStats, randn, resetPeakMemory, tidy } from "../../src/tensor/index.ts";
 import { time } from "./bench-util.ts";

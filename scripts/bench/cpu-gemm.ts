@@ -3,7 +3,7 @@
 // Shapes are written M×N×K: C[M,N] = A[M,K]·B[K,N] (row-major, no transposes), 2·M·N·K flops per GEMM.
 // Usage: bun scripts/bench/cpu-gemm.ts [--min-seconds 0.5]
 
-import { sgemm, setGemmBackend, setGemmThreads, gemmBackendName } from "../../src/backends/cpu/gemm.ts";
+import { sgemm, setGemmBackend, setGemmThreads, gemmBackendName } from "../../src/backends/cpu/index.ts";
 import { openBlasStatus, getOpenBlas } from "../../ffi/openblas.ts";
 import { cpuInfo } from "../../ffi/cpuid.ts";
 

@@ -13,7 +13,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { cpuInfo } from "../../ffi/cpuid.ts";
-import { gemmBackendName } from "../../src/backends/cpu/gemm.ts";
+import { gemmBackendName } from "../../src/backends/cpu/index.ts";
 import { CLIPTextModel } from "../../src/models/clip.ts";
 import { UNet2DConditionModel } from "../../src/models/unet/index.ts";
 import { setAttentionKind } from "../../src/nn/attention-processors.ts";

@@ -4,7 +4,7 @@
 // in one JavaScript thread, so their two rows show the thread setting does not affect them.
 // Usage: bun scripts/bench/cpu-ops.ts [--min-seconds 0.5]
 
-import { gemmBackendName, setGemmThreads } from "../../src/backends/cpu/gemm.ts";
+import { gemmBackendName, setGemmThreads } from "../../src/backends/cpu/index.ts";
 import { cpuInfo } from "../../ffi/cpuid.ts";
 import { time } from "./bench-util.ts";
 import { conv2d, groupNorm, randn, softmax, tidy, type Tensor } from "../../src/index.ts";

@@ -51,7 +51,7 @@ import { cublasComputeType, cublasGemmAlgo, cublasOperation, cudaDataType } from
 import { cudaDevAttr, cudaMemcpyKind } from "../../ffi/cuda/cudart.ts";
 import { ALGO_PERF, cudnnConvolutionFwdAlgo, cudnnConvolutionMode, cudnnDataType, cudnnMathType, cudnnTensorFormat } from "../../ffi/cuda/cudnn.ts";
 import { cudaEnvironment } from "../../ffi/cuda/index.ts";
-import { type CudaContext, cudaContext, dptr } from "../../src/backends/cuda/context.ts";
+import { type CudaContext, cudaContext, dptr } from "../../src/backends/cuda/index.ts";
 import { cudaAllocatorStats, cudaAvailable, cudaEmptyCache, cudaSynchronize, initCuda } from "../../src/backends/cuda/index.ts";
 import { scaledDotProductAttention } from "../../src/nn/attention-dispatch.ts";
 import {

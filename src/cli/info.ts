@@ -4,7 +4,7 @@
 
 import { cpuInfo } from "../../ffi/cpuid.ts";
 import { getOpenBlas, openBlasStatus } from "../../ffi/openblas.ts";
-import { gemmBackendName } from "../backends/cpu/gemm.ts";
+import { gemmBackendName } from "../backends/cpu/index.ts";
 import { hasBackend } from "../backends/registry.ts";
 import { type CudaEnvironmentReport, cudaEnvironment } from "../../ffi/cuda/index.ts";
 import pkg from "../../package.json" with { type: "json" };

@@ -1,5 +1,7 @@
 // The CPU backend: the reference every other backend is tested against, and the fallback
-// when no GPU is present. Data movement lives here; each op family has its own file.
+// when no GPU is present. Data movement lives here; each op family has its own file. Code outside
+// the backend reaches it through this file only: the backend object, and the GEMM and SIMD controls
+// that benchmarks and `info` report.
 
 import type { Backend, TensorView } from "../backend.ts";
 import { dtypeBytes } from "../../core/dtype.ts";
@@ -14,6 +16,9 @@ import { attention } from "./attention.ts";
 import { groupNorm, layerNorm } from "./norm.ts";
 import { upsampleNearest2d } from "./resample.ts";
 import { argsort, gather, indexSelect, scatterAdd } from "./indexing.ts";
+
+export { gemmBackendName, setGemmBackend, setGemmThreads, sgemm } from "./gemm.ts";
+export { softmaxSimd } from "./softmax-simd.ts";
 
 function copy(src: TensorView, dst: TensorView): void {
   if (numel(dst.shape) === 0) return;

@@ -22,7 +22,7 @@ import { matmul } from "./linalg.ts";
 import { groupNorm, layerNorm, upsampleNearest2d } from "./norm.ts";
 import { reduce, softmax } from "./reduce.ts";
 
-export { cudaMemory } from "./context.ts";
+export { cudaMemory, type CudaContext, cudaContext, dptr } from "./context.ts";
 
 export const cudaBackend: Backend = {
   device: "cuda",
