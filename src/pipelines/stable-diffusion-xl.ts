@@ -111,6 +111,9 @@ export class StableDiffusionXLPipeline extends DiffusionPipeline<StableDiffusion
     const tok1Dir = componentDir(index, "tokenizer", TOKENIZER_CLASSES, true);
     const te2Dir = componentDir(index, "text_encoder_2", ["CLIPTextModelWithProjection"], true);
     const tok2Dir = componentDir(index, "tokenizer_2", TOKENIZER_CLASSES, true);
+    // tokenizers first: they allocate no tensors, so a bad tokenizer fails before any weight is loaded
+    const tokenizer = tok1Dir ? CLIPTokenizer.fromPretrained(tok1Dir) : null;
+    const tokenizer2 = tok2Dir ? CLIPTokenizer.fromPretrained(tok2Dir) : null;
     const load = { device, dtype, variant: opts.variant };
     const m = loadAll({
       unet: () => UNet2DConditionModel.fromPretrained(unetDir, load),
@@ -136,9 +139,9 @@ export class StableDiffusionXLPipeline extends DiffusionPipeline<StableDiffusion
       },
       {
         textEncoder: m.textEncoder,
-        tokenizer: tok1Dir ? CLIPTokenizer.fromPretrained(tok1Dir) : null,
+        tokenizer,
         textEncoder2: m.textEncoder2,
-        tokenizer2: tok2Dir ? CLIPTokenizer.fromPretrained(tok2Dir) : null,
+        tokenizer2,
       },
       force === undefined ? true : Boolean(force),
     );

@@ -59,13 +59,14 @@ export class StableDiffusionPipeline extends DiffusionPipeline<GenerateOptions, 
     const vaeDir = componentDir(index, "vae", ["AutoencoderKL"])!;
     const teDir = componentDir(index, "text_encoder", TEXT_ENCODER_CLASSES, true);
     const tokDir = componentDir(index, "tokenizer", TOKENIZER_CLASSES, true);
+    // the tokenizer first: it allocates no tensors, so a bad tokenizer fails before any weight is loaded
+    const tokenizer = tokDir ? CLIPTokenizer.fromPretrained(tokDir) : null;
     const load = { device, dtype, variant: opts.variant };
     const m = loadAll({
       unet: () => UNet2DConditionModel.fromPretrained(unetDir, load),
       vae: () => AutoencoderKL.fromPretrained(vaeDir, load),
       textEncoder: () => (teDir ? CLIPTextModel.fromPretrained(teDir, load) : null),
     });
-    const tokenizer = tokDir ? CLIPTokenizer.fromPretrained(tokDir) : null;
     const pipe = new StableDiffusionPipeline(
       {
         modelDir: index.dir,
