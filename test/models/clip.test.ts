@@ -1,6 +1,7 @@
 // CLIP text encoders against the golden data: every text-encoder case this file drives
-// (test/golden/registry.ts; any number of rows) is loaded from its model folder through fromPretrained and every recorded output is compared (tolerance
-// 1e-5·max|ref|, the golden README's single-module tolerance); real-size manifests are rebuilt on
+// (test/golden/registry.ts; any number of rows) is loaded from its model folder through fromPretrained
+// and every recorded output is compared (tolerance 1e-5·max|ref|, the golden README's single-module
+// tolerance); real-size manifests are rebuilt on
 // "meta" and compared name by name; loading paths (fp16, variant, sharded, position_ids buffer,
 // memory) and the error paths (missing files, keys, shapes, unsupported config values).
 
