@@ -337,7 +337,9 @@ describe("loading paths, errors and memory", () => {
     const misShaped = await folder("wrong-shape", {
       edit: (t) => (t[key] = { dtype: "F32", shape: [4, 4, 3, 3], data: new Float32Array(144) }),
     });
-    const C = tidy(() => new AutoencoderKL(config, { device: "meta" }).config.latent_channels); // defaults filled in
+    const onMeta = new AutoencoderKL(config, { device: "meta" }); // the parsed config, defaults filled in
+    const C = onMeta.config.latent_channels;
+    onMeta.dispose();
     expect(errorOf(() => AutoencoderKL.fromPretrained(misShaped)).message).toContain(`${key} expected [${C}, ${C}, 1, 1] got [4, 4, 3, 3]`);
     expect(memoryStats("cpu").live).toBe(live0);
   });
