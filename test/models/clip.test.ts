@@ -1,6 +1,7 @@
-// CLIP text encoders against the golden data: every text-encoder case in index.json is loaded from
-// its model folder through fromPretrained and every recorded output is compared (tolerance
-// 1e-5·max|ref|, the golden README's single-module tolerance); real-size manifests are rebuilt on
+// CLIP text encoders against the golden data: every text-encoder case this file drives
+// (test/golden/registry.ts; any number of rows) is loaded from its model folder through fromPretrained
+// and every recorded output is compared (tolerance 1e-5·max|ref|, the golden README's single-module
+// tolerance); real-size manifests are rebuilt on
 // "meta" and compared name by name; loading paths (fp16, variant, sharded, position_ids buffer,
 // memory) and the error paths (missing files, keys, shapes, unsupported config values).
 
@@ -20,14 +21,15 @@ import {
 } from "../../src/models/clip.ts";
 import { LoadStateDictError } from "../../src/nn/module.ts";
 import { type Tensor, memoryStats, resetPeakMemory, tensor, tidy } from "../../src/tensor/index.ts";
-import { goldenIndex, goldenTensor, maxError, openGolden } from "../helpers/golden.ts";
+import { goldenDriven } from "../golden/registry.ts";
+import { goldenTensor, maxError, openGolden } from "../helpers/golden.ts";
 import { goldenDir } from "../helpers/paths.ts";
 
 const CLASSES = { CLIPTextModel, CLIPTextModelWithProjection } as const;
 type ClipClass = keyof typeof CLASSES;
 type ClipModel = CLIPTextModel | CLIPTextModelWithProjection;
 
-const cases = goldenIndex().filter((e) => (e.meta.component ?? "") in CLASSES);
+const cases = goldenDriven(import.meta.path); // text-encoder entries (test/golden/registry.ts)
 
 function load(cls: string, dir: string, opts: Parameters<typeof CLIPTextModel.fromPretrained>[1] = {}): ClipModel {
   return CLASSES[cls as ClipClass].fromPretrained(dir, opts);
@@ -79,7 +81,7 @@ describe("golden text encoders", () => {
           const { maxAbs, maxRef } = maxError(act.toTypedArray() as Float32Array, ref.toTypedArray() as Float32Array);
           report.push(`${name} ${maxAbs.toExponential(2)}`);
           worst = Math.max(worst, maxAbs / maxRef);
-          expect(maxAbs, `${entry.file}: ${name}`).toBeLessThanOrEqual(1e-5 * maxRef);
+          expect(maxAbs, `${entry.file}: ${name}`).toBeLessThanOrEqual(1e-5 * maxRef); // single-module tolerance (golden README)
         }
         disposeClipOutput(out);
       });
@@ -99,7 +101,7 @@ describe("golden text encoders", () => {
         const out = model.call(goldenTensor(f, "input_ids"));
         const ref = goldenTensor(f, "last_hidden_state");
         const { maxAbs, maxRef } = maxError(out.lastHiddenState.toTypedArray() as Float32Array, ref.toTypedArray() as Float32Array);
-        expect(maxAbs).toBeLessThanOrEqual(1e-5 * maxRef);
+        expect(maxAbs).toBeLessThanOrEqual(1e-5 * maxRef); // single-module tolerance (golden README)
         disposeClipOutput(out);
       });
     } finally {
@@ -254,7 +256,8 @@ describe("loading paths and errors", () => {
       },
     });
     const e2 = errorOf(() => load("CLIPTextModel", misShaped));
-    expect(e2.message).toContain(`${key} expected [77, ${config.hidden_size}] got [76, ${config.hidden_size}]`);
+    const P = config.max_position_embeddings as number;
+    expect(e2.message).toContain(`${key} expected [${P}, ${config.hidden_size}] got [${P - 1}, ${config.hidden_size}]`);
     // a projection checkpoint is not a CLIPTextModel: its text_projection is unexpected
     const extra = await folder("extra-key", {
       edit: (t) => (t["text_projection.weight"] = { dtype: "F32", shape: [2, 2], data: new Float32Array(4) }),
@@ -282,7 +285,8 @@ describe("loading paths and errors", () => {
     const variant = await folder("variant", {
       file: "model.fp16.safetensors",
       edit: (t) => {
-        t["text_model.embeddings.position_ids"] = { dtype: "I64", shape: [1, 77], data: BigInt64Array.from({ length: 77 }, (_, i) => BigInt(i)) };
+        const P = config.max_position_embeddings as number;
+        t["text_model.embeddings.position_ids"] = { dtype: "I64", shape: [1, P], data: BigInt64Array.from({ length: P }, (_, i) => BigInt(i)) };
       },
     });
     const m = load("CLIPTextModel", variant, { variant: "fp16" });
