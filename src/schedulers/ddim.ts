@@ -5,7 +5,8 @@
 
 import { roundHalfEven, f32, sub32, mul32, div32, sqrt32, sq32 } from "../core/float32.ts";
 import { type Tensor, tidy } from "../tensor/index.ts";
-import { type SchedulerConfig, alphasCumprodFor, rejectTrue, requireOneOf, resolveConfig } from "./config.ts";
+import { alphasCumprodFor } from "./betas.ts";
+import { type SchedulerConfig, rejectTrue, requireOneOf, resolveConfig } from "./config.ts";
 import {
   BaseScheduler,
   type Scheduler,

@@ -7,14 +7,8 @@
 
 import { roundHalfEven, f32, add32, sub32, mul32, div32, sqrt32, sq32, log32, exp32 } from "../core/float32.ts";
 import { type Tensor, tidy } from "../tensor/index.ts";
-import {
-  type SchedulerConfig,
-  SchedulerConfigError,
-  alphasCumprodFor,
-  rejectTrue,
-  requireOneOf,
-  resolveConfig,
-} from "./config.ts";
+import { alphasCumprodFor } from "./betas.ts";
+import { type SchedulerConfig, SchedulerConfigError, rejectTrue, requireOneOf, resolveConfig } from "./config.ts";
 import {
   BaseScheduler,
   type Scheduler,

@@ -7,7 +7,8 @@
 
 import { f32, add32, sub32, mul32, div32, sqrt32, sq32 } from "../core/float32.ts";
 import { type Tensor, tidy } from "../tensor/index.ts";
-import { type SchedulerConfig, alphasCumprodFor, requireOneOf, resolveConfig } from "./config.ts";
+import { alphasCumprodFor } from "./betas.ts";
+import { type SchedulerConfig, requireOneOf, resolveConfig } from "./config.ts";
 import { addNoiseVP } from "./ddim.ts";
 import {
   BaseScheduler,

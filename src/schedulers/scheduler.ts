@@ -1,14 +1,14 @@
 // The Scheduler interface every sampler implements, the NoiseSource through which schedulers draw
 // noise (default: torch's CPU generator, so `randn_tensor(generator=torch.Generator("cpu"))` draws
-// reproduce diffusers), float32 scalar arithmetic (what torch does with 0-d float32 tensors), and
-// BaseScheduler: step-index bookkeeping and ownership of the tensors a multistep method remembers.
+// reproduce diffusers), small tensor helpers, and BaseScheduler: step-index bookkeeping and
+// ownership of the tensors a multistep method remembers. Imports only config.ts's types from this
+// folder (config.ts imports nothing here), so the two files form no cycle.
 //
 // Ownership: callers own every tensor a scheduler returns (prevSample, predOriginalSample,
 // denoised, scaleModelInput's result) and keep owning what they pass in; a scheduler that must
 // remember an input (a model output, a sample) takes its own reference, and frees what falls out
 // of its history. reset() forgets the history, dispose() frees it for good.
 
-import { fma32 } from "../core/float32.ts";
 import { Tensor, TorchGenerator, keep, randn, tensor } from "../tensor/index.ts";
 import type { SchedulerConfig } from "./config.ts";
 

@@ -7,7 +7,8 @@
 
 import { roundHalfEven, f32, sub32, mul32, div32, sq32, expm1_32 } from "../core/float32.ts";
 import { type Tensor, tidy } from "../tensor/index.ts";
-import { type SchedulerConfig, SchedulerConfigError, alphasCumprodFor, requireOneOf, resolveConfig } from "./config.ts";
+import { alphasCumprodFor } from "./betas.ts";
+import { type SchedulerConfig, SchedulerConfigError, requireOneOf, resolveConfig } from "./config.ts";
 import { alphaSigma } from "./dpm-solver-multistep.ts";
 import {
   BaseScheduler,
