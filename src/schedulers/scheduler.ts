@@ -171,7 +171,7 @@ export abstract class BaseScheduler {
         ? min === 1
           ? "a positive integer"
           : `an integer >= ${min}`
-        : `an integer from ${min} to ${max} (at most num_train_timesteps = ${max})`;
+        : `an integer from ${min} to num_train_timesteps (${max})`;
     const fix =
       typeof n !== "number" || !Number.isFinite(n)
         ? `pass a whole number of denoising steps, e.g. ${Math.min(50, max)}`
