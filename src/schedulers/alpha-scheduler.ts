@@ -7,28 +7,16 @@
 import { sqrt32, sub32 } from "../core/float32.ts";
 import { type Tensor, tidy } from "../tensor/index.ts";
 import { alphasCumprodFor } from "./betas.ts";
-import { type PredictionType, type SchedulerConfig, requireOneOf, resolveConfig } from "./config.ts";
-import { BaseScheduler, perBatch, timestepList } from "./scheduler.ts";
+import { ConfiguredScheduler, type SchedulerSetup } from "./configured-scheduler.ts";
+import { perBatch, timestepList } from "./scheduler.ts";
 
-export abstract class AlphaScheduler extends BaseScheduler {
-  readonly className: string;
-  readonly config: SchedulerConfig;
-  readonly alphasCumprod: Float32Array;
+export abstract class AlphaScheduler extends ConfiguredScheduler {
   readonly initNoiseSigma = 1.0;
   /** ᾱ used for the step that lands past t = 0: 1, or ᾱ_0 (set_alpha_to_one false, as SD). */
   readonly finalAlphaCumprod: number;
 
-  protected constructor(
-    className: string,
-    config: Record<string, unknown>,
-    overrides: Record<string, unknown>,
-    predictionTypes: readonly PredictionType[],
-  ) {
-    super();
-    this.className = className;
-    this.config = resolveConfig(className, config, overrides);
-    requireOneOf(className, this.config, "prediction_type", predictionTypes);
-    this.alphasCumprod = alphasCumprodFor(this.config);
+  protected constructor(setup: SchedulerSetup) {
+    super(setup, alphasCumprodFor);
     this.finalAlphaCumprod = this.config.set_alpha_to_one ? 1 : this.alphasCumprod[0]!;
   }
 

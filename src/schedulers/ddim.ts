@@ -13,7 +13,7 @@ import { spacedTimesteps } from "./schedule.ts";
 
 export class DDIMScheduler extends AlphaScheduler implements Scheduler {
   constructor(config: Record<string, unknown> = {}, overrides: Record<string, unknown> = {}) {
-    super("DDIMScheduler", config, overrides, ["epsilon", "v_prediction", "sample"]);
+    super({ className: "DDIMScheduler", config, overrides, predictionTypes: ["epsilon", "v_prediction", "sample"] });
     rejectTrue(this.className, this.config, "thresholding");
   }
 

@@ -15,7 +15,7 @@ import { finalSigma, interpIndex, karrasSigmas, logSigmas, npLinspace, sigmaToT,
 
 export class DPMSolverMultistepScheduler extends MultistepScheduler implements Scheduler {
   constructor(config: Record<string, unknown> = {}, overrides: Record<string, unknown> = {}) {
-    super("DPMSolverMultistepScheduler", config, overrides, ["epsilon", "v_prediction", "sample"]);
+    super({ className: "DPMSolverMultistepScheduler", config, overrides, predictionTypes: ["epsilon", "v_prediction", "sample"] });
     const cfg = this.config;
     // diffusers maps these legacy names onto supported ones.
     if (cfg.algorithm_type === ("deis" as string)) cfg.algorithm_type = "dpmsolver++";

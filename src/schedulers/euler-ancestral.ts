@@ -12,7 +12,7 @@ import { SigmaScheduler } from "./sigma-scheduler.ts";
 
 export class EulerAncestralDiscreteScheduler extends SigmaScheduler implements Scheduler {
   constructor(config: Record<string, unknown> = {}, overrides: Record<string, unknown> = {}) {
-    super("EulerAncestralDiscreteScheduler", config, overrides, ["epsilon", "v_prediction"]);
+    super({ className: "EulerAncestralDiscreteScheduler", config, overrides, predictionTypes: ["epsilon", "v_prediction"] });
   }
 
   step(modelOutput: Tensor, t: number, sample: Tensor, opts: StepOptions = {}): StepOutput {

@@ -12,7 +12,7 @@ import { SigmaScheduler } from "./sigma-scheduler.ts";
 
 export class EulerDiscreteScheduler extends SigmaScheduler implements Scheduler {
   constructor(config: Record<string, unknown> = {}, overrides: Record<string, unknown> = {}) {
-    super("EulerDiscreteScheduler", config, overrides, ["epsilon", "v_prediction", "sample"]);
+    super({ className: "EulerDiscreteScheduler", config, overrides, predictionTypes: ["epsilon", "v_prediction", "sample"] });
     const cfg = this.config;
     requireOneOf(this.className, cfg, "interpolation_type", ["linear", "log_linear"]);
     requireOneOf(this.className, cfg, "timestep_type", ["discrete"]);

@@ -13,7 +13,7 @@ import { type Scheduler, type StepOptions, type StepOutput, asFloat32, castTo, d
 
 export class LCMScheduler extends AlphaScheduler implements Scheduler {
   constructor(config: Record<string, unknown> = {}, overrides: Record<string, unknown> = {}) {
-    super("LCMScheduler", config, overrides, ["epsilon", "v_prediction", "sample"]);
+    super({ className: "LCMScheduler", config, overrides, predictionTypes: ["epsilon", "v_prediction", "sample"] });
     this.timesteps = Array.from({ length: this.config.num_train_timesteps }, (_, i) => this.config.num_train_timesteps - 1 - i);
   }
 

@@ -48,29 +48,18 @@ function qk21(f: (x: number) => number, a: number, b: number): { result: number;
   let resabs = Math.abs(resk);
   const fv1 = new Array<number>(10);
   const fv2 = new Array<number>(10);
-  for (let j = 1; j <= 5; j++) {
-    const jtw = 2 * j - 1; // Fortran 2j, 0-based
-    const absc = hlgth * XGK[jtw]!;
-    const v1 = f(centr - absc);
-    const v2 = f(centr + absc);
-    fv1[jtw] = v1;
-    fv2[jtw] = v2;
+  /** f at centr ∓ hlgth·XGK[k], remembered for resasc, added to the Kronrod sums; returns f₁ + f₂. */
+  const node = (k: number): number => {
+    const absc = hlgth * XGK[k]!;
+    const v1 = (fv1[k] = f(centr - absc));
+    const v2 = (fv2[k] = f(centr + absc));
     const fsum = v1 + v2;
-    resg += WG[j - 1]! * fsum;
-    resk += WGK[jtw]! * fsum;
-    resabs += WGK[jtw]! * (Math.abs(v1) + Math.abs(v2));
-  }
-  for (let j = 1; j <= 5; j++) {
-    const jtwm1 = 2 * j - 2; // Fortran 2j−1, 0-based
-    const absc = hlgth * XGK[jtwm1]!;
-    const v1 = f(centr - absc);
-    const v2 = f(centr + absc);
-    fv1[jtwm1] = v1;
-    fv2[jtwm1] = v2;
-    const fsum = v1 + v2;
-    resk += WGK[jtwm1]! * fsum;
-    resabs += WGK[jtwm1]! * (Math.abs(v1) + Math.abs(v2));
-  }
+    resk += WGK[k]! * fsum;
+    resabs += WGK[k]! * (Math.abs(v1) + Math.abs(v2));
+    return fsum;
+  };
+  for (let j = 1; j <= 5; j++) resg += WG[j - 1]! * node(2 * j - 1); // Gauss nodes: Fortran 2j, 0-based
+  for (let j = 1; j <= 5; j++) node(2 * j - 2); // Kronrod-only nodes: Fortran 2j−1, 0-based
   const reskh = resk * 0.5;
   let resasc = WGK[10]! * Math.abs(fc - reskh);
   for (let j = 0; j < 10; j++) resasc += WGK[j]! * (Math.abs(fv1[j]! - reskh) + Math.abs(fv2[j]! - reskh));
@@ -110,7 +99,7 @@ export class LMSDiscreteScheduler extends SigmaScheduler implements Scheduler {
   private derivatives: Tensor[] = [];
 
   constructor(config: Record<string, unknown> = {}, overrides: Record<string, unknown> = {}) {
-    super("LMSDiscreteScheduler", config, overrides, ["epsilon", "v_prediction", "sample"]);
+    super({ className: "LMSDiscreteScheduler", config, overrides, predictionTypes: ["epsilon", "v_prediction", "sample"] });
     rejectTrue(this.className, this.config, "use_exponential_sigmas", "use_beta_sigmas");
   }
 

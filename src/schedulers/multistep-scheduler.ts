@@ -7,15 +7,12 @@
 
 import { f32 } from "../core/float32.ts";
 import { type Tensor, tidy } from "../tensor/index.ts";
-import { type PredictionType, type SchedulerConfig, requireOneOf, resolveConfig } from "./config.ts";
+import { ConfiguredScheduler, type SchedulerSetup } from "./configured-scheduler.ts";
 import { alphaSigma, convertModelOutput } from "./multistep-output.ts";
-import { BaseScheduler, perBatch, timestepList } from "./scheduler.ts";
+import { perBatch, timestepList } from "./scheduler.ts";
 import { npLinspace, sigmaAlphasCumprod, trainSigmas } from "./schedule.ts";
 
-export abstract class MultistepScheduler extends BaseScheduler {
-  readonly className: string;
-  readonly config: SchedulerConfig;
-  readonly alphasCumprod: Float32Array;
+export abstract class MultistepScheduler extends ConfiguredScheduler {
   readonly initNoiseSigma = 1.0;
   /** σ per step plus the final σ (before setTimesteps: the training σ's, smallest first). */
   sigmas: number[];
@@ -24,17 +21,9 @@ export abstract class MultistepScheduler extends BaseScheduler {
   /** How many steps have run, up to solver_order: the order the warm-up may use. */
   protected lowerOrderNums = 0;
 
-  protected constructor(
-    className: string,
-    config: Record<string, unknown>,
-    overrides: Record<string, unknown>,
-    predictionTypes: readonly PredictionType[],
-  ) {
-    super();
-    this.className = className;
-    const cfg = (this.config = resolveConfig(className, config, overrides));
-    requireOneOf(className, cfg, "prediction_type", predictionTypes);
-    this.alphasCumprod = sigmaAlphasCumprod(cfg);
+  protected constructor(setup: SchedulerSetup) {
+    super(setup, sigmaAlphasCumprod);
+    const cfg = this.config;
     this.sigmas = Array.from(trainSigmas(this.alphasCumprod));
     this.timesteps = npLinspace(0, cfg.num_train_timesteps - 1, cfg.num_train_timesteps).reverse().map(f32);
   }

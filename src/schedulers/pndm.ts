@@ -23,7 +23,7 @@ export class PNDMScheduler extends AlphaScheduler implements Scheduler {
   private prkTimesteps: number[] = [];
 
   constructor(config: Record<string, unknown> = {}, overrides: Record<string, unknown> = {}) {
-    super("PNDMScheduler", config, overrides, ["epsilon", "v_prediction"]);
+    super({ className: "PNDMScheduler", config, overrides, predictionTypes: ["epsilon", "v_prediction"] });
   }
 
   /** At least 2 steps: PLMS repeats the first timestep and steps from the second. */

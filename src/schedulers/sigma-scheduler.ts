@@ -9,8 +9,8 @@
 import { exp32, f32, add32, div32, log32, sqrt32, sq32 } from "../core/float32.ts";
 import { type Tensor, tidy } from "../tensor/index.ts";
 import { torchLinspaceF32 } from "./betas.ts";
-import { type PredictionType, type SchedulerConfig, requireOneOf, resolveConfig } from "./config.ts";
-import { BaseScheduler, perBatch, timestepList } from "./scheduler.ts";
+import { ConfiguredScheduler, type SchedulerSetup } from "./configured-scheduler.ts";
+import { perBatch, timestepList } from "./scheduler.ts";
 import {
   finalSigma,
   interpIndex,
@@ -29,24 +29,13 @@ export function vPredictionX0(m: Tensor, x: Tensor, sigma: number): Tensor {
   return m.mul(div32(-sigma, sqrt32(s2p1))).add(x.div(s2p1));
 }
 
-export abstract class SigmaScheduler extends BaseScheduler {
-  readonly className: string;
-  readonly config: SchedulerConfig;
-  readonly alphasCumprod: Float32Array;
+export abstract class SigmaScheduler extends ConfiguredScheduler {
   /** σ per step plus the final σ (before setTimesteps: the training σ's, largest first, then 0). */
   sigmas: number[];
 
-  protected constructor(
-    className: string,
-    config: Record<string, unknown>,
-    overrides: Record<string, unknown>,
-    predictionTypes: readonly PredictionType[],
-  ) {
-    super();
-    this.className = className;
-    const cfg = (this.config = resolveConfig(className, config, overrides));
-    requireOneOf(className, cfg, "prediction_type", predictionTypes);
-    this.alphasCumprod = sigmaAlphasCumprod(cfg);
+  protected constructor(setup: SchedulerSetup) {
+    super(setup, sigmaAlphasCumprod);
+    const cfg = this.config;
     this.sigmas = [...Array.from(trainSigmas(this.alphasCumprod)).reverse(), 0];
     this.timesteps = npLinspace(0, cfg.num_train_timesteps - 1, cfg.num_train_timesteps).reverse().map(f32);
   }

@@ -68,7 +68,7 @@ export class UniPCMultistepScheduler extends MultistepScheduler implements Sched
   private thisOrder = 1;
 
   constructor(config: Record<string, unknown> = {}, overrides: Record<string, unknown> = {}) {
-    super("UniPCMultistepScheduler", config, overrides, ["epsilon", "v_prediction", "sample"]);
+    super({ className: "UniPCMultistepScheduler", config, overrides, predictionTypes: ["epsilon", "v_prediction", "sample"] });
     const cfg = this.config;
     if (["midpoint", "heun", "logrho"].includes(cfg.solver_type as string)) cfg.solver_type = "bh2";
     requireOneOf(this.className, cfg, "solver_type", ["bh1", "bh2"]);
