@@ -5,63 +5,21 @@
 // DPM-Solver (noise prediction), the SDE variant "sde-dpmsolver++" (Gonzalez et al. 2023), Heun
 // second-order corrections and third order; lower-order final steps for stability. Int timesteps.
 
-import { roundHalfEven, f32, add32, sub32, mul32, div32, sqrt32, sq32, log32, exp32 } from "../core/float32.ts";
+import { roundHalfEven, add32, sub32, mul32, div32, sqrt32, sq32, log32, exp32 } from "../core/float32.ts";
 import { type Tensor, tidy } from "../tensor/index.ts";
-import {
-  type SchedulerConfig,
-  SchedulerConfigError,
-  alphasCumprodFor,
-  rejectTrue,
-  requireOneOf,
-  resolveConfig,
-} from "./config.ts";
-import {
-  BaseScheduler,
-  type Scheduler,
-  type StepOptions,
-  type StepOutput,
-  asFloat32,
-  castTo,
-  drawNoise,
-  perBatch,
-  retain,
-  timestepList,
-} from "./scheduler.ts";
-import {
-  finalSigma,
-  interpIndex,
-  karrasSigmas,
-  logSigmas,
-  npLinspace,
-  sigmaToT,
-  solverTimesteps,
-  trainSigmas,
-} from "./schedule.ts";
+import { SchedulerConfigError, rejectTrue, requireOneOf } from "./config.ts";
+import { MultistepScheduler } from "./multistep-scheduler.ts";
+import { alphaSigma } from "./multistep-output.ts";
+import { type Scheduler, type StepOptions, type StepOutput, asFloat32, castTo, drawNoise, retain } from "./scheduler.ts";
+import { finalSigma, interpIndex, karrasSigmas, logSigmas, npLinspace, sigmaToT, solverTimesteps, trainSigmas } from "./schedule.ts";
 
-/** VP-form coefficients at noise level σ: α_t = 1/√(σ² + 1), σ_t = σ α_t. */
-export function alphaSigma(sigma: number): { alpha: number; sigmaT: number; lambda: number } {
-  const alpha = div32(1, sqrt32(add32(sq32(sigma), 1)));
-  const sigmaT = mul32(sigma, alpha);
-  return { alpha, sigmaT, lambda: sub32(log32(alpha), log32(sigmaT)) };
-}
-
-export class DPMSolverMultistepScheduler extends BaseScheduler implements Scheduler {
-  readonly className = "DPMSolverMultistepScheduler";
-  readonly config: SchedulerConfig;
-  readonly alphasCumprod: Float32Array;
-  readonly initNoiseSigma = 1.0;
-  sigmas: number[];
-  /** Converted model outputs (x_0 for ++, ε otherwise) of the last solver_order steps, oldest first. */
-  private modelOutputs: (Tensor | null)[];
-  private lowerOrderNums = 0;
-
+export class DPMSolverMultistepScheduler extends MultistepScheduler implements Scheduler {
   constructor(config: Record<string, unknown> = {}, overrides: Record<string, unknown> = {}) {
-    super();
-    const cfg = (this.config = resolveConfig("DPMSolverMultistepScheduler", config, overrides));
+    super({ className: "DPMSolverMultistepScheduler", config, overrides, predictionTypes: ["epsilon", "v_prediction", "sample"] });
+    const cfg = this.config;
     // diffusers maps these legacy names onto supported ones.
     if (cfg.algorithm_type === ("deis" as string)) cfg.algorithm_type = "dpmsolver++";
     if (["logrho", "bh1", "bh2"].includes(cfg.solver_type as string)) cfg.solver_type = "midpoint";
-    requireOneOf(this.className, cfg, "prediction_type", ["epsilon", "v_prediction", "sample"]);
     requireOneOf(this.className, cfg, "algorithm_type", ["dpmsolver++", "dpmsolver", "sde-dpmsolver++"]);
     requireOneOf(this.className, cfg, "solver_type", ["midpoint", "heun"]);
     requireOneOf(this.className, cfg, "solver_order", [1, 2, 3]);
@@ -72,18 +30,17 @@ export class DPMSolverMultistepScheduler extends BaseScheduler implements Schedu
       throw new SchedulerConfigError(`${this.className}: use_karras_sigmas and use_lu_lambdas cannot both be true`);
     if (cfg.algorithm_type === "dpmsolver" && cfg.final_sigmas_type === "zero")
       throw new SchedulerConfigError(`${this.className}: final_sigmas_type="zero" is not supported for algorithm_type="dpmsolver"; use "sigma_min"`);
-    this.alphasCumprod = alphasCumprodFor(cfg);
-    if (cfg.rescale_betas_zero_snr) this.alphasCumprod[cfg.num_train_timesteps - 1] = 2 ** -24;
-    this.sigmas = Array.from(trainSigmas(this.alphasCumprod));
-    this.timesteps = npLinspace(0, cfg.num_train_timesteps - 1, cfg.num_train_timesteps).reverse().map(f32);
-    this.modelOutputs = Array<Tensor | null>(cfg.solver_order!).fill(null);
+  }
+
+  /** DPM-Solver++ (and its SDE variant) integrates the data prediction x_0, DPM-Solver the noise prediction ε. */
+  protected predictsData(): boolean {
+    return this.config.algorithm_type !== "dpmsolver";
   }
 
   setTimesteps(numInferenceSteps: number): void {
     const cfg = this.config;
     const T = cfg.num_train_timesteps;
-    if (!Number.isInteger(numInferenceSteps) || numInferenceSteps < 1)
-      throw new Error(`DPMSolverMultistepScheduler: numInferenceSteps=${numInferenceSteps} must be a positive integer`);
+    this.checkInferenceSteps(numInferenceSteps);
     // Clip the λ range (cosine schedules): the last usable timestep has λ_t >= lambda_min_clipped.
     const lambdas = Array.from(this.alphasCumprod, (a) => sub32(log32(sqrt32(a)), log32(sqrt32(sub32(1, a))))).reverse();
     const clippedIdx = lambdas.filter((l) => l < cfg.lambda_min_clipped!).length;
@@ -108,39 +65,7 @@ export class DPMSolverMultistepScheduler extends BaseScheduler implements Schedu
     } else {
       sigmas = timesteps.map((t) => interpIndex(t, train));
     }
-    const sigmaLast = finalSigma(cfg.final_sigmas_type, this.alphasCumprod);
-    this.sigmas = [...sigmas.map(f32), f32(sigmaLast)];
-    this.timesteps = timesteps.map((t) => Math.trunc(t));
-    this.numInferenceSteps = this.timesteps.length;
-    this.reset();
-  }
-
-  protected override missingTimestepIndex(): number {
-    return this.timesteps.length - 1;
-  }
-
-  protected override clearHistory(): void {
-    for (const m of this.modelOutputs) m?.dispose();
-    this.modelOutputs = Array<Tensor | null>(this.config.solver_order!).fill(null);
-    this.lowerOrderNums = 0;
-  }
-
-  scaleModelInput(sample: Tensor): Tensor {
-    return sample.reshape(sample.shape);
-  }
-
-  /** DPM-Solver++ integrates the data prediction x_0, DPM-Solver the noise prediction ε. */
-  private convertModelOutput(m: Tensor, x: Tensor, sigma: number): Tensor {
-    const { alpha, sigmaT } = alphaSigma(sigma);
-    const pt = this.config.prediction_type;
-    if (this.config.algorithm_type !== "dpmsolver") {
-      if (pt === "epsilon") return x.sub(m.mul(sigmaT)).div(alpha);
-      if (pt === "sample") return m.reshape(m.shape);
-      return x.mul(alpha).sub(m.mul(sigmaT));
-    }
-    if (pt === "epsilon") return m.reshape(m.shape);
-    if (pt === "sample") return x.sub(m.mul(alpha)).div(sigmaT);
-    return m.mul(alpha).add(x.mul(sigmaT));
+    this.setSchedule(timesteps, sigmas, finalSigma(cfg.final_sigmas_type, this.alphasCumprod));
   }
 
   step(modelOutput: Tensor, t: number, sample: Tensor, opts: StepOptions = {}): StepOutput {
@@ -155,9 +80,7 @@ export class DPMSolverMultistepScheduler extends BaseScheduler implements Schedu
     const out = tidy(() => {
       const x = asFloat32(sample);
       const m = asFloat32(modelOutput);
-      const converted = retain(this.convertModelOutput(m, x, this.sigmas[i]!));
-      this.modelOutputs[0]?.dispose();
-      this.modelOutputs = [...this.modelOutputs.slice(1), converted];
+      this.pushModelOutput(retain(this.convertOutput(m, x, i)));
       const noise = cfg.algorithm_type === "sde-dpmsolver++" ? drawNoise(opts, m) : null;
       let prev: Tensor;
       if (cfg.solver_order === 1 || this.lowerOrderNums < 1 || lowerOrderFinal) prev = this.firstOrder(i, x, noise);
@@ -165,13 +88,8 @@ export class DPMSolverMultistepScheduler extends BaseScheduler implements Schedu
       else prev = this.thirdOrder(i, x, noise);
       return { prevSample: castTo(prev, modelOutput.dtype) };
     });
-    if (this.lowerOrderNums < cfg.solver_order!) this.lowerOrderNums++;
-    this.stepIndex = i + 1;
+    this.advance(i);
     return out;
-  }
-
-  private history(k: number): Tensor {
-    return this.modelOutputs[this.modelOutputs.length - 1 - k]!;
   }
 
   /** First order (= DDIM in λ): x_t = σ_t/σ_s x − α_t (e^{−h} − 1) D_0 for DPM-Solver++. */
@@ -278,15 +196,5 @@ export class DPMSolverMultistepScheduler extends BaseScheduler implements Schedu
           .add(noise!.mul(mul32(t.sigmaT, sqrt32(om))));
       }
     }
-  }
-
-  /** α_t x_0 + σ_t ε at each batch item's σ. */
-  addNoise(original: Tensor, noise: Tensor, timesteps: number[] | Tensor): Tensor {
-    const ts = timestepList(timesteps);
-    const idx = this.beginIndex === null ? ts.map((t) => this.indexForTimestep(t)) : ts.map(() => this.stepIndex ?? this.beginIndex!);
-    const coeffs = idx.map((k) => alphaSigma(this.sigmas[k]!));
-    return tidy(() =>
-      original.mul(perBatch(coeffs.map((c) => c.alpha), original)).add(noise.mul(perBatch(coeffs.map((c) => c.sigmaT), original))),
-    );
   }
 }

@@ -15,6 +15,7 @@ import { UniPCMultistepScheduler } from "./unipc.ts";
 
 export * from "./scheduler.ts";
 export * from "./config.ts";
+export * from "./betas.ts";
 export {
   DDIMScheduler,
   DPMSolverMultistepScheduler,

@@ -3,36 +3,17 @@
 // through the consistency boundary condition f(x, t) = c_skip(t) x + c_out(t) x̂_0 with
 // c_skip = σ_d²/((s t)² + σ_d²), c_out = s t/√((s t)² + σ_d²) (σ_d = 0.5, s = timestep_scaling),
 // then is re-noised to the next timestep with fresh noise (every step but the last). Timesteps
-// are a subset of the distillation schedule (k·⌊T/original_inference_steps⌋ − 1). Int timesteps.
+// are a subset of the distillation schedule (k·⌊T/original_inference_steps⌋ − 1). AlphaScheduler
+// holds the ᾱ table, x̂_0 and add_noise. Int timesteps.
 
 import { f32, add32, sub32, mul32, div32, sqrt32, sq32 } from "../core/float32.ts";
 import { type Tensor, tidy } from "../tensor/index.ts";
-import { type SchedulerConfig, alphasCumprodFor, requireOneOf, resolveConfig } from "./config.ts";
-import { addNoiseVP } from "./ddim.ts";
-import {
-  BaseScheduler,
-  type Scheduler,
-  type StepOptions,
-  type StepOutput,
-  asFloat32,
-  castTo,
-  drawNoise,
-  timestepList,
-} from "./scheduler.ts";
+import { AlphaScheduler } from "./alpha-scheduler.ts";
+import { type Scheduler, type StepOptions, type StepOutput, asFloat32, castTo, drawNoise } from "./scheduler.ts";
 
-export class LCMScheduler extends BaseScheduler implements Scheduler {
-  readonly className = "LCMScheduler";
-  readonly config: SchedulerConfig;
-  readonly alphasCumprod: Float32Array;
-  readonly initNoiseSigma = 1.0;
-  readonly finalAlphaCumprod: number;
-
+export class LCMScheduler extends AlphaScheduler implements Scheduler {
   constructor(config: Record<string, unknown> = {}, overrides: Record<string, unknown> = {}) {
-    super();
-    this.config = resolveConfig("LCMScheduler", config, overrides);
-    requireOneOf(this.className, this.config, "prediction_type", ["epsilon", "v_prediction", "sample"]);
-    this.alphasCumprod = alphasCumprodFor(this.config);
-    this.finalAlphaCumprod = this.config.set_alpha_to_one ? 1 : this.alphasCumprod[0]!;
+    super({ className: "LCMScheduler", config, overrides, predictionTypes: ["epsilon", "v_prediction", "sample"] });
     this.timesteps = Array.from({ length: this.config.num_train_timesteps }, (_, i) => this.config.num_train_timesteps - 1 - i);
   }
 
@@ -44,8 +25,7 @@ export class LCMScheduler extends BaseScheduler implements Scheduler {
     const T = this.config.num_train_timesteps;
     const original = originalInferenceSteps ?? this.config.original_inference_steps!;
     if (original > T) throw new Error(`LCMScheduler: original_inference_steps=${original} cannot exceed num_train_timesteps=${T}`);
-    if (!Number.isInteger(numInferenceSteps) || numInferenceSteps < 1 || numInferenceSteps > T)
-      throw new Error(`LCMScheduler: numInferenceSteps=${numInferenceSteps} must be an integer in [1, ${T}]`);
+    this.checkInferenceSteps(numInferenceSteps);
     const c = Math.floor(T / original);
     const origin = Array.from({ length: Math.trunc(original * strength) }, (_, k) => (k + 1) * c - 1);
     if (Math.floor(origin.length / numInferenceSteps) < 1)
@@ -60,10 +40,6 @@ export class LCMScheduler extends BaseScheduler implements Scheduler {
     this.reset();
   }
 
-  scaleModelInput(sample: Tensor): Tensor {
-    return sample.reshape(sample.shape);
-  }
-
   /** c_skip and c_out of the boundary condition at timestep t (float32, t·s as torch computes it). */
   boundaryScalings(t: number): { cSkip: number; cOut: number } {
     const sigmaData2 = 0.25; // σ_d = 0.5
@@ -74,14 +50,12 @@ export class LCMScheduler extends BaseScheduler implements Scheduler {
 
   step(modelOutput: Tensor, t: number, sample: Tensor, opts: StepOptions = {}): StepOutput {
     this.requireTimesteps();
-    const cfg = this.config;
     const i = this.currentIndex(t);
     // 1. the next timestep of the schedule (the same one at the end).
     const prevT = i + 1 < this.timesteps.length ? this.timesteps[i + 1]! : t;
     // 2. ᾱ_t, ᾱ_prev.
-    const a = this.alphasCumprod[t]!;
-    const aPrev = prevT >= 0 ? this.alphasCumprod[prevT]! : this.finalAlphaCumprod;
-    const b = sub32(1, a);
+    const a = this.alphaProd(t);
+    const aPrev = this.alphaProd(prevT);
     const bPrev = sub32(1, aPrev);
     // 3. boundary-condition scalings.
     const { cSkip, cOut } = this.boundaryScalings(t);
@@ -90,11 +64,7 @@ export class LCMScheduler extends BaseScheduler implements Scheduler {
       const x = asFloat32(sample);
       const m = asFloat32(modelOutput);
       // 4. x̂_0 from the parameterisation; 5. optional clipping.
-      let x0: Tensor;
-      if (cfg.prediction_type === "epsilon") x0 = x.sub(m.mul(sqrt32(b))).div(sqrt32(a));
-      else if (cfg.prediction_type === "sample") x0 = m;
-      else x0 = x.mul(sqrt32(a)).sub(m.mul(sqrt32(b)));
-      if (cfg.clip_sample) x0 = x0.clamp(-cfg.clip_sample_range!, cfg.clip_sample_range!);
+      const x0 = this.predictOriginal(m, x, a);
       // 6. denoised = c_out x̂_0 + c_skip x.
       const denoised = x0.mul(cOut).add(x.mul(cSkip));
       // 7. re-noise to the next timestep (not after the last one).
@@ -103,9 +73,5 @@ export class LCMScheduler extends BaseScheduler implements Scheduler {
     });
     this.stepIndex = i + 1;
     return out;
-  }
-
-  addNoise(original: Tensor, noise: Tensor, timesteps: number[] | Tensor): Tensor {
-    return addNoiseVP(this.alphasCumprod, original, noise, timestepList(timesteps));
   }
 }

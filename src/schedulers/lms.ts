@@ -5,22 +5,13 @@
 // evaluate the same 21-point Gauss–Kronrod rule QUADPACK's QAGS applies first (exact for these
 // polynomials of degree ≤ 3; QAGS accepts it at once), adaptively bisecting if its error estimate
 // were ever too large. The integrand is evaluated in float32 as diffusers' torch code does.
+// SigmaScheduler builds the σ tables (linear interpolation or Karras σ's).
 
-import { f32, add32, sub32, mul32, div32, sqrt32, sq32 } from "../core/float32.ts";
+import { f32, sub32, mul32, div32 } from "../core/float32.ts";
 import { type Tensor, tidy } from "../tensor/index.ts";
-import { type SchedulerConfig, alphasCumprodFor, rejectTrue, requireOneOf, resolveConfig } from "./config.ts";
-import { addNoiseSigma, vPredictionX0 } from "./euler.ts";
-import {
-  BaseScheduler,
-  type Scheduler,
-  type StepOptions,
-  type StepOutput,
-  asFloat32,
-  castTo,
-  retain,
-  timestepList,
-} from "./scheduler.ts";
-import { interpIndex, karrasSigmas, logSigmas, npLinspace, sigmaToT, spacedTimesteps, trainSigmas } from "./schedule.ts";
+import { rejectTrue } from "./config.ts";
+import { type Scheduler, type StepOptions, type StepOutput, asFloat32, castTo, retain } from "./scheduler.ts";
+import { SigmaScheduler } from "./sigma-scheduler.ts";
 
 // 21-point Kronrod abscissae (descending; the last is the centre) and weights, and the weights of
 // the embedded 10-point Gauss rule (at the odd-indexed abscissae), from QUADPACK's dqk21.
@@ -57,29 +48,18 @@ function qk21(f: (x: number) => number, a: number, b: number): { result: number;
   let resabs = Math.abs(resk);
   const fv1 = new Array<number>(10);
   const fv2 = new Array<number>(10);
-  for (let j = 1; j <= 5; j++) {
-    const jtw = 2 * j - 1; // Fortran 2j, 0-based
-    const absc = hlgth * XGK[jtw]!;
-    const v1 = f(centr - absc);
-    const v2 = f(centr + absc);
-    fv1[jtw] = v1;
-    fv2[jtw] = v2;
+  /** f at centr ∓ hlgth·XGK[k], remembered for resasc, added to the Kronrod sums; returns f₁ + f₂. */
+  const node = (k: number): number => {
+    const absc = hlgth * XGK[k]!;
+    const v1 = (fv1[k] = f(centr - absc));
+    const v2 = (fv2[k] = f(centr + absc));
     const fsum = v1 + v2;
-    resg += WG[j - 1]! * fsum;
-    resk += WGK[jtw]! * fsum;
-    resabs += WGK[jtw]! * (Math.abs(v1) + Math.abs(v2));
-  }
-  for (let j = 1; j <= 5; j++) {
-    const jtwm1 = 2 * j - 2; // Fortran 2j−1, 0-based
-    const absc = hlgth * XGK[jtwm1]!;
-    const v1 = f(centr - absc);
-    const v2 = f(centr + absc);
-    fv1[jtwm1] = v1;
-    fv2[jtwm1] = v2;
-    const fsum = v1 + v2;
-    resk += WGK[jtwm1]! * fsum;
-    resabs += WGK[jtwm1]! * (Math.abs(v1) + Math.abs(v2));
-  }
+    resk += WGK[k]! * fsum;
+    resabs += WGK[k]! * (Math.abs(v1) + Math.abs(v2));
+    return fsum;
+  };
+  for (let j = 1; j <= 5; j++) resg += WG[j - 1]! * node(2 * j - 1); // Gauss nodes: Fortran 2j, 0-based
+  for (let j = 1; j <= 5; j++) node(2 * j - 2); // Kronrod-only nodes: Fortran 2j−1, 0-based
   const reskh = resk * 0.5;
   let resasc = WGK[10]! * Math.abs(fc - reskh);
   for (let j = 0; j < 10; j++) resasc += WGK[j]! * (Math.abs(fv1[j]! - reskh) + Math.abs(fv2[j]! - reskh));
@@ -114,56 +94,18 @@ export function integrate(f: (x: number) => number, a: number, b: number, epsrel
   return parts.reduce((s, p) => s + p.result, 0);
 }
 
-export class LMSDiscreteScheduler extends BaseScheduler implements Scheduler {
-  readonly className = "LMSDiscreteScheduler";
-  readonly config: SchedulerConfig;
-  readonly alphasCumprod: Float32Array;
-  sigmas: number[];
+export class LMSDiscreteScheduler extends SigmaScheduler implements Scheduler {
   /** Past ODE derivatives d (newest last), at most `order`. */
   private derivatives: Tensor[] = [];
 
   constructor(config: Record<string, unknown> = {}, overrides: Record<string, unknown> = {}) {
-    super();
-    const cfg = (this.config = resolveConfig("LMSDiscreteScheduler", config, overrides));
-    requireOneOf(this.className, cfg, "prediction_type", ["epsilon", "v_prediction", "sample"]);
-    rejectTrue(this.className, cfg, "use_exponential_sigmas", "use_beta_sigmas");
-    this.alphasCumprod = alphasCumprodFor(cfg);
-    this.sigmas = [...Array.from(trainSigmas(this.alphasCumprod)).reverse(), 0];
-    this.timesteps = npLinspace(0, cfg.num_train_timesteps - 1, cfg.num_train_timesteps).reverse();
-  }
-
-  get initNoiseSigma(): number {
-    const max = Math.max(...this.sigmas);
-    if (this.config.timestep_spacing === "linspace" || this.config.timestep_spacing === "trailing") return max;
-    return sqrt32(add32(sq32(max), 1));
-  }
-
-  setTimesteps(numInferenceSteps: number): void {
-    const cfg = this.config;
-    if (!Number.isInteger(numInferenceSteps) || numInferenceSteps < 1)
-      throw new Error(`LMSDiscreteScheduler: numInferenceSteps=${numInferenceSteps} must be a positive integer`);
-    this.numInferenceSteps = numInferenceSteps;
-    let timesteps = spacedTimesteps(cfg.timestep_spacing, cfg.num_train_timesteps, numInferenceSteps, cfg.steps_offset).map(f32);
-    const train = trainSigmas(this.alphasCumprod);
-    let sigmas = timesteps.map((t) => interpIndex(t, train));
-    if (cfg.use_karras_sigmas) {
-      const logSig = logSigmas(train);
-      sigmas = karrasSigmas(sigmas[sigmas.length - 1]!, sigmas[0]!, numInferenceSteps);
-      timesteps = sigmas.map((s) => f32(sigmaToT(s, logSig)));
-    }
-    this.sigmas = [...sigmas.map(f32), 0];
-    this.timesteps = timesteps;
-    this.reset();
+    super({ className: "LMSDiscreteScheduler", config, overrides, predictionTypes: ["epsilon", "v_prediction", "sample"] });
+    rejectTrue(this.className, this.config, "use_exponential_sigmas", "use_beta_sigmas");
   }
 
   protected override clearHistory(): void {
     for (const d of this.derivatives) d.dispose();
     this.derivatives = [];
-  }
-
-  scaleModelInput(sample: Tensor, t: number): Tensor {
-    const sigma = this.sigmas[this.currentIndex(t)]!;
-    return sample.div(sqrt32(add32(sq32(sigma), 1)));
   }
 
   /**
@@ -193,8 +135,7 @@ export class LMSDiscreteScheduler extends BaseScheduler implements Scheduler {
       const x = asFloat32(sample);
       const m = asFloat32(modelOutput);
       // 1. x_0 from the model's parameterisation; 2. the ODE derivative d = (x − x_0)/σ.
-      const pt = this.config.prediction_type;
-      const x0 = pt === "epsilon" ? x.sub(m.mul(sigma)) : pt === "v_prediction" ? vPredictionX0(m, x, sigma) : m.reshape(m.shape);
+      const x0 = this.predictOriginal(m, x, sigma);
       this.derivatives.push(retain(x.sub(x0).div(sigma)));
       while (this.derivatives.length > maxOrder) this.derivatives.shift()!.dispose();
       // 3. coefficients of the available order; 4. x_{i+1} = x_i + Σ_j c_j d_{i−j}.
@@ -211,14 +152,5 @@ export class LMSDiscreteScheduler extends BaseScheduler implements Scheduler {
     });
     this.stepIndex = i + 1;
     return out;
-  }
-
-  addNoise(original: Tensor, noise: Tensor, timesteps: number[] | Tensor): Tensor {
-    return addNoiseSigma(this, original, noise, timestepList(timesteps));
-  }
-
-  noiseIndices(ts: number[]): number[] {
-    if (this.beginIndex === null) return ts.map((t) => this.indexForTimestep(t));
-    return ts.map(() => this.stepIndex ?? this.beginIndex!);
   }
 }

@@ -3,30 +3,15 @@
 // 4th-order linear multistep combination of past ε predictions (eq. 12) pushed through the
 // transfer function φ of eq. (9). The first timestep is repeated: the second model call, at the
 // same t, refines the first step (a 2nd-order Heun-like start). Full F-PNDM (Runge–Kutta warm-up,
-// skip_prk_steps false) is implemented as well.
+// skip_prk_steps false) is implemented as well. AlphaScheduler holds the ᾱ table and add_noise.
 
 import { roundHalfEven, f32, add32, sub32, mul32, div32, sqrt32 } from "../core/float32.ts";
 import { type Tensor, tidy } from "../tensor/index.ts";
-import { type SchedulerConfig, alphasCumprodFor, requireOneOf, resolveConfig } from "./config.ts";
-import { addNoiseVP } from "./ddim.ts";
-import {
-  BaseScheduler,
-  type Scheduler,
-  type StepOptions,
-  type StepOutput,
-  asFloat32,
-  castTo,
-  retain,
-  timestepList,
-} from "./scheduler.ts";
+import { AlphaScheduler } from "./alpha-scheduler.ts";
+import { type Scheduler, type StepOptions, type StepOutput, asFloat32, castTo, retain } from "./scheduler.ts";
 import { spacedTimesteps } from "./schedule.ts";
 
-export class PNDMScheduler extends BaseScheduler implements Scheduler {
-  readonly className = "PNDMScheduler";
-  readonly config: SchedulerConfig;
-  readonly alphasCumprod: Float32Array;
-  readonly initNoiseSigma = 1.0;
-  readonly finalAlphaCumprod: number;
+export class PNDMScheduler extends AlphaScheduler implements Scheduler {
   private readonly pndmOrder = 4;
   /** Past model outputs e_θ (newest last), at most 4. */
   private ets: Tensor[] = [];
@@ -38,17 +23,17 @@ export class PNDMScheduler extends BaseScheduler implements Scheduler {
   private prkTimesteps: number[] = [];
 
   constructor(config: Record<string, unknown> = {}, overrides: Record<string, unknown> = {}) {
-    super();
-    this.config = resolveConfig("PNDMScheduler", config, overrides);
-    requireOneOf(this.className, this.config, "prediction_type", ["epsilon", "v_prediction"]);
-    this.alphasCumprod = alphasCumprodFor(this.config);
-    this.finalAlphaCumprod = this.config.set_alpha_to_one ? 1 : this.alphasCumprod[0]!;
+    super({ className: "PNDMScheduler", config, overrides, predictionTypes: ["epsilon", "v_prediction"] });
+  }
+
+  /** At least 2 steps: PLMS repeats the first timestep and steps from the second. */
+  protected override inferenceStepLimits(): { min: number; max: number } {
+    return { ...super.inferenceStepLimits(), min: 2 };
   }
 
   setTimesteps(numInferenceSteps: number): void {
+    this.checkInferenceSteps(numInferenceSteps);
     const { num_train_timesteps: T, timestep_spacing, steps_offset } = this.config;
-    if (!Number.isInteger(numInferenceSteps) || numInferenceSteps < 2 || numInferenceSteps > T)
-      throw new Error(`PNDMScheduler: numInferenceSteps=${numInferenceSteps} must be an integer in [2, ${T}]`);
     this.numInferenceSteps = numInferenceSteps;
     // Ascending base schedule.
     const base = spacedTimesteps(timestep_spacing, T, numInferenceSteps, steps_offset).map((t) => roundHalfEven(t)).reverse();
@@ -69,10 +54,6 @@ export class PNDMScheduler extends BaseScheduler implements Scheduler {
       this.timesteps = [...this.prkTimesteps, ...base.slice(0, -3).reverse()];
     }
     this.reset();
-  }
-
-  scaleModelInput(sample: Tensor): Tensor {
-    return sample.reshape(sample.shape);
   }
 
   protected override clearHistory(): void {
@@ -178,18 +159,14 @@ export class PNDMScheduler extends BaseScheduler implements Scheduler {
    * √(ᾱ_{t−δ}/ᾱ_t) x_t − (ᾱ_{t−δ} − ᾱ_t) e_θ / (ᾱ_t √(1−ᾱ_{t−δ}) + √(ᾱ_t (1−ᾱ_t) ᾱ_{t−δ})).
    */
   private prevSample(x: Tensor, t: number, prevT: number, eps: Tensor): Tensor {
-    const a = this.alphasCumprod[t]!;
-    const aPrev = prevT >= 0 ? this.alphasCumprod[prevT]! : this.finalAlphaCumprod;
+    const a = this.alphaProd(t);
+    const aPrev = this.alphaProd(prevT);
     const b = sub32(1, a);
     const bPrev = sub32(1, aPrev);
-    if (this.config.prediction_type === "v_prediction") eps = eps.mul(sqrt32(a)).add(x.mul(sqrt32(b)));
+    eps = this.predictEpsilon(eps, x, a); // v-prediction: ε = √ᾱ v + √(1−ᾱ) x
     const sampleCoeff = sqrt32(div32(aPrev, a));
     const denom = add32(mul32(a, sqrt32(bPrev)), sqrt32(mul32(mul32(a, b), aPrev)));
     return x.mul(sampleCoeff).sub(eps.mul(sub32(aPrev, a)).div(denom));
-  }
-
-  addNoise(original: Tensor, noise: Tensor, timesteps: number[] | Tensor): Tensor {
-    return addNoiseVP(this.alphasCumprod, original, noise, timestepList(timesteps));
   }
 }
 

@@ -4,7 +4,8 @@
 // log σ. Shared by the sigma-parameterised schedulers (Euler, LMS, DPM-Solver, UniPC).
 
 import { fma32, f32, log32, roundHalfEven, sqrt32, sub32 } from "../core/float32.ts";
-import type { TimestepSpacing } from "./config.ts";
+import { alphasCumprodFor } from "./betas.ts";
+import type { SchedulerConfig, TimestepSpacing } from "./config.ts";
 
 /** np.linspace(start, stop, num, endpoint) in float64: start + i·step, the last value set to stop. */
 export function npLinspace(start: number, stop: number, num: number, endpoint = true): number[] {
@@ -70,12 +71,22 @@ export function trainSigmas(alphasCumprod: Float32Array): Float32Array {
   return alphasCumprod.map((a) => sqrt32(f32(sub32(1, a) / a)));
 }
 
-/** np.interp(x, arange(len(fp)), fp) in float64 (fp holds float32 values). */
-/** The last sigma of a solver schedule: σ_min of training (final_sigmas_type "sigma_min") or 0 ("zero"). */
+/**
+ * ᾱ for the σ-parameterised schedulers: with zero terminal SNR (rescale_betas_zero_snr) ᾱ_T = 0
+ * would make σ_T infinite, so diffusers sets it to float16's smallest subnormal, 2^-24.
+ */
+export function sigmaAlphasCumprod(cfg: SchedulerConfig): Float32Array {
+  const alphasCumprod = alphasCumprodFor(cfg);
+  if (cfg.rescale_betas_zero_snr) alphasCumprod[cfg.num_train_timesteps - 1] = 2 ** -24;
+  return alphasCumprod;
+}
+
+/** The last sigma of a solver schedule: σ_min of training (final_sigmas_type "sigma_min") or 0 ("zero" or unset). */
 export function finalSigma(finalSigmasType: string | undefined, alphasCumprod: Float32Array): number {
   return finalSigmasType === "sigma_min" ? sqrt32(f32(sub32(1, alphasCumprod[0]!) / alphasCumprod[0]!)) : 0;
 }
 
+/** np.interp(x, arange(len(fp)), fp) in float64 (fp holds float32 values). */
 export function interpIndex(x: number, fp: ArrayLike<number>): number {
   const last = fp.length - 1;
   if (Number.isNaN(x)) return NaN;

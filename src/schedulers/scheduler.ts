@@ -1,14 +1,14 @@
 // The Scheduler interface every sampler implements, the NoiseSource through which schedulers draw
 // noise (default: torch's CPU generator, so `randn_tensor(generator=torch.Generator("cpu"))` draws
-// reproduce diffusers), float32 scalar arithmetic (what torch does with 0-d float32 tensors), and
-// BaseScheduler: step-index bookkeeping and ownership of the tensors a multistep method remembers.
+// reproduce diffusers), small tensor helpers, and BaseScheduler: step-index bookkeeping and
+// ownership of the tensors a multistep method remembers. Imports only config.ts's types from this
+// folder (config.ts imports nothing here), so the two files form no cycle.
 //
 // Ownership: callers own every tensor a scheduler returns (prevSample, predOriginalSample,
 // denoised, scaleModelInput's result) and keep owning what they pass in; a scheduler that must
 // remember an input (a model output, a sample) takes its own reference, and frees what falls out
 // of its history. reset() forgets the history, dispose() frees it for good.
 
-import { fma32 } from "../core/float32.ts";
 import { Tensor, TorchGenerator, keep, randn, tensor } from "../tensor/index.ts";
 import type { SchedulerConfig } from "./config.ts";
 
@@ -120,8 +120,9 @@ export function drawNoise(opts: StepOptions, like: Tensor): Tensor {
 
 /**
  * Shared state of all schedulers: the index of the current step in `timesteps` (diffusers'
- * `_step_index`, found from the first timestep passed in, then counted), the begin index, and
- * the remembered tensors that reset()/dispose() release.
+ * `_step_index`, found from the first timestep passed in, then counted), the begin index, the
+ * step-count validation every setTimesteps starts with, and the remembered tensors that
+ * reset()/dispose() release.
  */
 export abstract class BaseScheduler {
   abstract readonly className: string;
@@ -139,6 +140,47 @@ export abstract class BaseScheduler {
     });
     if (hits.length === 0) return this.missingTimestepIndex(t);
     return hits.length > 1 ? hits[1]! : hits[0]!;
+  }
+
+  /**
+   * The step indices add_noise uses for `ts` (diffusers): a lookup of each timestep before a
+   * begin index is set; once it is, the current step (inpainting, mid-loop) or the begin index
+   * (img2img, before the first step) for every batch item.
+   */
+  noiseIndices(ts: number[]): number[] {
+    if (this.beginIndex === null) return ts.map((t) => this.indexForTimestep(t));
+    return ts.map(() => this.stepIndex ?? this.beginIndex!);
+  }
+
+  /**
+   * The numbers of inference steps setTimesteps accepts: at least 1 (PNDM: 2), and at most
+   * num_train_timesteps for the classes whose diffusers set_timesteps checks that (DDIM, LCM, and
+   * PNDM here); unbounded otherwise.
+   */
+  protected inferenceStepLimits(): { min: number; max: number } {
+    return { min: 1, max: Infinity };
+  }
+
+  /** Throw an error naming the value and the fix unless `n` is an integer within inferenceStepLimits(). */
+  protected checkInferenceSteps(n: number): void {
+    const { min, max } = this.inferenceStepLimits();
+    if (Number.isInteger(n) && n >= min && n <= max) return;
+    const shown = typeof n === "number" ? String(n) : JSON.stringify(n);
+    const range =
+      max === Infinity
+        ? min === 1
+          ? "a positive integer"
+          : `an integer >= ${min}`
+        : `an integer from ${min} to num_train_timesteps (${max})`;
+    const fix =
+      typeof n !== "number" || !Number.isFinite(n)
+        ? `pass a whole number of denoising steps, e.g. ${Math.min(50, max)}`
+        : !Number.isInteger(n)
+          ? `round it to a whole number, e.g. ${Math.min(Math.max(Math.round(n), min), max)}`
+          : n < min
+            ? `use at least ${min} step${min === 1 ? "" : "s"}`
+            : `use at most ${max} steps`;
+    throw new Error(`${this.className}: numInferenceSteps=${shown} must be ${range}; ${fix}`);
   }
 
   /** What a timestep outside the schedule maps to (diffusers: an error, or the last index for DPM/UniPC). */

@@ -7,29 +7,11 @@
 
 import { roundHalfEven, f32, sub32, mul32, div32, sq32, expm1_32 } from "../core/float32.ts";
 import { type Tensor, tidy } from "../tensor/index.ts";
-import { type SchedulerConfig, SchedulerConfigError, alphasCumprodFor, requireOneOf, resolveConfig } from "./config.ts";
-import { alphaSigma } from "./dpm-solver-multistep.ts";
-import {
-  BaseScheduler,
-  type Scheduler,
-  type StepOptions,
-  type StepOutput,
-  asFloat32,
-  castTo,
-  perBatch,
-  retain,
-  timestepList,
-} from "./scheduler.ts";
-import {
-  finalSigma,
-  interpIndex,
-  karrasSigmas,
-  logSigmas,
-  npLinspace,
-  sigmaToT,
-  solverTimesteps,
-  trainSigmas,
-} from "./schedule.ts";
+import { SchedulerConfigError, requireOneOf } from "./config.ts";
+import { MultistepScheduler } from "./multistep-scheduler.ts";
+import { alphaSigma } from "./multistep-output.ts";
+import { type Scheduler, type StepOptions, type StepOutput, asFloat32, castTo, retain } from "./scheduler.ts";
+import { finalSigma, interpIndex, karrasSigmas, logSigmas, sigmaToT, solverTimesteps, trainSigmas } from "./schedule.ts";
 
 /**
  * Solve A x = b in float32 as torch.linalg.solve does on the CPU for a row-major A: LAPACK's LU
@@ -80,24 +62,15 @@ function powInt32(x: number, k: number): number {
   return f32(x ** k);
 }
 
-export class UniPCMultistepScheduler extends BaseScheduler implements Scheduler {
-  readonly className = "UniPCMultistepScheduler";
-  readonly config: SchedulerConfig;
-  readonly alphasCumprod: Float32Array;
-  readonly initNoiseSigma = 1.0;
-  sigmas: number[];
-  /** Converted model outputs of the last solver_order steps, oldest first. */
-  private modelOutputs: (Tensor | null)[];
+export class UniPCMultistepScheduler extends MultistepScheduler implements Scheduler {
   /** The sample the last predictor started from (what the next corrector corrects from). */
   private lastSample: Tensor | null = null;
-  private lowerOrderNums = 0;
   private thisOrder = 1;
 
   constructor(config: Record<string, unknown> = {}, overrides: Record<string, unknown> = {}) {
-    super();
-    const cfg = (this.config = resolveConfig("UniPCMultistepScheduler", config, overrides));
+    super({ className: "UniPCMultistepScheduler", config, overrides, predictionTypes: ["epsilon", "v_prediction", "sample"] });
+    const cfg = this.config;
     if (["midpoint", "heun", "logrho"].includes(cfg.solver_type as string)) cfg.solver_type = "bh2";
-    requireOneOf(this.className, cfg, "prediction_type", ["epsilon", "v_prediction", "sample"]);
     requireOneOf(this.className, cfg, "solver_type", ["bh1", "bh2"]);
     requireOneOf(this.className, cfg, "final_sigmas_type", ["zero", "sigma_min"]);
     if (!Number.isInteger(cfg.solver_order) || cfg.solver_order! < 1)
@@ -107,18 +80,17 @@ export class UniPCMultistepScheduler extends BaseScheduler implements Scheduler 
     requireOneOf(this.className, cfg, "use_beta_sigmas", [false]);
     if (!Array.isArray(cfg.disable_corrector))
       throw new SchedulerConfigError(`${this.className}: disable_corrector=${JSON.stringify(cfg.disable_corrector)} must be a list of step indices`);
-    this.alphasCumprod = alphasCumprodFor(cfg);
-    if (cfg.rescale_betas_zero_snr) this.alphasCumprod[cfg.num_train_timesteps - 1] = 2 ** -24;
-    this.sigmas = Array.from(trainSigmas(this.alphasCumprod));
-    this.timesteps = npLinspace(0, cfg.num_train_timesteps - 1, cfg.num_train_timesteps).reverse().map(f32);
-    this.modelOutputs = Array<Tensor | null>(cfg.solver_order!).fill(null);
+  }
+
+  /** predict_x0 (diffusers' default): UniPC integrates the data prediction x_0, else ε. */
+  protected predictsData(): boolean {
+    return Boolean(this.config.predict_x0);
   }
 
   setTimesteps(numInferenceSteps: number): void {
     const cfg = this.config;
     const T = cfg.num_train_timesteps;
-    if (!Number.isInteger(numInferenceSteps) || numInferenceSteps < 1)
-      throw new Error(`UniPCMultistepScheduler: numInferenceSteps=${numInferenceSteps} must be a positive integer`);
+    this.checkInferenceSteps(numInferenceSteps);
     let timesteps = solverTimesteps(cfg.timestep_spacing, T, T, numInferenceSteps, cfg.steps_offset);
     const train = trainSigmas(this.alphasCumprod);
     let sigmas: number[];
@@ -132,40 +104,14 @@ export class UniPCMultistepScheduler extends BaseScheduler implements Scheduler 
       sigmas = timesteps.map((t) => interpIndex(t, train));
       sigmaLast = finalSigma(cfg.final_sigmas_type, this.alphasCumprod);
     }
-    this.sigmas = [...sigmas.map(f32), f32(sigmaLast)];
-    this.timesteps = timesteps.map((t) => Math.trunc(t));
-    this.numInferenceSteps = this.timesteps.length;
-    this.reset();
-  }
-
-  protected override missingTimestepIndex(): number {
-    return this.timesteps.length - 1;
+    this.setSchedule(timesteps, sigmas, sigmaLast);
   }
 
   protected override clearHistory(): void {
-    for (const m of this.modelOutputs) m?.dispose();
-    this.modelOutputs = Array<Tensor | null>(this.config.solver_order!).fill(null);
+    super.clearHistory();
     this.lastSample?.dispose();
     this.lastSample = null;
-    this.lowerOrderNums = 0;
     this.thisOrder = 1;
-  }
-
-  scaleModelInput(sample: Tensor): Tensor {
-    return sample.reshape(sample.shape);
-  }
-
-  private convertModelOutput(m: Tensor, x: Tensor, sigma: number): Tensor {
-    const { alpha, sigmaT } = alphaSigma(sigma);
-    const pt = this.config.prediction_type;
-    if (this.config.predict_x0) {
-      if (pt === "epsilon") return x.sub(m.mul(sigmaT)).div(alpha);
-      if (pt === "sample") return m.reshape(m.shape);
-      return x.mul(alpha).sub(m.mul(sigmaT));
-    }
-    if (pt === "epsilon") return m.reshape(m.shape);
-    if (pt === "sample") return x.sub(m.mul(alpha)).div(sigmaT);
-    return m.mul(alpha).add(x.mul(sigmaT));
   }
 
   step(modelOutput: Tensor, t: number, sample: Tensor, _opts: StepOptions = {}): StepOutput {
@@ -176,11 +122,10 @@ export class UniPCMultistepScheduler extends BaseScheduler implements Scheduler 
     const out = tidy(() => {
       let x = asFloat32(sample);
       const m = asFloat32(modelOutput);
-      const converted = this.convertModelOutput(m, x, this.sigmas[i]!);
+      const converted = this.convertOutput(m, x, i);
       // UniC: correct x_t with the model output just computed at it.
       if (useCorrector) x = this.uniC(i, converted, this.lastSample!, this.thisOrder);
-      this.modelOutputs[0]?.dispose();
-      this.modelOutputs = [...this.modelOutputs.slice(1), retain(converted)];
+      this.pushModelOutput(retain(converted));
       const order = cfg.lower_order_final ? Math.min(cfg.solver_order!, this.timesteps.length - i) : cfg.solver_order!;
       this.thisOrder = Math.min(order, this.lowerOrderNums + 1);
       this.lastSample?.dispose();
@@ -188,8 +133,7 @@ export class UniPCMultistepScheduler extends BaseScheduler implements Scheduler 
       // UniP: predict x_{t−1}.
       return { prevSample: castTo(this.uniP(i, x, this.thisOrder), modelOutput.dtype) };
     });
-    if (this.lowerOrderNums < cfg.solver_order!) this.lowerOrderNums++;
-    this.stepIndex = i + 1;
+    this.advance(i);
     return out;
   }
 
@@ -216,11 +160,11 @@ export class UniPCMultistepScheduler extends BaseScheduler implements Scheduler 
 
   /** λ of the step's endpoints and the ratios r_k = (λ_{s_k} − λ_{s_0})/h with D1_k = (m_k − m_0)/r_k. */
   private differences(sIdx: (k: number) => number, lambdaS0: number, h: number, order: number): { rks: number[]; D1s: Tensor[] } {
-    const m0 = this.modelOutputs[this.modelOutputs.length - 1]!;
+    const m0 = this.history(0);
     const rks: number[] = [];
     const D1s: Tensor[] = [];
     for (let k = 1; k < order; k++) {
-      const mk = this.modelOutputs[this.modelOutputs.length - 1 - k]!;
+      const mk = this.history(k);
       const rk = div32(sub32(alphaSigma(this.sigmas[sIdx(k)]!).lambda, lambdaS0), h);
       rks.push(rk);
       D1s.push(mk.sub(m0).div(rk));
@@ -246,7 +190,7 @@ export class UniPCMultistepScheduler extends BaseScheduler implements Scheduler 
     const h = sub32(t.lambda, s0.lambda);
     const { rks, D1s } = this.differences((k) => i - k, s0.lambda, h, order);
     const { R, b, hPhi1, Bh } = this.coefficients(h, rks, order);
-    const m0 = this.modelOutputs[this.modelOutputs.length - 1]!;
+    const m0 = this.history(0);
     let rhos: number[] = [];
     if (D1s.length > 0) rhos = order === 2 ? [0.5] : solveF32(R.slice(0, -1).map((row) => row.slice(0, -1)), b.slice(0, -1));
     const predX0 = this.config.predict_x0;
@@ -265,7 +209,7 @@ export class UniPCMultistepScheduler extends BaseScheduler implements Scheduler 
     const h = sub32(t.lambda, s0.lambda);
     const { rks, D1s } = this.differences((k) => i - (k + 1), s0.lambda, h, order);
     const { R, b, hPhi1, Bh } = this.coefficients(h, rks, order);
-    const m0 = this.modelOutputs[this.modelOutputs.length - 1]!;
+    const m0 = this.history(0);
     const rhos = order === 1 ? [0.5] : solveF32(R, b);
     const predX0 = this.config.predict_x0;
     const base = predX0
@@ -275,14 +219,5 @@ export class UniPCMultistepScheduler extends BaseScheduler implements Scheduler 
     const corr = UniPCMultistepScheduler.weighted(rhos.slice(0, -1), D1s);
     const total = corr ? corr.add(D1t) : D1t;
     return base.sub(total.mul(mul32(predX0 ? t.alpha : t.sigmaT, Bh)));
-  }
-
-  addNoise(original: Tensor, noise: Tensor, timesteps: number[] | Tensor): Tensor {
-    const ts = timestepList(timesteps);
-    const idx = this.beginIndex === null ? ts.map((t) => this.indexForTimestep(t)) : ts.map(() => this.stepIndex ?? this.beginIndex!);
-    const coeffs = idx.map((k) => alphaSigma(this.sigmas[k]!));
-    return tidy(() =>
-      original.mul(perBatch(coeffs.map((c) => c.alpha), original)).add(noise.mul(perBatch(coeffs.map((c) => c.sigmaT), original))),
-    );
   }
 }
