@@ -583,7 +583,7 @@ describe("initCuda, cudaAvailable, resolveDevice", () => {
         out.auto = [resolveDevice("auto", { notice: (m) => notices.push(m) }), resolveDevice("auto", { notice: (m) => notices.push(m) })];
         out.notices = notices;
         console.log(JSON.stringify(out));`;
-      const r = Bun.spawnSync(["bun", "-e", script], {
+      const r = Bun.spawnSync([process.execPath, "-e", script], {
         cwd: join(import.meta.dir, "../.."),
         env: bareEnv,
         stdout: "pipe",

@@ -50,7 +50,7 @@ test("every CPU golden driver passes on the derived folder and runs its cases", 
   const files = GOLDEN_DRIVERS.filter((d) => d.device === undefined && index.some(d.match)).map((d) => d.file);
   files.push("test/golden/coverage.test.ts");
   const started = performance.now();
-  const r = Bun.spawnSync(["bun", "test", ...files], {
+  const r = Bun.spawnSync([process.execPath, "test", ...files], {
     cwd: projectRoot,
     env: { ...process.env, BD_GOLDEN_DIR: tmp, BD_TEST_DEVICES: "cpu" }, // CPU only: the CUDA driver is not among them
     stdout: "pipe",
