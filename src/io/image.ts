@@ -1,50 +1,17 @@
 // Generated images: 8-bit RGB pixels with their generation parameters, converted from a
 // [3, H, W] float tensor in [0, 1] (diffusers' rounding), encoded as PNG through sharp with the
-// parameters embedded as a text chunk (A1111's "parameters" convention), and saved atomically.
+// parameters embedded as a text chunk (A1111's "parameters" convention, written by parameters.ts),
+// and saved atomically.
 
 import { roundHalfEven } from "../core/float32.ts";
 import { rename, unlink, writeFile } from "node:fs/promises";
 import path from "node:path";
 import sharp from "sharp";
 import type { Tensor } from "../tensor/tensor.ts";
+import { type GenerationParameters, formatParameters } from "./parameters.ts";
 import { addPngText } from "./png-text.ts";
 
-/** What produced an image; written into the PNG as A1111-style "parameters" text. */
-export interface GenerationParameters {
-  prompt: string;
-  negativePrompt?: string;
-  steps: number;
-  sampler: string;
-  cfgScale: number;
-  seed?: number;
-  width: number;
-  height: number;
-  model?: string;
-  /** further "Key: value" pairs appended to the last line */
-  extra?: Record<string, string | number>;
-}
-
-/** The A1111 "parameters" text: prompt, "Negative prompt: ...", then "Steps: 20, Sampler: ..." */
-export function formatParameters(p: GenerationParameters): string {
-  const fields: [string, string | number | undefined][] = [
-    ["Steps", p.steps],
-    ["Sampler", p.sampler],
-    ["CFG scale", p.cfgScale],
-    ["Seed", p.seed],
-    ["Size", `${p.width}x${p.height}`],
-    ["Model", p.model],
-    ...Object.entries(p.extra ?? {}),
-  ];
-  const lines = [p.prompt];
-  if (p.negativePrompt) lines.push(`Negative prompt: ${p.negativePrompt}`);
-  lines.push(
-    fields
-      .filter(([, v]) => v !== undefined && v !== "")
-      .map(([k, v]) => `${k}: ${v}`)
-      .join(", "),
-  );
-  return lines.join("\n");
-}
+export { type GenerationParameters, type ParsedParameters, formatParameters, parseParameters } from "./parameters.ts";
 
 export class GeneratedImage {
   constructor(
