@@ -4,6 +4,7 @@
 // and saved atomically.
 
 import { roundHalfEven } from "../core/float32.ts";
+import { hostAlloc } from "../core/host-memory.ts";
 import { rename, unlink, writeFile } from "node:fs/promises";
 import path from "node:path";
 import sharp from "sharp";
@@ -29,7 +30,7 @@ export class GeneratedImage {
     if (t.ndim !== 3 || t.shape[0] !== 3) throw new Error(`GeneratedImage.fromTensor expects [3, H, W], got ${t.describe()}`);
     const [, h, w] = t.shape as [number, number, number];
     const v = t.toFloat32Array(); // [3, H, W]
-    const rgb = new Uint8Array(h * w * 3);
+    const rgb = hostAlloc(h * w * 3, `the RGB bytes of a ${w}×${h} image`, () => new Uint8Array(h * w * 3));
     const plane = h * w;
     for (let c = 0; c < 3; c++)
       for (let i = 0; i < plane; i++) rgb[i * 3 + c] = roundHalfEven(Math.fround(Math.min(1, Math.max(0, v[c * plane + i]!)) * 255)); // float32 product, as numpy on a float32 array
