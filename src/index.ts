@@ -10,6 +10,10 @@ export {
   loadPipeline,
   AbortError,
   GenerateOptionsError,
+  NonFiniteError,
+  PipelineBusyError,
+  DEMO_MODEL_DIR,
+  type CheckFinite,
   type AnyPipeline,
   type GenerateOptions,
   type GenerateResult,
@@ -28,7 +32,7 @@ export { Module } from "./nn/module.ts";
 export { registerAttention, unregisterAttention, attentionKinds, type AttentionKind, type AttentionFn } from "./nn/attention-dispatch.ts";
 export { Attention, AttnProcessorDefault, type AttnProcessor } from "./nn/attention.ts";
 export { setAttnProcessor, attnProcessors, setAttentionKind, type AttnProcessorChoice } from "./nn/attention-processors.ts";
-export { GeneratedImage, formatParameters, type GenerationParameters } from "./io/image.ts";
+export { GeneratedImage, formatParameters, parseParameters, type GenerationParameters, type ParsedParameters } from "./io/image.ts";
 export { openSafetensors, writeSafetensors } from "./io/safetensors.ts";
 export { openCheckpoint } from "./io/safetensors-index.ts";
 export { saveTensors, entryToTensor } from "./io/tensor-io.ts";

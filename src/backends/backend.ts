@@ -72,9 +72,23 @@ export interface Conv2dParams {
   groups: number;
 }
 
+/** Memory a device can still give: what generate() checks a predicted need against. */
+export interface DeviceMemory {
+  /** Bytes that can be allocated now (including what the allocator caches for reuse). */
+  available: number;
+  /** The device's (or the process's) total memory. */
+  total: number;
+  /** The largest single allocation possible, or null when only `available` limits it. */
+  maxAllocation: number | null;
+  /** Where the numbers come from, for messages ("free memory (MemAvailable)", "cudaMemGetInfo …"). */
+  source: string;
+}
+
 export interface Backend {
   readonly device: Device;
   readonly memory: MemoryTracker;
+  /** What can still be allocated; absent on backends that hold no memory (meta). */
+  availableMemory?(): DeviceMemory;
 
   /** Allocate uninitialised storage. Throws OutOfMemoryError when it cannot. */
   allocate(byteLength: number): Storage;

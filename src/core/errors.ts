@@ -5,7 +5,11 @@ export class TensorError extends Error {
   override name = "TensorError";
 }
 
-/** Raised when a device allocator cannot satisfy a request. */
+/**
+ * Raised when a device allocator cannot satisfy a request, or (with `message`) when a run is refused
+ * up front because its predicted need exceeds the memory available (then `requestedBytes` is the
+ * need and `limitBytes` the memory available).
+ */
 export class OutOfMemoryError extends Error {
   override name = "OutOfMemoryError";
   constructor(
@@ -14,11 +18,13 @@ export class OutOfMemoryError extends Error {
     readonly liveBytes: number,
     readonly limitBytes: number | null,
     advice = "free tensors you no longer need (dispose / tidy), lower the batch size or resolution, or enable model offload, VAE tiling or token merging",
+    message?: string,
   ) {
     super(
-      `out of memory on ${device}: tried to allocate ${formatBytes(requestedBytes)} with ${formatBytes(liveBytes)} live` +
-        (limitBytes !== null ? ` of ${formatBytes(limitBytes)}` : "") +
-        `; ${advice}`,
+      message ??
+        `out of memory on ${device}: tried to allocate ${formatBytes(requestedBytes)} with ${formatBytes(liveBytes)} live` +
+          (limitBytes !== null ? ` of ${formatBytes(limitBytes)}` : "") +
+          `; ${advice}`,
     );
   }
 }

@@ -17,6 +17,8 @@ export class MemoryTracker {
   peak = 0;
   reserved = 0;
   allocations = 0;
+  /** The largest single allocation since the last resetPeak (not part of the snapshot). */
+  largest = 0;
 
   constructor(readonly device: Device) {}
 
@@ -25,6 +27,7 @@ export class MemoryTracker {
     this.allocations++;
     this.reserved += reservedDelta;
     if (this.live > this.peak) this.peak = this.live;
+    if (bytes > this.largest) this.largest = bytes;
   }
 
   onFree(bytes: number, reservedDelta = bytes): void {
@@ -39,5 +42,6 @@ export class MemoryTracker {
 
   resetPeak(): void {
     this.peak = this.live;
+    this.largest = 0;
   }
 }

@@ -1,50 +1,18 @@
 // Generated images: 8-bit RGB pixels with their generation parameters, converted from a
 // [3, H, W] float tensor in [0, 1] (diffusers' rounding), encoded as PNG through sharp with the
-// parameters embedded as a text chunk (A1111's "parameters" convention), and saved atomically.
+// parameters embedded as a text chunk (A1111's "parameters" convention, written by parameters.ts),
+// and saved atomically.
 
 import { roundHalfEven } from "../core/float32.ts";
+import { hostAlloc } from "../core/host-memory.ts";
 import { rename, unlink, writeFile } from "node:fs/promises";
 import path from "node:path";
 import sharp from "sharp";
 import type { Tensor } from "../tensor/tensor.ts";
+import { type GenerationParameters, formatParameters } from "./parameters.ts";
 import { addPngText } from "./png-text.ts";
 
-/** What produced an image; written into the PNG as A1111-style "parameters" text. */
-export interface GenerationParameters {
-  prompt: string;
-  negativePrompt?: string;
-  steps: number;
-  sampler: string;
-  cfgScale: number;
-  seed?: number;
-  width: number;
-  height: number;
-  model?: string;
-  /** further "Key: value" pairs appended to the last line */
-  extra?: Record<string, string | number>;
-}
-
-/** The A1111 "parameters" text: prompt, "Negative prompt: ...", then "Steps: 20, Sampler: ..." */
-export function formatParameters(p: GenerationParameters): string {
-  const fields: [string, string | number | undefined][] = [
-    ["Steps", p.steps],
-    ["Sampler", p.sampler],
-    ["CFG scale", p.cfgScale],
-    ["Seed", p.seed],
-    ["Size", `${p.width}x${p.height}`],
-    ["Model", p.model],
-    ...Object.entries(p.extra ?? {}),
-  ];
-  const lines = [p.prompt];
-  if (p.negativePrompt) lines.push(`Negative prompt: ${p.negativePrompt}`);
-  lines.push(
-    fields
-      .filter(([, v]) => v !== undefined && v !== "")
-      .map(([k, v]) => `${k}: ${v}`)
-      .join(", "),
-  );
-  return lines.join("\n");
-}
+export { type GenerationParameters, type ParsedParameters, formatParameters, parseParameters } from "./parameters.ts";
 
 export class GeneratedImage {
   constructor(
@@ -62,7 +30,7 @@ export class GeneratedImage {
     if (t.ndim !== 3 || t.shape[0] !== 3) throw new Error(`GeneratedImage.fromTensor expects [3, H, W], got ${t.describe()}`);
     const [, h, w] = t.shape as [number, number, number];
     const v = t.toFloat32Array(); // [3, H, W]
-    const rgb = new Uint8Array(h * w * 3);
+    const rgb = hostAlloc(h * w * 3, `the RGB bytes of a ${w}×${h} image`, () => new Uint8Array(h * w * 3));
     const plane = h * w;
     for (let c = 0; c < 3; c++)
       for (let i = 0; i < plane; i++) rgb[i * 3 + c] = roundHalfEven(Math.fround(Math.min(1, Math.max(0, v[c * plane + i]!)) * 255)); // float32 product, as numpy on a float32 array

@@ -1,8 +1,8 @@
 // State-dict loading: copy a checkpoint's tensors into a module's parameters by key, converting
 // stored F32/F16/BF16 to each parameter's dtype straight from the (memory-mapped) source bytes, one
 // tensor at a time, so at most one converted tensor exists beyond the final weights. In strict mode
-// (default) every key is checked first and one LoadStateDictError lists all problems; nothing is
-// loaded then. Parameters on "meta" are only checked (or re-created on meta in another dtype);
+// (default) every key is checked first and one LoadStateDictError reports all problems (its message
+// lists the first 20 and the counts; `.report` has every one); nothing is loaded then. Parameters on "meta" are only checked (or re-created on meta in another dtype);
 // with a target device / dtype each parameter not already there is replaced by a new tensor.
 
 import { type DType, type Device, type Tensor, borrowRaw, copyInto, empty } from "../tensor/index.ts";
@@ -34,21 +34,39 @@ export interface LoadReport {
 }
 
 /** Thrown by a strict load; lists every missing, unexpected and mis-shaped key. */
+/** How many problems a LoadStateDictError message lists (the full lists stay on `.report`). */
+export const LOAD_ERROR_LIST_LIMIT = 20;
+
 export class LoadStateDictError extends Error {
   override name = "LoadStateDictError";
   constructor(
     readonly where: string,
+    /** Every missing, unexpected and mis-shaped key. */
     readonly report: LoadReport,
   ) {
-    const lines = [`${where}: the checkpoint does not match the module`];
     const { missing, unexpected, mismatched } = report;
-    if (missing.length) lines.push(`  missing keys (${missing.length}): ${missing.join(", ")}`);
-    if (unexpected.length) lines.push(`  unexpected keys (${unexpected.length}): ${unexpected.join(", ")}`);
+    const total = missing.length + unexpected.length + mismatched.length;
+    let budget = LOAD_ERROR_LIST_LIMIT;
+    const take = <T>(items: readonly T[], show: (t: T) => string, sep: string): string => {
+      const shown = items.slice(0, Math.max(0, budget));
+      budget -= shown.length;
+      const rest = items.length - shown.length;
+      return shown.map(show).join(sep) + (rest > 0 ? `${shown.length ? sep : ""}… ${rest} more` : "");
+    };
+    const lines = [
+      `${where}: the checkpoint does not match the module (${total} problem${total === 1 ? "" : "s"}` +
+        (total > LOAD_ERROR_LIST_LIMIT ? `; the first ${LOAD_ERROR_LIST_LIMIT} are listed, every one is on error.report` : "") +
+        ")",
+    ];
+    if (missing.length) lines.push(`  missing keys (${missing.length}): ${take(missing, (k) => k, ", ")}`);
+    if (unexpected.length) lines.push(`  unexpected keys (${unexpected.length}): ${take(unexpected, (k) => k, ", ")}`);
     if (mismatched.length)
       lines.push(
         `  mis-shaped keys (${mismatched.length}): ` +
-          mismatched.map((m) => `${m.key} expected [${m.expected.join(", ")}] got [${m.got.join(", ")}]`).join("; "),
+          take(mismatched, (m) => `${m.key} expected [${m.expected.join(", ")}] got [${m.got.join(", ")}]`, "; "),
       );
+    if (total > LOAD_ERROR_LIST_LIMIT)
+      lines.push("  this many problems usually means the config (config.json) is not the one of this checkpoint: check that the folder's files belong together");
     super(lines.join("\n"));
   }
 }

@@ -8,8 +8,9 @@
 import type { UNet2DConditionModel } from "../models/unet/index.ts";
 import type { Scheduler, StepOptions } from "../schedulers/index.ts";
 import { type Tensor, arange, cat, exp, tensor, tidy } from "../tensor/index.ts";
-import { throwIfAborted } from "./errors.ts";
-import type { OnStep } from "./options.ts";
+import { NonFiniteError, throwIfAborted } from "./errors.ts";
+import { allFinite } from "./finite.ts";
+import type { CheckFinite, OnStep } from "./options.ts";
 
 /** Conditioning of the UNet call, already batched as the UNet receives it ([2B·n] rows under CFG). */
 export interface UNetConditioning {
@@ -35,6 +36,10 @@ export interface DenoiseOptions {
   signal?: AbortSignal;
   /** performance.now() when generate() started (for StepInfo.elapsedMs). */
   startedAt: number;
+  /** When to check the latents for NaN/Inf (default "end"). */
+  checkFinite?: CheckFinite;
+  /** The likely causes named when the check fails (called only then). */
+  explainNonFinite?: () => string[];
 }
 
 /**
@@ -96,6 +101,9 @@ export async function denoise(latents: Tensor, o: DenoiseOptions): Promise<Tenso
       });
       x.dispose();
       x = next;
+      const check = o.checkFinite ?? "end";
+      if ((check === "step" || (check === "end" && i + 1 === total)) && !allFinite(x))
+        throw new NonFiniteError("latents", i + 1, total, o.explainNonFinite?.() ?? []);
       if (o.onStep) await o.onStep(i + 1, total, { timestep: t, latents: x, elapsedMs: performance.now() - o.startedAt });
       if (i + 1 < total) {
         await new Promise<void>((resolve) => setImmediate(resolve)); // let timers and signals fire

@@ -1,6 +1,8 @@
 // Errors of the pipeline layer: GenerateOptionsError for options rejected before any work (the
-// message names the option, the value and what is allowed) and AbortError for a generation stopped
-// through its AbortSignal (everything it allocated has been freed when it is thrown).
+// message names the option, the value and what is allowed), AbortError for a generation stopped
+// through its AbortSignal, NonFiniteError for a run whose latents or image became NaN/Inf, and
+// PipelineBusyError for dispose() while generate() calls are running. Everything a failed
+// generate() allocated has been freed when its error is thrown.
 
 /** A generate() option is invalid; thrown before anything is allocated or computed. */
 export class GenerateOptionsError extends Error {
@@ -32,4 +34,38 @@ export class AbortError extends Error {
 /** Throw an AbortError when `signal` has fired. */
 export function throwIfAborted(signal: AbortSignal | undefined, step: number, total: number): void {
   if (signal?.aborted) throw new AbortError(step, total, signal.reason);
+}
+
+/**
+ * The latents (or the decoded image) of a run contain NaN or Inf; no image is returned. `step` is the
+ * step after which the check found them (`total` + 1 for the decoded image; with checkFinite "end" a
+ * bad latent is only found after the last step).
+ */
+export class NonFiniteError extends Error {
+  override name = "NonFiniteError";
+  constructor(
+    readonly where: "latents" | "image",
+    readonly step: number,
+    readonly total: number,
+    /** What to look at, most likely first. */
+    readonly causes: string[],
+  ) {
+    super(
+      (where === "image"
+        ? `the decoded image contains NaN or Inf (the latents were finite after step ${total} of ${total})`
+        : `the latents contain NaN or Inf after step ${step} of ${total}`) +
+        `; no image was produced. Likely causes: ${causes.join("; ")}`,
+    );
+  }
+}
+
+/** dispose() was called while generate() calls were running on the pipeline. */
+export class PipelineBusyError extends Error {
+  override name = "PipelineBusyError";
+  constructor(readonly running: number) {
+    super(
+      `dispose(): ${running} generate() call${running === 1 ? " is" : "s are"} still running on this pipeline; nothing was disposed. ` +
+        "Await the call (to stop it early, abort it through its signal and await the rejection), then dispose()",
+    );
+  }
 }

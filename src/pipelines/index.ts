@@ -3,7 +3,7 @@
 // and the errors they throw.
 
 import { ModelFolderError } from "../io/model-folder.ts";
-import { type ModelIndex, type PipelineLoadOptions, pipelineKind, readModelIndex } from "./loading.ts";
+import { type ModelIndex, type PipelineLoadOptions, checkLoadOptions, pipelineKind, readModelIndex } from "./loading.ts";
 import { StableDiffusionPipeline } from "./stable-diffusion.ts";
 import { StableDiffusionXLPipeline } from "./stable-diffusion-xl.ts";
 
@@ -16,11 +16,15 @@ export { type PipelineLoadOptions, type PipelineKind, type ModelIndex, pipelineK
 export { type ActiveFeature, formatFeatures } from "./features.ts";
 export { type SchedulerOption, samplerName } from "./scheduler-choice.ts";
 export { rescaleNoiseCfg } from "./denoise.ts";
+export { NonFiniteError, PipelineBusyError } from "./errors.ts";
+export { DEMO_MODEL_DIR } from "./demo-model.ts";
+export { type CheckFinite } from "./options.ts";
 
 export type AnyPipeline = StableDiffusionPipeline | StableDiffusionXLPipeline;
 
 /** Load a pipeline folder as the class its model_index.json names (SD 1.x/2.x or SDXL). */
 export async function loadPipeline(modelDir: string | ModelIndex, opts: PipelineLoadOptions = {}): Promise<AnyPipeline> {
+  checkLoadOptions(opts, "loadPipeline()");
   const index = readModelIndex(modelDir); // model_index.json is read once: the loaders take the parsed index
   const kind = pipelineKind(index.className);
   if (kind === "sd") return StableDiffusionPipeline.fromPretrained(index, opts);

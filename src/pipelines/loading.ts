@@ -13,6 +13,7 @@ import { parsePythonJson } from "../io/python-json.ts";
 import type { DType, DeviceSpec } from "../tensor/index.ts";
 import { SCHEDULER_CLASSES, SCHEDULER_NAMES } from "../schedulers/index.ts";
 import { type AttentionKind, getAttention } from "../nn/attention-dispatch.ts";
+import { unknownKey, unknownKeyMessage } from "./option-keys.ts";
 
 /** A component entry of model_index.json: [library, class], or null for [null, null] / absent. */
 export type ComponentSpec = { library: string; className: string } | null;
@@ -180,6 +181,23 @@ export interface PipelineLoadOptions {
   onNotice?: (message: string) => void;
   /** Attention implementation of every model (default "fused"); see DiffusionPipeline.setAttentionKind. */
   attention?: AttentionKind;
+}
+
+/** Every key of PipelineLoadOptions (the compiler keeps this list complete and exact). */
+const LOAD_KEYS = { device: true, dtype: true, variant: true, scheduler: true, onNotice: true, attention: true } satisfies Record<
+  keyof PipelineLoadOptions,
+  true
+>;
+export const LOAD_OPTION_KEYS: readonly string[] = Object.keys(LOAD_KEYS);
+
+/**
+ * Reject load options that are not an object or have a key we do not know (JavaScript callers have
+ * no type check), before anything is read: `what` names the function in the message.
+ */
+export function checkLoadOptions(opts: unknown, what: string): void {
+  if (typeof opts !== "object" || opts === null || Array.isArray(opts)) throw new Error(`${what}: the options must be an object, got ${opts === null ? "null" : typeof opts}`);
+  const u = unknownKey(opts, LOAD_OPTION_KEYS);
+  if (u) throw new Error(`"${u.key}" ${unknownKeyMessage(u, what, LOAD_OPTION_KEYS)}`);
 }
 
 export const TEXT_ENCODER_CLASSES = ["CLIPTextModel"];

@@ -1,11 +1,13 @@
 // generate() options shared by the SD and SDXL pipelines, and their validation: every check runs
 // before anything is allocated, and a bad option throws a GenerateOptionsError naming the option,
 // the value and what is allowed. validateCommon() turns the options into a resolved run (prompt
-// lists, batch sizes, image and latent sizes, guidance, generators).
+// lists, batch sizes, image and latent sizes, guidance, generators). An unknown option key is an
+// error with a "did you mean" suggestion (option-keys.ts): JavaScript callers have no type check.
 
 import type { GeneratedImage } from "../io/image.ts";
 import { Tensor, TorchGenerator } from "../tensor/index.ts";
 import { GenerateOptionsError } from "./errors.ts";
+import { unknownKey, unknownKeyMessage } from "./option-keys.ts";
 import { type SchedulerOption, schedulerOptionProblem } from "./scheduler-choice.ts";
 
 export type OutputType = "image" | "latent" | "tensor";
@@ -65,7 +67,43 @@ export interface GenerateOptions {
   signal?: AbortSignal;
   /** Prompts over 75 tokens: "truncate" (default, warns once) or "chunked" (75-token chunks, embeddings concatenated). */
   longPrompt?: "truncate" | "chunked";
+  /**
+   * When to check the latents for NaN/Inf: "end" (default: one reduction after the last step), "step"
+   * (after every step: names the first bad step; on CUDA each check waits for the device), or false
+   * (no checks). Non-finite values throw a NonFiniteError instead of returning a black image; the
+   * decoded image is checked too unless this is false.
+   */
+  checkFinite?: CheckFinite;
 }
+
+export type CheckFinite = "end" | "step" | false;
+export const CHECK_FINITE: readonly CheckFinite[] = ["end", "step", false];
+
+/** Every key of GenerateOptions (the compiler keeps this list complete and exact). */
+const GENERATE_KEYS = {
+  prompt: true,
+  negativePrompt: true,
+  steps: true,
+  guidanceScale: true,
+  guidanceRescale: true,
+  width: true,
+  height: true,
+  numImagesPerPrompt: true,
+  seed: true,
+  generator: true,
+  latents: true,
+  promptEmbeds: true,
+  negativePromptEmbeds: true,
+  clipSkip: true,
+  scheduler: true,
+  eta: true,
+  outputType: true,
+  onStep: true,
+  signal: true,
+  longPrompt: true,
+  checkFinite: true,
+} satisfies Record<keyof GenerateOptions, true>;
+export const GENERATE_OPTION_KEYS: readonly string[] = Object.keys(GENERATE_KEYS);
 
 export interface GenerateResult {
   /** One per generated image (empty for outputType "latent"). */
@@ -122,6 +160,7 @@ export interface ResolvedRun {
   eta: number;
   outputType: OutputType;
   chunked: boolean;
+  checkFinite: CheckFinite;
 }
 
 function fail(option: string, message: string): never {
@@ -194,8 +233,17 @@ export function randomSeed(): number {
  * Check every option shared by the pipelines and resolve them against the model. Throws a
  * GenerateOptionsError before any tensor is allocated.
  */
-export function validateCommon(o: GenerateOptions, facts: ModelFacts): ResolvedRun {
+export function validateCommon(
+  o: GenerateOptions,
+  facts: ModelFacts,
+  knownKeys: readonly string[] = GENERATE_OPTION_KEYS,
+  /** Keys of other pipelines' generate(), with what to say about them. */
+  foreignKeys: Readonly<Record<string, string>> = {},
+): ResolvedRun {
   if (typeof o !== "object" || o === null) fail("options", "generate() takes an options object");
+  const unknown = unknownKey(o, knownKeys);
+  if (unknown)
+    fail(unknown.key, Object.hasOwn(foreignKeys, unknown.key) ? foreignKeys[unknown.key]! : unknownKeyMessage(unknown, "generate()", knownKeys));
   if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) fail("signal", "must be an AbortSignal");
   if (o.onStep !== undefined && typeof o.onStep !== "function") fail("onStep", `must be a function, got ${typeof o.onStep}`);
 
@@ -278,6 +326,8 @@ export function validateCommon(o: GenerateOptions, facts: ModelFacts): ResolvedR
   if (problem) fail("scheduler", problem);
   const outputType = o.outputType ?? "image";
   if (!OUTPUT_TYPES.includes(outputType)) fail("outputType", `must be one of ${OUTPUT_TYPES.map(show).join(", ")}, got ${show(outputType)}`);
+  const checkFinite = o.checkFinite ?? "end";
+  if (!CHECK_FINITE.includes(checkFinite)) fail("checkFinite", `must be "end", "step" or false, got ${show(checkFinite)}`);
 
   return {
     prompts,
@@ -297,5 +347,6 @@ export function validateCommon(o: GenerateOptions, facts: ModelFacts): ResolvedR
     eta,
     outputType,
     chunked: o.longPrompt === "chunked",
+    checkFinite,
   };
 }

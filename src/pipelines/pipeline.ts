@@ -5,6 +5,13 @@
 // Everything generate() allocates is freed before it returns or throws, except the tensors it
 // returns; dispose() removes every feature and frees the weights.
 //
+// Robustness (docs/architecture.md, decision 11): before anything is allocated, the run's peak
+// memory is predicted on "meta" (memory-plan.ts) and a run that cannot fit throws an
+// OutOfMemoryError; the latents (and the decoded image) are checked for NaN/Inf (finite.ts) and a
+// NonFiniteError replaces the black image; a Scheduler instance serves one generate() call at a
+// time (a second concurrent call with it is refused); dispose() while a call runs throws a
+// PipelineBusyError and changes nothing.
+//
 // Optional features go through the pipeline's feature registry (features.ts): `features()` lists
 // them, image parameters carry them. The attention kind is the pipeline's (setAttentionKind or the
 // `attention` load option): it sets the default attention processor of the UNet and VAE and the
@@ -22,11 +29,13 @@ import type { Scheduler } from "../schedulers/index.ts";
 import type { DType, Device, Tensor } from "../tensor/index.ts";
 import { decodeLatents, toGeneratedImages } from "./decode.ts";
 import { type UNetConditioning, denoise, guidanceScaleEmbedding } from "./denoise.ts";
-import { throwIfAborted } from "./errors.ts";
+import { NonFiniteError, PipelineBusyError, throwIfAborted } from "./errors.ts";
+import { allFinite, nonFiniteCauses } from "./finite.ts";
+import { MemoryPlanner, type RunShape } from "./memory-plan.ts";
 import { type ActiveFeature, PipelineFeatures, formatFeatures } from "./features.ts";
 import { prepareLatents, stepNoise } from "./latents.ts";
-import { type GenerateOptions, type GenerateResult, type ModelFacts, type ResolvedRun, validateCommon } from "./options.ts";
-import { pickScheduler, samplerName } from "./scheduler-choice.ts";
+import { GENERATE_OPTION_KEYS, type GenerateOptions, type GenerateResult, type ModelFacts, type ResolvedRun, validateCommon } from "./options.ts";
+import { acquireScheduler, pickScheduler, samplerName } from "./scheduler-choice.ts";
 
 export interface PipelineParts {
   modelDir: string;
@@ -54,7 +63,23 @@ export abstract class DiffusionPipeline<O extends GenerateOptions, X> {
   /** The scheduler name generate() uses by default (undefined: the model's own class). */
   defaultScheduler: string | undefined;
   #disposed = false;
+  /** generate() calls running now (dispose() refuses while any do). */
+  #running = 0;
   readonly #features = new PipelineFeatures();
+  readonly #planner = new MemoryPlanner(() => ({
+    unet: this.unet,
+    vae: this.vae,
+    device: this.device,
+    dtype: this.dtype,
+    attention: {
+      key: JSON.stringify(this.features().find((f) => f.name === "attention")?.options ?? {}),
+      apply: (m: Module) => {
+        const f = this.features().find((x) => x.name === "attention");
+        const { kind = "fused", ...options } = (f?.options ?? {}) as { kind?: AttentionKind } & Partial<AttentionOptions>;
+        applyAttentionKind(m, kind, options);
+      },
+    },
+  }));
 
   protected constructor(p: PipelineParts) {
     this.modelDir = p.modelDir;
@@ -127,15 +152,23 @@ export abstract class DiffusionPipeline<O extends GenerateOptions, X> {
     return pickScheduler(name, { ...this.schedulerConfig }, this.defaultScheduler).scheduler;
   }
 
+  /** The option keys generate() accepts (anything else is an error with a suggestion). */
+  protected optionKeys(): readonly string[] {
+    return GENERATE_OPTION_KEYS;
+  }
+  /** Keys of other pipelines' generate() with what to say about them (e.g. SDXL's on an SD pipeline). */
+  protected foreignOptionKeys(): Readonly<Record<string, string>> {
+    return {};
+  }
   /** Facts about the loaded model that validation checks options against. */
   protected abstract modelFacts(): ModelFacts;
   /** Pipeline-specific option checks (after the shared ones); returns what encode() needs. */
   protected abstract validateExtra(options: O, run: ResolvedRun): X;
   /** The UNet conditioning as the batched call receives it (rows [negative…, positive…] under CFG). */
   protected abstract encode(options: O, run: ResolvedRun, extra: X): UNetConditioning;
-  /** Decode final latents to images [B, 3, H, W] in [0, 1]. */
-  protected decode(latents: Tensor): Tensor {
-    return decodeLatents(this.vae, latents);
+  /** Decode final latents to images [B, 3, H, W] in [0, 1]; `onNonFinite` (throws) when the VAE output holds NaN/Inf. */
+  protected decode(latents: Tensor, onNonFinite?: () => never): Tensor {
+    return decodeLatents(this.vae, latents, onNonFinite);
   }
   /** Extra "Key: value" pairs for image parameters. */
   protected extraParameters(_options: O, _run: ResolvedRun, _extra: X, _i: number): Record<string, string | number> {
@@ -154,15 +187,55 @@ export abstract class DiffusionPipeline<O extends GenerateOptions, X> {
     };
   }
 
+  /**
+   * The run's predicted peak memory on the pipeline's device (bytes, with the allowances of
+   * memory-plan.ts) for these options; throws a GenerateOptionsError for bad options. Allocates nothing
+   * but shapes on "meta".
+   */
+  predictMemory(options: O): { device: number; host: number; phase: "denoising" | "decoding" } {
+    const run = validateCommon(options, this.modelFacts(), this.optionKeys(), this.foreignOptionKeys());
+    this.validateExtra(options, run);
+    const { device, host, phase } = this.#planner.need(this.#runShape(options, run));
+    return { device, host, phase };
+  }
+
+  #runShape(o: O, run: ResolvedRun): RunShape {
+    const [total, C, h, w] = run.latentShape;
+    return {
+      total,
+      rows: run.cfg ? 2 * total : total,
+      latentChannels: C,
+      h,
+      w,
+      seqLen: o.promptEmbeds?.shape[1] ?? 77, // chunked long prompts add 75-token chunks: small next to the UNet's activations
+      crossDim: this.baseFacts().crossAttentionDim,
+      cfg: run.cfg,
+      decode: run.outputType !== "latent",
+      keepTensor: run.outputType === "tensor",
+    };
+  }
+
   /** Text-to-image. Bad options throw a GenerateOptionsError before any work; see GenerateOptions. */
   async generate(options: O): Promise<GenerateResult> {
     this.#assertUsable();
     const startedAt = performance.now();
-    const run = validateCommon(options, this.modelFacts());
+    const run = validateCommon(options, this.modelFacts(), this.optionKeys(), this.foreignOptionKeys());
     const extra = this.validateExtra(options, run);
     throwIfAborted(options.signal, 0, run.steps);
-    const { scheduler, owned } = pickScheduler(options.scheduler, { ...this.schedulerConfig }, this.defaultScheduler);
+    // refuse what cannot fit before anything is allocated
+    this.#planner.check(this.#runShape(options, run), this.vaeScaleFactor, `generate() at ${run.width}×${run.height} (${run.total} image${run.total === 1 ? "" : "s"}, ${this.dtype})`);
+    const { scheduler, owned, release } = acquireScheduler(options.scheduler, { ...this.schedulerConfig }, this.defaultScheduler);
+    this.#running++;
     let cond: UNetConditioning | null = null;
+    const causes = (where: "latents" | "image") => () =>
+      nonFiniteCauses({
+        dtype: this.dtype,
+        vaeDtype: this.vae.dtype,
+        guidanceScale: run.guidanceScale,
+        conditioningBad: cond ? !allFinite(cond.encoderHiddenStates) : null,
+        givenLatentsBad: options.latents ? !allFinite(options.latents) : null,
+        where,
+      });
     try {
       scheduler.setTimesteps(run.steps); // host-side only: a schedule the scheduler rejects fails before any tensor work
       cond = this.encode(options, run, extra);
@@ -184,11 +257,16 @@ export abstract class DiffusionPipeline<O extends GenerateOptions, X> {
         onStep: options.onStep,
         signal: options.signal,
         startedAt,
+        checkFinite: run.checkFinite,
+        explainNonFinite: causes("latents"),
       });
       if (run.outputType === "latent") return { images: [], latents: final };
       let pixels: Tensor;
       try {
-        pixels = this.decode(final); // [B·n, 3, H, W]
+        const onNonFinite = (): never => {
+          throw new NonFiniteError("image", run.steps + 1, run.steps, causes("image")());
+        };
+        pixels = this.decode(final, run.checkFinite === false ? undefined : onNonFinite); // [B·n, 3, H, W]
       } finally {
         final.dispose();
       }
@@ -203,9 +281,9 @@ export abstract class DiffusionPipeline<O extends GenerateOptions, X> {
         throw e;
       }
     } finally {
+      this.#running--;
       if (cond) for (const t of Object.values(cond)) (t as Tensor | undefined)?.dispose();
-      if (owned) scheduler.dispose();
-      else scheduler.reset();
+      release();
     }
   }
 
@@ -240,13 +318,18 @@ export abstract class DiffusionPipeline<O extends GenerateOptions, X> {
   /** The models whose weights this pipeline owns. */
   protected abstract modules(): Module[];
 
-  /** Remove every feature and free every weight; the pipeline cannot be used afterwards. */
+  /**
+   * Remove every feature and free every weight; the pipeline cannot be used afterwards. While
+   * generate() calls are running it throws a PipelineBusyError and changes nothing (await them first).
+   */
   dispose(): void {
     if (this.#disposed) return;
+    if (this.#running > 0) throw new PipelineBusyError(this.#running);
     this.#disposed = true;
     try {
       this.#features.clear();
     } finally {
+      this.#planner.dispose();
       for (const m of this.modules()) m.dispose();
     }
   }

@@ -2,8 +2,18 @@
 // name and built from the model's config as diffusers users swap schedulers
 // (`Cls.from_config(pipe.scheduler.config)`), or a Scheduler instance the caller owns. Also the
 // A1111-style sampler name written into image parameters.
+//
+// A scheduler holds one run's state (timesteps, step index, multistep history), so a Scheduler
+// instance serves one generate() call at a time, across all pipelines: a second call that passes an
+// instance in use is refused with a GenerateOptionsError before anything is allocated. (Cloning
+// would not work for user classes, which are duck-typed.) After the call the instance is reset() and
+// can be passed again.
 
 import { type Scheduler, SCHEDULER_NAMES, schedulerByName, schedulerFromConfig } from "../schedulers/index.ts";
+import { GenerateOptionsError } from "./errors.ts";
+
+/** Scheduler instances a generate() call is using now. */
+const inUse = new WeakSet<object>();
 
 /** A scheduler short name ("ddim", "euler", ...) or a Scheduler instance. */
 export type SchedulerOption = string | Scheduler;
@@ -39,6 +49,34 @@ export function pickScheduler(
   const name = option ?? defaultName;
   if (name !== undefined) return { scheduler: schedulerByName(name, modelConfig), owned: true };
   return { scheduler: schedulerFromConfig(modelConfig), owned: true };
+}
+
+/**
+ * pickScheduler for one generate() call: a caller's instance is marked in use until `release()`
+ * (which resets it); an owned one is disposed by `release()`. Throws when the instance is in use.
+ */
+export function acquireScheduler(
+  option: SchedulerOption | undefined,
+  modelConfig: Record<string, unknown>,
+  defaultName?: string,
+): { scheduler: Scheduler; owned: boolean; release: () => void } {
+  const { scheduler, owned } = pickScheduler(option, modelConfig, defaultName);
+  if (owned) return { scheduler, owned, release: () => scheduler.dispose() };
+  if (inUse.has(scheduler))
+    throw new GenerateOptionsError(
+      "scheduler",
+      `this ${scheduler.className} instance is in use by another generate() call that has not finished; a scheduler holds one run's ` +
+        "state (timesteps, step index, history), so concurrent calls need their own: pass a scheduler name, or pipe.createScheduler(name) per call",
+    );
+  inUse.add(scheduler);
+  return {
+    scheduler,
+    owned,
+    release: () => {
+      inUse.delete(scheduler);
+      scheduler.reset();
+    },
+  };
 }
 
 const SAMPLER_NAMES: Record<string, string> = {

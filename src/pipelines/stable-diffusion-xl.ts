@@ -16,6 +16,7 @@ import { GenerateOptionsError } from "./errors.ts";
 import {
   type ModelIndex,
   type PipelineLoadOptions,
+  checkLoadOptions,
   SDXL_PIPELINE_CLASSES,
   TEXT_ENCODER_CLASSES,
   TOKENIZER_CLASSES,
@@ -26,7 +27,16 @@ import {
   prepareLoad,
   readModelIndex,
 } from "./loading.ts";
-import { type GenerateOptions, type ModelFacts, type ResolvedRun, matchBatch, sizePair, tensorOption, textList } from "./options.ts";
+import {
+  GENERATE_OPTION_KEYS,
+  type GenerateOptions,
+  type ModelFacts,
+  type ResolvedRun,
+  matchBatch,
+  sizePair,
+  tensorOption,
+  textList,
+} from "./options.ts";
 import { DiffusionPipeline, type PipelineParts } from "./pipeline.ts";
 import { type TextEncoder, chunksNeeded, encodeRows, repeatPerImage, tokenRows } from "./prompt-encoding.ts";
 
@@ -46,6 +56,23 @@ export interface StableDiffusionXLGenerateOptions extends GenerateOptions {
   negativeCropsCoordsTopLeft?: [number, number];
   negativeTargetSize?: [number, number];
 }
+
+/** The keys SDXL adds to GenerateOptions (the compiler keeps this list complete and exact). */
+const SDXL_KEYS = {
+  prompt2: true,
+  negativePrompt2: true,
+  pooledPromptEmbeds: true,
+  negativePooledPromptEmbeds: true,
+  originalSize: true,
+  cropsCoordsTopLeft: true,
+  targetSize: true,
+  negativeOriginalSize: true,
+  negativeCropsCoordsTopLeft: true,
+  negativeTargetSize: true,
+} satisfies Record<Exclude<keyof StableDiffusionXLGenerateOptions, keyof GenerateOptions>, true>;
+const SDXL_OPTION_KEYS: readonly string[] = [...GENERATE_OPTION_KEYS, ...Object.keys(SDXL_KEYS)];
+/** The SDXL-only keys, as the SD pipeline names them when it is given one. */
+export const SDXL_ONLY_OPTION_KEYS: readonly string[] = Object.keys(SDXL_KEYS);
 
 interface SdxlRun {
   prompts2: string[] | null;
@@ -95,6 +122,7 @@ export class StableDiffusionXLPipeline extends DiffusionPipeline<StableDiffusion
 
   /** Load a diffusers StableDiffusionXLPipeline folder (or a Hugging Face cache folder of one). */
   static async fromPretrained(modelDir: string | ModelIndex, opts: PipelineLoadOptions = {}): Promise<StableDiffusionXLPipeline> {
+    checkLoadOptions(opts, "StableDiffusionXLPipeline.fromPretrained()");
     const index = readModelIndex(modelDir);
     const kind = pipelineKind(index.className);
     if (kind !== "sdxl")
@@ -155,6 +183,10 @@ export class StableDiffusionXLPipeline extends DiffusionPipeline<StableDiffusion
     if (this.textEncoder && this.tokenizer) pairs.push([this.textEncoder, this.tokenizer]);
     if (this.textEncoder2 && this.tokenizer2) pairs.push([this.textEncoder2, this.tokenizer2]);
     return pairs;
+  }
+
+  protected override optionKeys(): readonly string[] {
+    return SDXL_OPTION_KEYS;
   }
 
   protected modelFacts(): ModelFacts {

@@ -15,6 +15,7 @@ import { GenerateOptionsError } from "./errors.ts";
 import {
   type ModelIndex,
   type PipelineLoadOptions,
+  checkLoadOptions,
   SD_PIPELINE_CLASSES,
   TEXT_ENCODER_CLASSES,
   TOKENIZER_CLASSES,
@@ -27,7 +28,12 @@ import {
 } from "./loading.ts";
 import type { GenerateOptions, ModelFacts, ResolvedRun } from "./options.ts";
 import { DiffusionPipeline, type PipelineParts } from "./pipeline.ts";
+import { SDXL_ONLY_OPTION_KEYS } from "./stable-diffusion-xl.ts";
 import { chunksNeeded, encodeRows, repeatPerImage, tokenRows } from "./prompt-encoding.ts";
+
+const SDXL_FOREIGN: Readonly<Record<string, string>> = Object.fromEntries(
+  SDXL_ONLY_OPTION_KEYS.map((k) => [k, `is an option of StableDiffusionXLPipeline only; this model is SD 1.x/2.x (a StableDiffusionPipeline)`]),
+);
 
 export class StableDiffusionPipeline extends DiffusionPipeline<GenerateOptions, null> {
   readonly textEncoder: CLIPTextModel | null;
@@ -45,6 +51,7 @@ export class StableDiffusionPipeline extends DiffusionPipeline<GenerateOptions, 
 
   /** Load a diffusers StableDiffusionPipeline folder (or a Hugging Face cache folder of one). */
   static async fromPretrained(modelDir: string | ModelIndex, opts: PipelineLoadOptions = {}): Promise<StableDiffusionPipeline> {
+    checkLoadOptions(opts, "StableDiffusionPipeline.fromPretrained()");
     const index = readModelIndex(modelDir);
     const kind = pipelineKind(index.className);
     if (kind !== "sd")
@@ -83,6 +90,10 @@ export class StableDiffusionPipeline extends DiffusionPipeline<GenerateOptions, 
     );
     if (opts.attention) pipe.setAttentionKind(opts.attention);
     return pipe;
+  }
+
+  protected override foreignOptionKeys(): Readonly<Record<string, string>> {
+    return SDXL_FOREIGN;
   }
 
   protected modelFacts(): ModelFacts {

@@ -7,6 +7,7 @@ import { getBackend } from "../backends/registry.ts";
 import { type DType, assertDType, dtypeBytes, isFloat } from "../core/dtype.ts";
 import { type Device, parseDevice } from "../core/device.ts";
 import { TensorError } from "../core/errors.ts";
+import { hostAlloc } from "../core/host-memory.ts";
 import { bf16ArrayToF32, f16ArrayToF32 } from "../core/half.ts";
 import { track, unwatchLeak, watchForLeak } from "./scope.ts";
 import {
@@ -329,6 +330,15 @@ export class Tensor implements TensorView {
     const src = this.contiguous();
     try {
       const bytes = getBackend(this.device).toHostBytes(src);
+      return hostAlloc(2 * bytes.byteLength, `a host copy of ${this.describe()}`, () => this.#rawCopy(bytes));
+    } finally {
+      src.dispose();
+    }
+  }
+
+  /** A fresh typed array over a copy of `bytes` (this tensor's contiguous host bytes). */
+  #rawCopy(bytes: Uint8Array): Float32Array | Uint16Array | Int32Array | BigInt64Array | Uint8Array {
+    {
       const n = this.numel;
       const aligned = bytes.byteOffset % dtypeBytes(this.dtype) === 0 ? bytes : bytes.slice();
       switch (this.dtype) {
@@ -345,8 +355,6 @@ export class Tensor implements TensorView {
         case "bool":
           return new Uint8Array(aligned.buffer, aligned.byteOffset, n).slice();
       }
-    } finally {
-      src.dispose();
     }
   }
 
@@ -365,7 +373,7 @@ export class Tensor implements TensorView {
   toFloat32Array(): Float32Array {
     const a = this.toTypedArray();
     if (a instanceof Float32Array) return a;
-    const out = new Float32Array(a.length);
+    const out = hostAlloc(4 * a.length, `a float32 copy of ${this.describe()}`, () => new Float32Array(a.length));
     for (let i = 0; i < a.length; i++) out[i] = Number(a[i]!);
     return out;
   }

@@ -34,6 +34,7 @@ import { numel } from "../../core/shape.ts";
 import type { Storage } from "../../core/storage.ts";
 import { commit, outF32, readF32 } from "./strided.ts";
 import { sgemm } from "./gemm.ts";
+import { hostAlloc } from "../../core/host-memory.ts";
 
 /** Largest im2col buffer (elements): 4 Mi floats = 16 MiB; bands of output rows keep the buffer under it. */
 const COL_TILE = 1 << 22;
@@ -214,8 +215,8 @@ function convTaps(
   // a shifted read run past its channel's plane (into the next one, harmless), and past the buffer's end for the
   // last channel of the last phase: slack covers the largest shift.
   const slack = Math.floor(((kh - 1) * dh) / sh) * Wq + Math.floor(((kw - 1) * dw) / sw) + Wq;
-  const xq = new Float32Array(sh * sw * phaseSize + slack);
-  const cw = new Float32Array(og * wide);
+  const xq = hostAlloc(4 * (sh * sw * phaseSize + slack), "conv2d's padded input copy", () => new Float32Array(sh * sw * phaseSize + slack));
+  const cw = hostAlloc(4 * og * wide, "conv2d's output block", () => new Float32Array(og * wide));
   const P = OH * OW;
   for (let n = 0; n < N; n++) {
     for (let a = 0; a < sh; a++)

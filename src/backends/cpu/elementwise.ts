@@ -10,12 +10,13 @@ import { isFloat } from "../../core/dtype.ts";
 import { collapseDims, isContiguous, numel } from "../../core/shape.ts";
 import { commit, outF32, rawOf, readNum, readRaw, writeRaw, writeValues } from "./strided.ts";
 import { MAP_BLOCK, type SimdActivation, type SimdKernels, simdKernels } from "./simd-kernels.ts";
+import { hostAlloc } from "../../core/host-memory.ts";
 
 type Num = Float32Array | Float64Array;
 
 /** A buffer the kernel fills with out's logical values: out's own memory for contiguous float32. */
 function outBuf(out: TensorView, n: number): Num {
-  return isFloat(out.dtype) ? outF32(out) : new Float64Array(n);
+  return isFloat(out.dtype) ? outF32(out) : hostAlloc(8 * n, "float64 scratch of a CPU kernel", () => new Float64Array(n));
 }
 
 /** Scalars meet float tensors as float32 values (torch converts a Python scalar to the tensor's compute type). */

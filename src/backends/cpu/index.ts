@@ -5,7 +5,7 @@
 
 import type { Backend, TensorView } from "../backend.ts";
 import { dtypeBytes } from "../../core/dtype.ts";
-import { allocateCpu, borrowCpu, cpuMemory } from "./allocator.ts";
+import { allocateCpu, borrowCpu, cpuAvailableMemory, cpuMemory } from "./allocator.ts";
 import { decodeRaw, encodeRaw, rawOf, readRaw, stridedCopy, storageBytes } from "./strided.ts";
 import { numel } from "../../core/shape.ts";
 import { binary, binaryScalar, unary, where } from "./elementwise.ts";
@@ -51,6 +51,7 @@ function fill(dst: TensorView, value: number): void {
 export const cpuBackend: Backend = {
   device: "cpu",
   memory: cpuMemory,
+  availableMemory: cpuAvailableMemory,
   allocate: allocateCpu,
   fromHostBytes(bytes, borrow) {
     if (borrow) return borrowCpu(bytes);

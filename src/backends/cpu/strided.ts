@@ -8,6 +8,7 @@ import type { TensorView } from "../backend.ts";
 import { type DType, type RawArray, dtypeBytes, rawView } from "../../core/dtype.ts";
 import { bf16ArrayToF32, f16ArrayToF32, f32ArrayToBf16, f32ArrayToF16 } from "../../core/half.ts";
 import { collapseDims, isContiguous, numel } from "../../core/shape.ts";
+import { hostAlloc } from "../../core/host-memory.ts";
 
 /** The bytes behind a CPU storage. */
 export function storageBytes(v: TensorView): Uint8Array {
@@ -198,7 +199,7 @@ export function outF32(out: TensorView): Float32Array {
   if (out.dtype === "float32" && isContiguous(out.shape, out.strides)) {
     return (rawOf(out) as Float32Array).subarray(out.offset, out.offset + n);
   }
-  return new Float32Array(n);
+  return hostAlloc(4 * n, "float32 scratch of a CPU kernel", () => new Float32Array(n));
 }
 
 /** Finish a kernel that wrote into outF32(out): converts and stores unless it wrote in place. */

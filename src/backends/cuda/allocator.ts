@@ -84,6 +84,11 @@ export class CachingAllocator {
     return this.cached;
   }
 
+  /** [free, total] device bytes as cudaMemGetInfo reports them (the cache is not free to the driver). */
+  deviceMemInfo(): [number, number] {
+    return this.driver.memInfo();
+  }
+
   /** Number of live blocks. */
   get liveBlocks(): number {
     return this.live.size;

@@ -27,6 +27,12 @@ export { cudaMemory, type CudaContext, cudaContext, dptr } from "./context.ts";
 export const cudaBackend: Backend = {
   device: "cuda",
   memory: cudaMemory,
+  /** cudaMemGetInfo's free bytes plus what our caching allocator holds for reuse. */
+  availableMemory() {
+    const a = cudaContext().allocator;
+    const [free, total] = a.deviceMemInfo();
+    return { available: free + a.cachedBytes, total, maxAllocation: null, source: "cudaMemGetInfo free memory plus the allocator's cache" };
+  },
   allocate: allocateStorage,
   /** Always a copy (device memory cannot borrow host bytes): host → pinned staging → device on the copy stream. */
   fromHostBytes(bytes) {

@@ -17,6 +17,7 @@
 // The default seed of a fresh generator is torch's default_rng_seed_val, 67280421310721.
 
 import { fma32 } from "../../core/float32.ts";
+import { hostAlloc } from "../../core/host-memory.ts";
 import { MT19937, type MT19937State, seedToU64 } from "./mt19937.ts";
 
 export const TORCH_DEFAULT_SEED = 67280421310721n;
@@ -204,8 +205,8 @@ export class TorchGenerator {
   /** torch.rand(n) in float32: one draw per element. */
   rand(shape: number | readonly number[]): Float32Array {
     const n = numelOf(shape);
-    const out = new Float32Array(n);
-    const bits = this.engine.fillU32(new Uint32Array(n));
+    const [out, bits] = hostAlloc(8 * n, "rand", () => [new Float32Array(n), new Uint32Array(n)] as const);
+    this.engine.fillU32(bits);
     for (let i = 0; i < n; i++) out[i] = (bits[i]! & 0xffffff) * TWO_NEG24;
     return out;
   }
@@ -216,7 +217,7 @@ export class TorchGenerator {
     const mean = opts.mean ?? 0;
     const std = opts.std ?? 1;
     if (!(std >= 0)) throw new RangeError(`normal expects std >= 0, got ${std}`);
-    const out = new Float32Array(n);
+    const out = hostAlloc(4 * n, "randn", () => new Float32Array(n));
     if (n >= 16) {
       this.normalFill(out, fr(mean), fr(std));
     } else {
@@ -228,7 +229,7 @@ export class TorchGenerator {
   /** normal_fill_AVX2: uniforms first, then Box-Muller in blocks of 16, redoing a ragged tail. */
   private normalFill(data: Float32Array, mean: number, std: number): void {
     const n = data.length;
-    const bits = this.engine.fillU32(new Uint32Array(n));
+    const bits = this.engine.fillU32(hostAlloc(4 * n, "randn", () => new Uint32Array(n)));
     for (let i = 0; i < n; i++) data[i] = (bits[i]! & 0xffffff) * TWO_NEG24;
     for (let i = 0; i + 16 <= n; i += 16) boxMuller16(data, i, mean, std);
     if (n % 16 !== 0) {
