@@ -241,7 +241,9 @@ export function validateCommon(
   foreignKeys: Readonly<Record<string, string>> = {},
 ): ResolvedRun {
   if (typeof o !== "object" || o === null) fail("options", "generate() takes an options object");
-  const unknown = unknownKey(o, knownKeys);
+  // An option of the other pipeline left undefined means "not given" (code shared by SD and SDXL callers); a typo is flagged even when undefined.
+  const given = Object.fromEntries(Object.entries(o).filter(([k, v]) => v !== undefined || !Object.hasOwn(foreignKeys, k)));
+  const unknown = unknownKey(given, knownKeys);
   if (unknown)
     fail(unknown.key, Object.hasOwn(foreignKeys, unknown.key) ? foreignKeys[unknown.key]! : unknownKeyMessage(unknown, "generate()", knownKeys));
   if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) fail("signal", "must be an AbortSignal");

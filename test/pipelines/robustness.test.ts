@@ -284,6 +284,11 @@ describe("unknown option keys", () => {
   test("an SDXL option on an SD pipeline is named as such", async () => {
     const e = await rejection(sd.generate({ prompt: "x", prompt2: "y" } as never));
     expect(e.message).toBe("prompt2: is an option of StableDiffusionXLPipeline only; this model is SD 1.x/2.x (a StableDiffusionPipeline)");
+    // left undefined it means "not given" (options built for either pipeline); an undefined typo still fails
+    const r = await sd.generate({ ...RUN, prompt2: undefined, pooledPromptEmbeds: undefined, outputType: "latent" } as never);
+    r.latents!.dispose();
+    const typo = await rejection(sd.generate({ prompt: "x", stpes: undefined } as never));
+    expect(typo.message).toContain('did you mean "steps"?');
   });
 
   test("SDXL accepts its own keys and suggests them", async () => {
