@@ -231,7 +231,7 @@ test("chunked and fused peak memory is far below naive for 4096-token self-atten
   expect(peaks.chunked!).toBeLessThan(scores / 3);
   expect(peaks.fused!).toBe(B * H * S * D * 4); // the output only: the kernel's scratch is not allocator memory
   q.dispose();
-});
+}, 60_000); // naive materialises 2 × 128 MiB of scores: ~4 s alone on 2 cores, more on a loaded machine
 
 describe("registry and attention processors", () => {
   test("built-in kinds: fused (used when a call names none), naive, chunked; built-ins cannot be removed", () => {
