@@ -10,10 +10,12 @@
 // the same way. Differences: the metric's norm is a float64-accumulated sum here (torch: float32 vector lanes),
 // so scores can differ by an ulp; the descending argsort of the best scores is stable (torch's is std::sort, which
 // only matters for exactly tied scores). A float16/bfloat16 metric is compared in float32 (scores in 11 or 8 mantissa
-// bits tie constantly); the merged tokens keep the input dtype. Unmerge is one gather through the inverse map
-// (each original position reads the merged row that represents it), which equals tomesd's three scatters into zeros.
+// bits tie constantly); the merged tokens keep the input dtype. Copies are indexSelects of whole rows: merge starts
+// from cat[unm, dst] in one selection and scatter-reduces the merged src rows into it (rows nobody targets are
+// divided by 1 / added nothing: exact); unmerge is one selection through the inverse map (each original position
+// reads the merged row that represents it), which equals tomesd's three scatters into zeros.
 
-import { type Tensor, add, arange, argsort, cat, div, gather, matmul, maxWithIndices, scatterAdd, scatterReduce, sqrt, square, sum, tidy, zeros } from "../tensor/index.ts";
+import { type Tensor, add, arange, argsort, cat, div, gather, indexSelect, matmul, maxWithIndices, scatterAdd, scatterReduce, sqrt, square, sum, tidy, zeros } from "../tensor/index.ts";
 import type { Partition } from "./partition.ts";
 
 export type MergeMode = "mean" | "sum";
@@ -36,9 +38,11 @@ export interface MatchIndices {
 export class TokenMatch {
   readonly #B: number;
   readonly #N: number;
-  readonly #unmPos: Tensor; // [B, Na − r, 1] token positions of the unmerged src tokens
-  readonly #srcPos: Tensor; // [B, r, 1] token positions of the merged src tokens
-  readonly #inverse: Tensor; // [B, N, 1] row of merge's output that represents each token position
+  readonly #M: number; // merged token count N − r
+  readonly #rows: Tensor; // [B·M] int32 row of x (flattened [B·N, C]) each merged row starts from: unm src, then dst
+  readonly #srcRows: Tensor; // [B·r] int32 row of x of each merged src token
+  readonly #target: Tensor; // [B, r, 1] int32 merged row each src token is reduced into (M − Nb + dst_idx)
+  readonly #inverse: Tensor; // [B·N] int32 row of merge's output (flattened [B·M, C]) that represents each token
   #disposed = false;
 
   constructor(
@@ -48,53 +52,54 @@ export class TokenMatch {
     batch: number,
     tokens: number,
   ) {
-    this.#B = batch;
+    const B = (this.#B = batch);
     this.#N = tokens;
     const { aIdx, bIdx, unmIdx, srcIdx, dstIdx } = indices;
-    const B = batch;
     const Na = aIdx.shape[1]!;
     const Nb = bIdx.shape[1]!;
     const unm = Na - r;
+    const M = (this.#M = tokens - r);
     const dev = aIdx.device;
-    [this.#unmPos, this.#srcPos, this.#inverse] = tidy(() => {
-      const aB = aIdx.expand([B, Na, 1]); // [B, Na, 1]
-      const unmPos = gather(aB, 1, unmIdx); // [B, Na − r, 1]
-      const srcPos = gather(aB, 1, srcIdx); // [B, r, 1]
-      // merged rows: [0, unm) the unmerged src tokens, [unm, unm + Nb) the dst tokens
-      const positions = cat([bIdx.expand([B, Nb, 1]), unmPos, srcPos], 1); // [B, N, 1]
-      const rows = cat(
-        [
-          arange(unm, unm + Nb, 1, { device: dev }).reshape([1, Nb, 1]).expand([B, Nb, 1]),
-          arange(0, unm, 1, { device: dev }).reshape([1, unm, 1]).expand([B, unm, 1]),
-          add(dstIdx, unm),
-        ],
+    // Row indices into flattened [B·N, C] / [B·M, C] tensors, so every copy is an indexSelect of whole rows (int32:
+    // the CPU backend reads int32 indices without conversion).
+    [this.#rows, this.#srcRows, this.#target, this.#inverse] = tidy(() => {
+      const a = aIdx.to("int32").expand([B, Na, 1]); // [B, Na, 1]
+      const bB = bIdx.to("int32").expand([B, Nb, 1]); // [B, Nb, 1]
+      const unmPos = gather(a, 1, unmIdx); // [B, unm, 1] token positions of the unmerged src tokens
+      const srcPos = gather(a, 1, srcIdx); // [B, r, 1] token positions of the merged src tokens
+      const base = (stride: number) => arange(0, B * stride, stride, { device: dev, dtype: "int32" }).reshape([B, 1, 1]); // [B, 1, 1]
+      const rows = add(cat([unmPos, bB], 1), base(tokens)).reshape([B * M]); // merged row m of batch b starts as x[b, rows]
+      const srcRows = add(srcPos, base(tokens)).reshape([B * r]);
+      const target = add(dstIdx.to("int32"), unm); // [B, r, 1]
+      // each token position p is represented by merged row: unm src k -> k, dst j -> unm + j, merged src -> its target
+      const positions = cat([unmPos, bB, srcPos], 1); // [B, N, 1]
+      const merged = cat(
+        [arange(0, M, 1, { device: dev, dtype: "int32" }).reshape([1, M, 1]).expand([B, M, 1]), target],
         1,
       ); // [B, N, 1]
-      const inverse = scatterAdd(zeros([B, tokens, 1], { dtype: "int64", device: dev }), 1, positions, rows); // [B, N, 1]
-      return [unmPos, srcPos, inverse] as const;
+      const inverse = add(scatterAdd(zeros([B, tokens, 1], { dtype: "int32", device: dev }), 1, positions, merged), base(M)).reshape([B * tokens]);
+      return [rows, srcRows, target, inverse] as const;
     });
   }
 
   /** x [B, N, C] -> [B, N − r, C]: cat[unmerged src tokens, dst tokens with their merged src reduced in]. */
   merge(x: Tensor, mode: MergeMode = "mean"): Tensor {
     this.#check(x, this.#N, "merge");
-    const [B, , C] = x.shape as [number, number, number];
-    const { bIdx, dstIdx } = this.indices;
-    const Nb = bIdx.shape[1]!;
+    const [B, N, C] = x.shape as [number, number, number];
     return tidy(() => {
-      const unm = gather(x, 1, this.#unmPos.expand([B, this.#unmPos.shape[1]!, C])); // [B, Na − r, C]
-      const src = gather(x, 1, this.#srcPos.expand([B, this.r, C])); // [B, r, C]
-      const dst = gather(x, 1, bIdx.expand([B, Nb, C])); // [B, Nb, C]
-      const reduced = scatterReduce(dst, 1, dstIdx.expand([B, this.r, C]), src, mode); // [B, Nb, C]
-      return cat([unm, reduced], 1); // [B, N − r, C]
+      const flat = x.reshape([B * N, C]); // [B·N, C]
+      const start = indexSelect(flat, 0, this.#rows).reshape([B, this.#M, C]); // [B, M, C] = cat[unm, dst]
+      const src = indexSelect(flat, 0, this.#srcRows).reshape([B, this.r, C]); // [B, r, C]
+      // rows no src token targets count themselves only: x/1 and x + nothing are exact
+      return scatterReduce(start, 1, this.#target.expand([B, this.r, C]), src, mode); // [B, M, C]
     });
   }
 
   /** y [B, N − r, C] -> [B, N, C]: every token position gets a copy of the merged row that represents it. */
   unmerge(y: Tensor): Tensor {
-    this.#check(y, this.#N - this.r, "unmerge");
+    this.#check(y, this.#M, "unmerge");
     const C = y.shape[2]!;
-    return tidy(() => gather(y, 1, this.#inverse.expand([this.#B, this.#N, C]))); // [B, N, C]
+    return tidy(() => indexSelect(y.reshape([this.#B * this.#M, C]), 0, this.#inverse).reshape([this.#B, this.#N, C])); // [B, N, C]
   }
 
   #check(x: Tensor, tokens: number, op: string): void {
@@ -111,7 +116,7 @@ export class TokenMatch {
     if (this.#disposed) return;
     this.#disposed = true;
     const i = this.indices;
-    for (const t of [i.aIdx, i.bIdx, i.unmIdx, i.srcIdx, i.dstIdx, this.#unmPos, this.#srcPos, this.#inverse]) t.dispose();
+    for (const t of [i.aIdx, i.bIdx, i.unmIdx, i.srcIdx, i.dstIdx, this.#rows, this.#srcRows, this.#target, this.#inverse]) t.dispose();
   }
 
   [Symbol.dispose](): void {
@@ -134,8 +139,8 @@ export function bipartiteSoftMatching(metric: Tensor, partition: Partition, r: n
   const indices = tidy(() => {
     const m32 = metric.dtype === "float32" ? metric : metric.to("float32");
     const m = div(m32, sqrt(sum(square(m32), -1, true))); // [B, N, C] unit rows
-    const a = gather(m, 1, partition.aIdx.expand([B, Na, C])); // [B, Na, C]
-    const b = gather(m, 1, partition.bIdx.expand([B, Nb, C])); // [B, Nb, C]
+    const a = indexSelect(m, 1, partition.aIdx.reshape([Na])); // [B, Na, C]
+    const b = indexSelect(m, 1, partition.bIdx.reshape([Nb])); // [B, Nb, C]
     const scores = matmul(a, b.transpose(-1, -2)); // [B, Na, Nb]
     const { values: nodeMax, indices: nodeIdx } = maxWithIndices(scores, -1); // [B, Na]
     const edgeIdx = argsort(nodeMax, -1, { descending: true }).unsqueeze(-1); // [B, Na, 1]
