@@ -32,6 +32,16 @@ export { Module } from "./nn/module.ts";
 export { registerAttention, unregisterAttention, attentionKinds, type AttentionKind, type AttentionFn } from "./nn/attention-dispatch.ts";
 export { Attention, AttnProcessorDefault, type AttnProcessor } from "./nn/attention.ts";
 export { setAttnProcessor, attnProcessors, setAttentionKind, type AttnProcessorChoice } from "./nn/attention-processors.ts";
+export {
+  applyTokenMerging,
+  removeTokenMerging,
+  tokenMergingOf,
+  TokenMergingOptionError,
+  type TokenMergingOptions,
+  type ToMeOptions,
+  type ToDoOptions,
+  type TokenMergingHandle,
+} from "./tome/index.ts";
 export { GeneratedImage, formatParameters, parseParameters, type GenerationParameters, type ParsedParameters } from "./io/image.ts";
 export { openSafetensors, writeSafetensors } from "./io/safetensors.ts";
 export { openCheckpoint } from "./io/safetensors-index.ts";

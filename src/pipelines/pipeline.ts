@@ -27,6 +27,7 @@ import { setAttnProcessor } from "../nn/attention-processors.ts";
 import type { Module } from "../nn/module.ts";
 import type { Scheduler } from "../schedulers/index.ts";
 import type { DType, Device, Tensor } from "../tensor/index.ts";
+import { type TokenMergingOptions, applyTokenMerging, removeTokenMerging, resolveTokenMergingOptions } from "../tome/index.ts";
 import { decodeLatents, toGeneratedImages } from "./decode.ts";
 import { type UNetConditioning, denoise, guidanceScaleEmbedding } from "./denoise.ts";
 import { NonFiniteError, PipelineBusyError, throwIfAborted } from "./errors.ts";
@@ -131,6 +132,27 @@ export abstract class DiffusionPipeline<O extends GenerateOptions, X> {
         for (const m of this.modules()) applyAttentionKind(m, "fused", {});
       };
     });
+  }
+
+  /**
+   * Token merging on the UNet: ToMe (default; tomesd's options: ratio, maxDownsample ("auto"), sx, sy, useRand,
+   * mergeAttn, mergeCrossattn, mergeMlp, seed) or ToDo ({ mode: "todo", factor, maxDepth }). Listed by features()
+   * as "tokenMerging" with its resolved options; enabling again replaces it.
+   */
+  enableTokenMerging(opts: TokenMergingOptions = {}): void {
+    this.#assertUsable();
+    const resolved = resolveTokenMergingOptions(opts); // option errors before anything changes
+    const options: Record<string, unknown> = { ...resolved };
+    if (typeof options.seed === "bigint") options.seed = options.seed.toString();
+    this.installFeature("tokenMerging", options, () => {
+      applyTokenMerging(this.unet, opts);
+      return () => void removeTokenMerging(this.unet);
+    });
+  }
+
+  /** Remove token merging; false when it was not enabled. */
+  disableTokenMerging(): boolean {
+    return this.#features.disable("tokenMerging");
   }
 
   /** The attention kind in use. */

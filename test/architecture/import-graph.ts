@@ -102,6 +102,7 @@ export const LAYERS: readonly { name: string; match: (file: string) => boolean }
   { name: "src/tokenizer", match: (f) => f.startsWith("src/tokenizer/") },
   { name: "src/nn", match: (f) => f.startsWith("src/nn/") },
   { name: "src/models", match: (f) => f.startsWith("src/models/") },
+  { name: "src/tome", match: (f) => f.startsWith("src/tome/") },
   { name: "src/schedulers", match: (f) => f.startsWith("src/schedulers/") },
   { name: "src/pipelines", match: (f) => f.startsWith("src/pipelines/") },
   { name: "src/cli", match: (f) => f.startsWith("src/cli/") },
@@ -110,7 +111,7 @@ export const LAYERS: readonly { name: string; match: (file: string) => boolean }
 ];
 
 /** Layers that compute through tensor ops only: they may not reach a backend directly. */
-const TENSOR_OPS_ONLY = ["src/io", "src/tokenizer", "src/nn", "src/models", "src/schedulers"];
+const TENSOR_OPS_ONLY = ["src/io", "src/tokenizer", "src/nn", "src/models", "src/tome", "src/schedulers"];
 
 /** The layer index of a project file, or -1 for files outside every layer (package.json, ...). */
 export function layerOf(file: string): number {

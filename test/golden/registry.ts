@@ -35,6 +35,9 @@ export interface PendingGolden {
 const inFolder = (folder: string) => (e: GoldenEntry) => e.file.startsWith(`${folder}/`);
 const TEXT_ENCODERS = new Set(["CLIPTextModel", "CLIPTextModelWithProjection"]);
 const isTextEncoder = (e: GoldenEntry) => TEXT_ENCODERS.has(e.meta.component ?? "");
+/** tome/* entries by what tomesd produced them: direct matching calls, or patched-UNet outputs. */
+const isTomeMatching = (e: GoldenEntry) => inFolder("tome")(e) && (e.meta.component ?? "").startsWith("tomesd.merge.");
+const isTomeUNet = (e: GoldenEntry) => inFolder("tome")(e) && (e.meta.component ?? "").startsWith("tomesd.apply_patch");
 
 /** The marker every registry-driven file contains. */
 export const REGISTRY_MARKER = "goldenDriven(import.meta.path)";
@@ -54,10 +57,12 @@ export const GOLDEN_DRIVERS: readonly GoldenDriver[] = [
     marker: 'goldenCases("unet")',
     device: "cuda",
   },
+  { file: "test/tome/bipartite.test.ts", selects: "tome/* of component tomesd.merge.*", match: isTomeMatching, checks: "values" },
+  { file: "test/tome/unet.test.ts", selects: "tome/* of component tomesd.apply_patch*", match: isTomeUNet, checks: "values" },
   { file: "test/io/safetensors.test.ts", selects: "every entry (names, dtypes, shapes, metadata)", match: () => true, checks: "format" },
 ];
 
-export const PENDING_GOLDEN: readonly PendingGolden[] = [{ selects: "tome/*", match: inFolder("tome"), reason: "Token Merging issue" }];
+export const PENDING_GOLDEN: readonly PendingGolden[] = [];
 
 /** The index entries the registered test file `file` (its import.meta.path) drives. */
 export function goldenDriven(file: string): GoldenEntry[] {

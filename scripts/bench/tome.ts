@@ -1,0 +1,142 @@
+// Token merging benchmark, printed as one JSON object: the time of one UNet step (one forward at batch 2, as with
+// CFG) of the SD 1.5 architecture (config from the golden manifests/sd15_unet.json, built on "meta" and filled with
+// random weights as scripts/bench/cpu-models.ts does; float32, fused attention) on the CPU, plain vs ToMe at ratios
+// 0.25 / 0.5 / 0.75 (tomesd defaults: maxDownsample "auto" = 1, sx = sy = 2, useRand) vs ToDo (factor 2, maxDepth
+// 1), with the time spent inside ToMe (computing the matchings, merging, unmerging: host clock, synchronous on the
+// CPU) and the speed-up over plain. Runs in the order given, each after one untimed call at that size.
+// Usage: bun scripts/bench/tome.ts [--sizes 512] [--reps 1] [--modes plain,tome0.25,tome0.5,tome0.75,todo2] [--golden DIR]
+
+import { readFileSync } from "node:fs";
+import path from "node:path";
+import { cpuInfo } from "../../ffi/cpuid.ts";
+import { gemmBackendName } from "../../src/backends/cpu/index.ts";
+import { UNet2DConditionModel } from "../../src/models/unet/index.ts";
+import type { Module } from "../../src/nn/module.ts";
+import { empty, memoryStats, randn, resetPeakMemory, tidy } from "../../src/tensor/index.ts";
+import { type TokenMergingOptions, applyTokenMerging, removeTokenMerging } from "../../src/tome/index.ts";
+import { median, round } from "./bench-util.ts";
+
+const args = process.argv.slice(2);
+const opt = (name: string) => {
+  const i = args.indexOf(name);
+  return i >= 0 ? args[i + 1] : undefined;
+};
+const SIZES = (opt("--sizes") ?? "512").split(",").map(Number);
+const REPS = Number(opt("--reps") ?? 1);
+const MODES = (opt("--modes") ?? "plain,tome0.25,tome0.5,tome0.75,todo2").split(",");
+const GOLDEN = path.resolve(opt("--golden") ?? process.env.BD_GOLDEN_DIR ?? path.join(import.meta.dir, "../../../shared/golden"));
+for (const px of SIZES) if (!(Number.isInteger(px) && px > 0 && px % 8 === 0)) throw new Error(`--sizes: ${px} is not a positive multiple of 8 pixels`);
+
+function modeOptions(mode: string): TokenMergingOptions | null {
+  if (mode === "plain") return null;
+  const tome = /^tome([0-9.]+)$/.exec(mode);
+  if (tome) return { ratio: Number(tome[1]) };
+  const todo = /^todo(\d+)$/.exec(mode);
+  if (todo) return { mode: "todo", factor: Number(todo[1]) };
+  throw new Error(`--modes: unknown mode ${JSON.stringify(mode)} (plain, tome<ratio>, todo<factor>)`);
+}
+
+// random weights: the LCG table fill of scripts/bench/cpu-models.ts (uniform ±1/√fan_in, norm gains 1 ± 0.02)
+const P = 1_048_573;
+const TABLE = new Float32Array(P);
+{
+  let s = 12345;
+  for (let i = 0; i < P; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) | 0;
+    TABLE[i] = s * 2 ** -31;
+  }
+}
+function fillRandom(model: Module, seed = 1): void {
+  let offset = seed;
+  for (const [name, p] of model.namedParameters()) {
+    const shape = [...p.shape];
+    let center = 0;
+    let scale = 0.02;
+    if (shape.length >= 2) scale = 1 / Math.sqrt(shape.slice(1).reduce((a, b) => a * b, 1));
+    else if (/norm/.test(name) && name.endsWith(".weight")) center = 1;
+    const t = empty(shape, { dtype: "float32", device: "cpu" });
+    const bytes = t.storage.handle as Uint8Array;
+    const data = new Float32Array(bytes.buffer, bytes.byteOffset, t.numel);
+    let j = offset % P;
+    for (let i = 0; i < data.length; ) {
+      const n = Math.min(data.length - i, P - j);
+      for (let q = 0; q < n; q++) data[i + q] = center + scale * TABLE[j + q]!;
+      i += n;
+      j = 0;
+    }
+    offset += 7919;
+    p.replace(t);
+  }
+  model.to("cpu");
+}
+
+const cfg = (JSON.parse(readFileSync(path.join(GOLDEN, "manifests", "sd15_unet.json"), "utf8")) as { resolved_config: Record<string, unknown> }).resolved_config;
+const t0 = performance.now();
+const unet = new UNet2DConditionModel(cfg, { device: "meta" });
+fillRandom(unet);
+const cross = cfg.cross_attention_dim as number;
+tidy(() => void unet.call(randn([2, 4, 8, 8], { seed: 1 }), 981, randn([2, 77, cross], { seed: 2 }))); // loads OpenBLAS, JIT
+
+const results: Record<string, unknown>[] = [];
+for (const px of SIZES) {
+  const h = px / 8;
+  const sample = randn([2, 4, h, h], { seed: 3 });
+  const ehs = randn([2, 77, cross], { seed: 4 });
+  const step = () =>
+    tidy(() => {
+      const out = unet.call(sample, 981, ehs);
+      if (!out.toFloat32Array().every(Number.isFinite)) throw new Error("UNet output is not finite");
+    });
+  let plainSeconds = Number.NaN;
+  for (const mode of MODES) {
+    const o = modeOptions(mode);
+    const handle = o ? applyTokenMerging(unet, o) : null;
+    step(); // untimed call at this size
+    const timing0 = handle ? { ...handle.timing } : null;
+    resetPeakMemory("cpu");
+    const live0 = memoryStats("cpu").live;
+    const times: number[] = [];
+    for (let r = 0; r < REPS; r++) {
+      const t = performance.now();
+      step();
+      times.push((performance.now() - t) / 1e3);
+    }
+    const seconds = median(times);
+    if (mode === "plain") plainSeconds = seconds;
+    const per = (x: number) => round(x / REPS / 1e3, 3);
+    const tome =
+      handle && timing0 && handle.options.mode === "tome"
+        ? {
+            match_seconds: per(handle.timing.matchMs - timing0.matchMs),
+            merge_seconds: per(handle.timing.mergeMs - timing0.mergeMs),
+            unmerge_seconds: per(handle.timing.unmergeMs - timing0.unmergeMs),
+            matchings_per_step: (handle.timing.calls - timing0.calls) / REPS,
+            blocks: handle.blocks.length,
+          }
+        : undefined;
+    results.push({
+      name: `unet_sd15_${px}_${mode}`,
+      mode,
+      options: handle ? JSON.parse(JSON.stringify(handle.options, (_k, v) => (typeof v === "bigint" ? v.toString() : v))) : null,
+      input: `sample [2, 4, ${h}, ${h}], encoder_hidden_states [2, 77, ${cross}]`,
+      seconds: round(seconds, 3),
+      runs: times.map((t) => round(t, 3)),
+      speedup_vs_plain: Number.isNaN(plainSeconds) ? null : round(plainSeconds / seconds, 3),
+      tome,
+      peak_activation_mb: Math.round((memoryStats("cpu").peak - live0) / 2 ** 20),
+    });
+    console.error(JSON.stringify(results[results.length - 1]));
+    removeTokenMerging(unet);
+  }
+  sample.dispose();
+  ehs.dispose();
+}
+unet.dispose();
+
+console.log(
+  JSON.stringify(
+    { bench: "tome", date: new Date().toISOString(), cpu: cpuInfo().model, gemm: gemmBackendName(), dtype: "float32", batch: 2, reps: REPS, total_seconds: round((performance.now() - t0) / 1e3, 1), results },
+    null,
+    2,
+  ),
+);

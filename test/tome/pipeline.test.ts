@@ -1,0 +1,136 @@
+// pipe.enableTokenMerging / disableTokenMerging on the demo model (assets/shapes-64): the feature registry lists
+// "tokenMerging" with its resolved options and images carry it in their parameters; enabling again replaces,
+// disabling restores the plain images bit for bit, bad options change nothing; and a ToMe'd generation (ratio 0.5,
+// random dst choice over the CFG batch of 2) still draws the prompted shape and colours: the centre / border colour
+// check of test/pipelines/shapes64.test.ts, plus the shape's pixel mask against the plain image's (IoU ≥ 0.8 —
+// ToMe perturbs the latents by a few percent, it must not move or reshape the shape). CPU live bytes return.
+
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import path from "node:path";
+import type { GeneratedImage } from "../../src/io/image.ts";
+import { StableDiffusionPipeline } from "../../src/pipelines/index.ts";
+import { memoryStats } from "../../src/tensor/index.ts";
+import { TokenMergingOptionError, tokenMergingOf } from "../../src/tome/index.ts";
+import { projectRoot, requireDir, sharedDir } from "../helpers/paths.ts";
+
+const modelDir = path.join(projectRoot, "assets", "shapes-64");
+const goldenJson = path.join(sharedDir, "models", "shapes-64", "golden.json");
+
+/** Reference RGB of the colour words the model knows (as test/pipelines/shapes64.test.ts). */
+const COLOURS: Record<string, [number, number, number]> = {
+  red: [230, 40, 40],
+  green: [40, 190, 70],
+  blue: [40, 60, 230],
+  yellow: [235, 220, 40],
+  black: [20, 20, 20],
+  white: [240, 240, 240],
+  purple: [150, 60, 190],
+  orange: [245, 150, 40],
+  gray: [128, 128, 128],
+};
+
+const dist = (a: readonly number[], b: readonly number[]) => a.reduce((s, v, i) => s + (v - b[i]!) ** 2, 0);
+function nearestColour(rgb: readonly number[]): string {
+  return Object.entries(COLOURS).reduce((best, [name, ref]) => (dist(ref, rgb) < dist(COLOURS[best]!, rgb) ? name : best), "gray");
+}
+
+function regions(img: GeneratedImage): { centre: string; border: string } {
+  const { width: W, height: H } = img;
+  const centre = img.meanColor(W * 0.375, H * 0.375, W * 0.625, H * 0.625);
+  const sum = [0, 0, 0];
+  let n = 0;
+  for (let y = 0; y < H; y++)
+    for (let x = 0; x < W; x++)
+      if (x < 4 || y < 4 || x >= W - 4 || y >= H - 4) {
+        for (let c = 0; c < 3; c++) sum[c]! += img.rgb[(y * W + x) * 3 + c]!;
+        n++;
+      }
+  return { centre: nearestColour(centre), border: nearestColour(sum.map((s) => s / n)) };
+}
+
+/** Pixels nearer the shape's colour than the background's. */
+function shapeMask(img: GeneratedImage, shape: string, background: string): boolean[] {
+  const out: boolean[] = [];
+  for (let i = 0; i < img.width * img.height; i++) {
+    const px = [img.rgb[i * 3]!, img.rgb[i * 3 + 1]!, img.rgb[i * 3 + 2]!];
+    out.push(dist(px, COLOURS[shape]!) < dist(px, COLOURS[background]!));
+  }
+  return out;
+}
+
+const iou = (a: boolean[], b: boolean[]) => a.filter((v, i) => v && b[i]).length / Math.max(1, a.filter((v, i) => v || b[i]).length);
+
+function requested(prompt: string): { shape: string; background: string } {
+  const m = /^an? (\w+) \w+ on an? (\w+) background$/.exec(prompt);
+  if (!m) throw new Error(`cannot parse colours from ${JSON.stringify(prompt)}`);
+  return { shape: m[1]!, background: m[2]! };
+}
+
+let pipe: StableDiffusionPipeline;
+let meta: { prompts: string[]; seeds: number[] };
+let live0 = 0;
+
+beforeAll(async () => {
+  requireDir(path.dirname(goldenJson), "the shapes-64 golden folder");
+  meta = (await Bun.file(goldenJson).json()) as typeof meta;
+  live0 = memoryStats("cpu").live;
+  pipe = await StableDiffusionPipeline.fromPretrained(modelDir);
+});
+
+afterAll(() => {
+  pipe?.dispose();
+  expect(memoryStats("cpu").live).toBe(live0);
+});
+
+const gen = (prompt: string, seed: number, steps = 20) => pipe.generate({ prompt, seed, steps, scheduler: "ddim", negativePrompt: "" });
+
+describe("enableTokenMerging", () => {
+  test("features() lists tokenMerging with its options, images carry it; again replaces; disable restores bit for bit; bad options change nothing", async () => {
+    const prompt = meta.prompts[0]!;
+    const plain = (await gen(prompt, meta.seeds[0]!, 3)).images[0]!;
+    pipe.enableTokenMerging({ ratio: 0.5 });
+    const f = pipe.features().find((x) => x.name === "tokenMerging")!;
+    expect(f.options).toMatchObject({ mode: "tome", ratio: 0.5, maxDownsample: "auto", sx: 2, sy: 2, useRand: true, mergeAttn: true });
+    const h = tokenMergingOf(pipe.unet)!;
+    expect(h.maxDownsample).toBe(1);
+    const tome = (await gen(prompt, meta.seeds[0]!, 3)).images[0]!;
+    expect(tome.parameters!.extra!.Features).toMatch(/^tokenMerging\(mode=tome ratio=0\.5 maxDownsample=auto sx=2 sy=2 useRand=true/);
+    expect(h.timing.calls).toBeGreaterThan(0);
+    expect(tome.rgb).not.toEqual(plain.rgb);
+
+    pipe.enableTokenMerging({ mode: "todo" }); // replaces
+    expect(pipe.features().filter((x) => x.name === "tokenMerging")).toEqual([{ name: "tokenMerging", options: { mode: "todo", factor: 2, maxDepth: 1 } }]);
+    expect([...pipe.unet.attnProcessors().values()].some((p) => p.name === "todo")).toBe(true);
+    const todo = (await gen(prompt, meta.seeds[0]!, 3)).images[0]!;
+    expect(todo.parameters!.extra!.Features).toBe("tokenMerging(mode=todo factor=2 maxDepth=1)");
+
+    expect(() => pipe.enableTokenMerging({ ratio: 2 })).toThrow(TokenMergingOptionError);
+    expect(pipe.features().find((x) => x.name === "tokenMerging")!.options.mode).toBe("todo"); // the active one stays
+
+    expect(pipe.disableTokenMerging()).toBe(true);
+    expect(pipe.disableTokenMerging()).toBe(false);
+    expect(pipe.features()).toEqual([]);
+    expect(tokenMergingOf(pipe.unet)).toBeNull();
+    const again = (await gen(prompt, meta.seeds[0]!, 3)).images[0]!;
+    expect(again.rgb).toEqual(plain.rgb);
+    expect(again.parameters!.extra!.Features).toBeUndefined();
+  }, 60_000);
+
+  test("ToMe 0.5 (random dst over the CFG batch) still draws every golden prompt's shape and colours (DDIM 20 steps)", async () => {
+    const seen: string[] = [];
+    for (let i = 0; i < meta.prompts.length; i++) {
+      const prompt = meta.prompts[i]!;
+      const want = requested(prompt);
+      pipe.disableTokenMerging();
+      const plain = (await gen(prompt, meta.seeds[i]!)).images[0]!;
+      pipe.enableTokenMerging({ ratio: 0.5, seed: i });
+      const tome = (await gen(prompt, meta.seeds[i]!)).images[0]!;
+      expect({ prompt, ...regions(tome) }).toEqual({ prompt, centre: want.shape, border: want.background });
+      const overlap = iou(shapeMask(tome, want.shape, want.background), shapeMask(plain, want.shape, want.background));
+      seen.push(`${prompt}: IoU ${overlap.toFixed(3)}`);
+      expect(overlap, prompt).toBeGreaterThanOrEqual(0.8);
+    }
+    pipe.disableTokenMerging();
+    console.log(`shapes-64 with ToMe 0.5 vs plain: ${seen.join("; ")}`);
+  }, 120_000);
+});
