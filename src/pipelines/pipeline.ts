@@ -3,7 +3,9 @@
 // pick the scheduler, encode the conditioning (the subclass's part), set the timesteps, prepare the
 // latents, run the denoising loop, decode, and wrap the images with their generation parameters.
 // Everything generate() allocates is freed before it returns or throws, except the tensors it
-// returns; dispose() removes every feature and frees the weights.
+// returns; dispose() removes every feature and frees the weights. With an AbortSignal, the run's
+// module-call check (interrupt.ts) is installed on the pipeline's models for the duration of the
+// call, so an abort stops at the next module call.
 //
 // Optional features go through the pipeline's feature registry (features.ts): `features()` lists
 // them, image parameters carry them. The attention kind is the pipeline's (setAttentionKind or the
@@ -19,10 +21,11 @@ import { AttnProcessorDefault } from "../nn/attention.ts";
 import { setAttnProcessor } from "../nn/attention-processors.ts";
 import type { Module } from "../nn/module.ts";
 import type { Scheduler } from "../schedulers/index.ts";
-import type { DType, Device, Tensor } from "../tensor/index.ts";
+import { type DType, type Device, type Tensor, tidy } from "../tensor/index.ts";
 import { decodeLatents, toGeneratedImages } from "./decode.ts";
 import { type UNetConditioning, denoise, guidanceScaleEmbedding } from "./denoise.ts";
 import { throwIfAborted } from "./errors.ts";
+import { ModuleAbortCheck, interruptible } from "./interrupt.ts";
 import { type ActiveFeature, PipelineFeatures, formatFeatures } from "./features.ts";
 import { prepareLatents, stepNoise } from "./latents.ts";
 import { type GenerateOptions, type GenerateResult, type ModelFacts, type ResolvedRun, validateCommon } from "./options.ts";
@@ -163,9 +166,11 @@ export abstract class DiffusionPipeline<O extends GenerateOptions, X> {
     throwIfAborted(options.signal, 0, run.steps);
     const { scheduler, owned } = pickScheduler(options.scheduler, { ...this.schedulerConfig }, this.defaultScheduler);
     let cond: UNetConditioning | null = null;
+    let interrupt: ModuleAbortCheck | undefined;
     try {
       scheduler.setTimesteps(run.steps); // host-side only: a schedule the scheduler rejects fails before any tensor work
-      cond = this.encode(options, run, extra);
+      if (options.signal) interrupt = new ModuleAbortCheck(this.modules(), options.signal, run.steps);
+      cond = interruptible(interrupt, "prompt encoding", 0, () => tidy(() => this.encode(options, run, extra)));
       if (this.unet.config.time_cond_proj_dim) {
         // guidance-distilled UNets (LCM): w − 1 embedded per image instead of CFG
         const w = guidanceScaleEmbedding(Array<number>(run.total).fill(run.guidanceScale - 1), this.unet.config.time_cond_proj_dim);
@@ -183,12 +188,13 @@ export abstract class DiffusionPipeline<O extends GenerateOptions, X> {
         stepOptions: { generator: stepNoise(run.seeds), eta: run.eta },
         onStep: options.onStep,
         signal: options.signal,
+        interrupt,
         startedAt,
       });
       if (run.outputType === "latent") return { images: [], latents: final };
       let pixels: Tensor;
       try {
-        pixels = this.decode(final); // [B·n, 3, H, W]
+        pixels = interruptible(interrupt, "decoding", run.steps, () => this.decode(final)); // [B·n, 3, H, W]
       } finally {
         final.dispose();
       }
@@ -203,6 +209,7 @@ export abstract class DiffusionPipeline<O extends GenerateOptions, X> {
         throw e;
       }
     } finally {
+      interrupt?.remove();
       if (cond) for (const t of Object.values(cond)) (t as Tensor | undefined)?.dispose();
       if (owned) scheduler.dispose();
       else scheduler.reset();
@@ -239,6 +246,12 @@ export abstract class DiffusionPipeline<O extends GenerateOptions, X> {
 
   /** The models whose weights this pipeline owns. */
   protected abstract modules(): Module[];
+
+  /** The models this pipeline owns (UNet, VAE, text encoders), e.g. to install hooks on every one. */
+  models(): Module[] {
+    this.#assertUsable();
+    return this.modules();
+  }
 
   /** Remove every feature and free every weight; the pipeline cannot be used afterwards. */
   dispose(): void {
