@@ -1,17 +1,24 @@
-// `bun-diffusion generate`: text to image from the command line. Options are checked before the
-// model loads (numbers, sizes, scheduler names, device, dtype, --out), the pipeline class comes from
-// model_index.json (SD 1.x/2.x or SDXL), a progress bar shows steps, it/s and ETA on a TTY (plain
-// lines otherwise, on stderr), and the PNGs (with A1111 "parameters") are written atomically to
-// --out: a file for one image, or a directory (created) of NNNNN-seed.png files numbered after the
-// ones already there. The written paths go to stdout. Ctrl-C aborts between steps and writes nothing.
+// `bun-diffusion generate`: text to image from the command line. The main thread checks everything it
+// can before the model loads (option syntax, --out as a file or folder where files can be created,
+// --steps against the scheduler that will run, one seed per image of a batch), then runs load +
+// generation in a worker (generate-worker.ts) and keeps the signals and the files: Ctrl-C once
+// prints "stopping…" and the run stops at the next module call; twice ends the process at once
+// (exit code 130 either way, nothing written). The pipeline class comes from model_index.json (SD
+// 1.x/2.x or SDXL); progress (steps, it/s, ETA) goes to stderr; the PNGs (with A1111 "parameters")
+// are written atomically by the main thread (outputs.ts) and their paths printed on stdout.
 
-import { mkdirSync, readdirSync } from "node:fs";
-import path from "node:path";
 import { type Command, InvalidArgumentError, Option } from "commander";
-import type { GeneratedImage } from "../io/image.ts";
-import { AbortError, GenerateOptionsError, formatFeatures, loadPipeline, pipelineKind, readModelIndex } from "../pipelines/index.ts";
+import { pipelineKind, readModelIndex } from "../pipelines/index.ts";
 import { SCHEDULER_NAMES } from "../schedulers/index.ts";
 import type { DType, DeviceSpec } from "../tensor/index.ts";
+import { handleInterrupts } from "./interrupt.ts";
+import { resolveOutTarget } from "./out-target.ts";
+import { writeOutputs } from "./outputs.ts";
+import { batchSeeds, checkSteps } from "./preflight.ts";
+import { progressReporter } from "./progress.ts";
+import type { GenerationRequest, WorkerMessage } from "./worker-protocol.ts";
+
+export { progressReporter } from "./progress.ts";
 
 export interface GenerateCliOptions {
   model: string;
@@ -33,8 +40,6 @@ export interface GenerateCliOptions {
   variant?: string;
   attention?: "fused" | "naive" | "chunked";
 }
-
-const IMAGE_EXT = /\.(png|jpe?g|webp)$/i;
 
 function positiveInt(what: string) {
   return (v: string): number => {
@@ -67,96 +72,54 @@ function seeds(v: string): number | number[] {
   return list.length === 1 ? list[0]! : list;
 }
 
-/** Where each image goes: the --out file, or NNNNN-seed.png in the --out directory after the highest number there. */
-export function outputPaths(out: string, images: readonly GeneratedImage[]): string[] {
-  if (IMAGE_EXT.test(out)) return [out];
-  mkdirSync(out, { recursive: true });
-  let next = 0;
-  for (const f of readdirSync(out)) {
-    const m = /^(\d{5,})-/.exec(f);
-    if (m) next = Math.max(next, Number(m[1]) + 1);
+/** A failure with the exit code to end with (1: an error, 130: interrupted). */
+class RunFailure extends Error {
+  constructor(
+    message: string,
+    readonly exitCode: number,
+  ) {
+    super(message);
   }
-  return images.map((img, i) => path.join(out, `${String(next + i).padStart(5, "0")}-${img.parameters?.seed ?? "noseed"}.png`));
 }
 
-/** A progress display: a `\r`-redrawn bar on a TTY, plain lines (about every 10 %) otherwise. */
-export function progressReporter(stream: NodeJS.WriteStream = process.stderr) {
-  const tty = Boolean(stream.isTTY);
-  let first = 0;
-  return {
-    update(step: number, total: number, elapsedMs: number): void {
-      if (step === 1) first = elapsedMs; // steady-state rate: from the end of the first step
-      const done = step - 1;
-      const rate = done > 0 ? (done * 1000) / Math.max(1, elapsedMs - first) : 1000 / Math.max(1, elapsedMs);
-      const eta = (total - step) / rate;
-      const stats = `${rate.toFixed(2)} it/s, ETA ${formatSeconds(eta)}`;
-      if (tty) {
-        const width = 30;
-        const filled = Math.round((step / total) * width);
-        const bar = "=".repeat(Math.max(0, filled - 1)) + (filled > 0 ? (step === total ? "=" : ">") : "") + " ".repeat(width - filled);
-        stream.write(`\r  step ${String(step).padStart(String(total).length)}/${total} [${bar}] ${stats}   `);
-        if (step === total) stream.write("\n");
-      } else if (step === 1 || step === total || Math.floor((step * 10) / total) > Math.floor(((step - 1) * 10) / total))
-        stream.write(`step ${step}/${total} (${stats})\n`); // about every 10 %
-    },
-  };
-}
-
-function formatSeconds(s: number): string {
-  if (!Number.isFinite(s)) return "?";
-  if (s < 60) return `${s.toFixed(s < 10 ? 1 : 0)}s`;
-  return `${Math.floor(s / 60)}m${String(Math.round(s % 60)).padStart(2, "0")}s`;
-}
-
-/** Load, generate, save; returns the written paths. Errors propagate (the command prints them). */
+/**
+ * Check, generate in a worker, write; returns the written paths. Throws RunFailure (interrupted or
+ * failed in the worker) or the error of a check (before the model loads).
+ */
 export async function runGenerate(o: GenerateCliOptions, log: (line: string) => void = (l) => console.error(l)): Promise<string[]> {
-  if (IMAGE_EXT.test(o.out) && o.batch > 1)
-    throw new GenerateOptionsError("--out", `${o.out} names one file but --batch ${o.batch} makes ${o.batch} images; pass a directory`);
-  if (Array.isArray(o.seed) && o.seed.length !== o.batch)
-    throw new GenerateOptionsError("--seed", `has ${o.seed.length} seeds for ${o.batch} image(s); give one seed or one per image`);
+  const seed = batchSeeds(o.seed, o.batch);
+  const target = resolveOutTarget(o.out, o.batch);
   const index = readModelIndex(o.model);
-  const kind = pipelineKind(index.className);
-  if (!kind) throw new Error(`${index.dir} holds a ${index.className}; bun-diffusion generates with StableDiffusionPipeline and StableDiffusionXLPipeline folders`);
-  const t0 = performance.now();
-  const pipe = await loadPipeline(index, {
-    device: o.device,
-    dtype: o.dtype,
-    variant: o.variant,
-    attention: o.attention,
-    onNotice: (m) => log(`notice: ${m}`),
-  });
-  const controller = new AbortController();
-  const onSigint = () => controller.abort();
-  process.once("SIGINT", onSigint);
+  if (!pipelineKind(index.className))
+    throw new Error(`${index.dir} holds a ${index.className}; bun-diffusion generates with StableDiffusionPipeline and StableDiffusionXLPipeline folders`);
+  checkSteps(index, o.steps, o.scheduler);
+
+  const progress = progressReporter();
+  const interrupt = handleInterrupts(() => progress.interrupt());
+  const { out: _out, ...rest } = o;
+  const request: GenerationRequest = { ...rest, seed, interrupt: interrupt.buffer };
+  const worker = new Worker(new URL("./generate-worker.ts", import.meta.url).href);
   try {
-    log(`loaded ${kind === "sdxl" ? "SDXL" : "SD"} model ${pipe.modelName} on ${pipe.device} (${pipe.dtype}) in ${((performance.now() - t0) / 1000).toFixed(1)}s`);
-    const features = pipe.features();
-    log(`features: ${features.length ? formatFeatures(features) : "none"}`);
-    const progress = progressReporter();
-    const started = performance.now();
-    const { images } = await pipe.generate({
-      prompt: o.prompt,
-      negativePrompt: o.negative,
-      ...(o.prompt2 !== undefined ? { prompt2: o.prompt2 } : {}),
-      steps: o.steps,
-      guidanceScale: o.cfg,
-      seed: o.seed,
-      width: o.width,
-      height: o.height,
-      scheduler: o.scheduler,
-      numImagesPerPrompt: o.batch,
-      clipSkip: o.clipSkip,
-      longPrompt: o.longPrompt,
-      signal: controller.signal,
-      onStep: (step, total, info) => progress.update(step, total, info.elapsedMs),
+    const result = await new Promise<Extract<WorkerMessage, { type: "images" }>>((resolve, reject) => {
+      worker.onmessage = (e: MessageEvent<WorkerMessage>) => {
+        const m = e.data;
+        if (m.type === "log") log(m.line);
+        else if (m.type === "progress") progress.update(m.step, m.total, m.elapsedMs);
+        else if (m.type === "images") resolve(m);
+        else reject(new RunFailure(m.kind === "abort" ? `aborted: ${m.message}; nothing was written` : `error: ${m.message}`, m.kind === "abort" ? 130 : 1));
+      };
+      worker.onerror = (e: ErrorEvent) => reject(new RunFailure(`error: the generation worker failed: ${e.message}`, 1));
+      worker.postMessage(request);
     });
-    const paths = outputPaths(o.out, images);
-    for (let i = 0; i < images.length; i++) await images[i]!.save(paths[i]!);
-    log(`generated ${images.length} image(s) in ${((performance.now() - started) / 1000).toFixed(1)}s (seed ${images[0]?.parameters?.seed})`);
+    progress.interrupt();
+    if (interrupt.requested) throw new RunFailure("aborted: stopped after the last step; nothing was written", 130);
+    const paths = writeOutputs(target, result.images);
+    const seeds = result.images.map((i) => i.seed);
+    log(`generated ${result.images.length} image(s) in ${result.seconds.toFixed(1)}s (seed ${seeds.length > 1 ? seeds.join(", ") : seeds[0]})`);
     return paths;
   } finally {
-    process.off("SIGINT", onSigint);
-    pipe.dispose();
+    worker.terminate();
+    interrupt.dispose();
   }
 }
 
@@ -171,12 +134,12 @@ export function registerGenerate(program: Command): void {
     .option("--prompt2 <text>", "SDXL: prompt for the second text encoder (default: --prompt)")
     .option("-s, --steps <n>", "denoising steps (default 50)", positiveInt("--steps"))
     .option("-g, --cfg <scale>", "classifier-free guidance scale (default 7.5; ≤ 1 disables guidance)", finite)
-    .option("--seed <n>", "seed (default random); a comma-separated list gives one seed per image", seeds)
+    .option("--seed <n>", "seed (default random); image i of a batch gets seed+i; a comma-separated list gives one seed per image", seeds)
     .option("-W, --width <px>", "image width, a multiple of 8 (default: the model's)", multipleOf8)
     .option("-H, --height <px>", "image height, a multiple of 8 (default: the model's)", multipleOf8)
     .addOption(new Option("--scheduler <name>", "sampler (default: the model's own)").choices([...SCHEDULER_NAMES]))
     .option("-b, --batch <n>", "images to generate", positiveInt("--batch"), 1)
-    .option("-o, --out <file-or-dir>", "output .png file (one image) or directory (NNNNN-seed.png files)", "outputs")
+    .option("-o, --out <file-or-dir>", "output .png file (one image), or a folder ending with / or existing (NNNNN-seed.png files; created when missing)", "outputs/")
     .addOption(new Option("--device <device>", "where to run").choices(["cpu", "cuda", "auto"]).default("cpu"))
     .addOption(new Option("--dtype <dtype>", "compute dtype").choices(["float32", "float16", "bfloat16"]).default("float32"))
     .option("--clip-skip <n>", "skip the last n CLIP layers (diffusers' clip_skip)", positiveInt("--clip-skip"))
@@ -191,19 +154,13 @@ export function registerGenerate(program: Command): void {
         for (const p of paths) console.log(p);
       } catch (e) {
         const err = e as Error;
-        if (err instanceof AbortError) {
-          console.error(`\naborted: ${err.message}; nothing was written`);
-          process.exitCode = 130;
+        if (err instanceof RunFailure) {
+          console.error(err.message);
+          process.exitCode = err.exitCode;
         } else {
-          console.error(`error: ${err instanceof GenerateOptionsError ? `--${cliName(err.option)}: ${err.detail}` : err.message}`);
+          console.error(`error: ${err.message}`);
           process.exitCode = 1;
         }
       }
     });
-}
-
-/** generate() option names → CLI flags in messages. */
-function cliName(option: string): string {
-  const map: Record<string, string> = { guidanceScale: "cfg", negativePrompt: "negative", numImagesPerPrompt: "batch", longPrompt: "long-prompt", clipSkip: "clip-skip" };
-  return map[option] ?? option.replace(/^--/, "");
 }

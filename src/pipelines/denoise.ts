@@ -3,7 +3,8 @@
 // noise = uncond + g·(cond − uncond), optional guidance rescale (rescale_noise_cfg), then
 // scheduler.step. Each step's temporaries are freed inside tidy; only the current latents live
 // between steps. Between steps: onStep, the event loop gets a turn, and the AbortSignal is checked
-// (on abort the latents are freed and an AbortError is thrown).
+// (on abort the latents are freed and an AbortError is thrown); inside a step the module-call check
+// (interrupt.ts), when given, stops at the next module call and the step's tidy frees its temporaries.
 
 import type { UNet2DConditionModel } from "../models/unet/index.ts";
 import type { Scheduler, StepOptions } from "../schedulers/index.ts";
@@ -11,6 +12,7 @@ import { type Tensor, arange, cat, exp, tensor, tidy } from "../tensor/index.ts"
 import { NonFiniteError, throwIfAborted } from "./errors.ts";
 import { allFinite } from "./finite.ts";
 import type { CheckFinite, OnStep } from "./options.ts";
+import { type ModuleAbortCheck, interruptible } from "./interrupt.ts";
 
 /** Conditioning of the UNet call, already batched as the UNet receives it ([2B·n] rows under CFG). */
 export interface UNetConditioning {
@@ -34,6 +36,8 @@ export interface DenoiseOptions {
   stepOptions: StepOptions;
   onStep?: OnStep;
   signal?: AbortSignal;
+  /** The run's module-call abort check (armed around each step). */
+  interrupt?: ModuleAbortCheck;
   /** performance.now() when generate() started (for StepInfo.elapsedMs). */
   startedAt: number;
   /** When to check the latents for NaN/Inf (default "end"). */
@@ -83,7 +87,7 @@ export async function denoise(latents: Tensor, o: DenoiseOptions): Promise<Tenso
     throwIfAborted(o.signal, 0, total);
     for (let i = 0; i < total; i++) {
       const t = timesteps[i]!;
-      const next = tidy(() => {
+      const next = interruptible(o.interrupt, `step ${i + 1} of ${total}`, i, () => tidy(() => {
         const input = cfg ? cat([x, x], 0) : x; // [rows, C, h, w]
         const scaled = scheduler.scaleModelInput(input, t);
         const out = unet.call(scaled, t, cond.encoderHiddenStates, {
@@ -98,7 +102,7 @@ export async function denoise(latents: Tensor, o: DenoiseOptions): Promise<Tenso
           if (o.guidanceRescale > 0) noise = rescaleNoiseCfg(noise, text, o.guidanceRescale);
         }
         return scheduler.step(noise, t, x, o.stepOptions).prevSample; // other outputs are freed here
-      });
+      }));
       x.dispose();
       x = next;
       const check = o.checkFinite ?? "end";

@@ -1,8 +1,9 @@
 // Errors of the pipeline layer: GenerateOptionsError for options rejected before any work (the
 // message names the option, the value and what is allowed), AbortError for a generation stopped
-// through its AbortSignal, NonFiniteError for a run whose latents or image became NaN/Inf, and
-// PipelineBusyError for dispose() while generate() calls are running. Everything a failed
-// generate() allocated has been freed when its error is thrown.
+// through its AbortSignal (between steps or, through the module-call check of interrupt.ts, inside one),
+// NonFiniteError for a run whose latents or image became NaN/Inf, and PipelineBusyError for dispose()
+// while generate() calls are running. Everything a failed generate() allocated has been freed when its
+// error is thrown.
 
 /** A generate() option is invalid; thrown before anything is allocated or computed. */
 export class GenerateOptionsError extends Error {
@@ -17,17 +18,27 @@ export class GenerateOptionsError extends Error {
   }
 }
 
-/** generate() was stopped through options.signal; `step` steps had completed. */
+/**
+ * generate() was stopped through options.signal; `step` steps had completed. `during` names the work
+ * that was cut short at a module call ("prompt encoding", "step 3 of 20", "decoding"); undefined when
+ * the abort was seen between steps.
+ */
 export class AbortError extends Error {
   override name = "AbortError";
   constructor(
     readonly step: number,
     readonly total: number,
     reason?: unknown,
+    readonly during?: string,
   ) {
-    super(step === 0 ? "generation aborted before the first step" : `generation aborted after step ${step} of ${total}`, {
-      cause: reason,
-    });
+    super(
+      during !== undefined
+        ? `generation aborted during ${during}`
+        : step === 0
+          ? "generation aborted before the first step"
+          : `generation aborted after step ${step} of ${total}`,
+      { cause: reason },
+    );
   }
 }
 

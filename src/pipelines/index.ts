@@ -12,7 +12,7 @@ export { type StableDiffusionXLGenerateOptions } from "./stable-diffusion-xl.ts"
 export { DiffusionPipeline } from "./pipeline.ts";
 export { type GenerateOptions, type GenerateResult, type OnStep, type OutputType, type StepInfo } from "./options.ts";
 export { AbortError, GenerateOptionsError } from "./errors.ts";
-export { type PipelineLoadOptions, type PipelineKind, type ModelIndex, pipelineKind, readModelIndex } from "./loading.ts";
+export { type PipelineLoadOptions, type PipelineKind, type ModelIndex, pipelineKind, readModelIndex, readSchedulerConfig } from "./loading.ts";
 export { type ActiveFeature, formatFeatures } from "./features.ts";
 export { type SchedulerOption, samplerName } from "./scheduler-choice.ts";
 export { rescaleNoiseCfg } from "./denoise.ts";

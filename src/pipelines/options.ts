@@ -63,7 +63,10 @@ export interface GenerateOptions {
   /** "image" (default): images; "latent": the final latents; "tensor": images and the [B, 3, H, W] tensor in [0, 1]. */
   outputType?: OutputType;
   onStep?: OnStep;
-  /** Checked between steps: on abort everything is freed and an AbortError is thrown. */
+  /**
+   * Checked before every module call (prompt encoding, each step, decoding) and between steps: on
+   * abort everything is freed and an AbortError is thrown.
+   */
   signal?: AbortSignal;
   /** Prompts over 75 tokens: "truncate" (default, warns once) or "chunked" (75-token chunks, embeddings concatenated). */
   longPrompt?: "truncate" | "chunked";

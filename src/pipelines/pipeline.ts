@@ -3,7 +3,9 @@
 // pick the scheduler, encode the conditioning (the subclass's part), set the timesteps, prepare the
 // latents, run the denoising loop, decode, and wrap the images with their generation parameters.
 // Everything generate() allocates is freed before it returns or throws, except the tensors it
-// returns; dispose() removes every feature and frees the weights.
+// returns; dispose() removes every feature and frees the weights. With an AbortSignal, the run's
+// module-call check (interrupt.ts) is installed on the pipeline's models for the duration of the
+// call, so an abort stops at the next module call.
 //
 // Robustness (docs/architecture.md, decision 11): before anything is allocated, the run's peak
 // memory is predicted on "meta" (memory-plan.ts) and a run that cannot fit throws an
@@ -26,13 +28,14 @@ import { AttnProcessorDefault } from "../nn/attention.ts";
 import { setAttnProcessor } from "../nn/attention-processors.ts";
 import type { Module } from "../nn/module.ts";
 import type { Scheduler } from "../schedulers/index.ts";
-import type { DType, Device, Tensor } from "../tensor/index.ts";
+import { type DType, type Device, type Tensor, tidy } from "../tensor/index.ts";
 import { type TokenMergingOptions, applyTokenMerging, removeTokenMerging, resolveTokenMergingOptions } from "../tome/index.ts";
 import { decodeLatents, toGeneratedImages } from "./decode.ts";
 import { type UNetConditioning, denoise, guidanceScaleEmbedding } from "./denoise.ts";
 import { NonFiniteError, PipelineBusyError, throwIfAborted } from "./errors.ts";
 import { allFinite, nonFiniteCauses } from "./finite.ts";
 import { MemoryPlanner, type RunShape } from "./memory-plan.ts";
+import { ModuleAbortCheck, interruptible } from "./interrupt.ts";
 import { type ActiveFeature, PipelineFeatures, formatFeatures } from "./features.ts";
 import { prepareLatents, stepNoise } from "./latents.ts";
 import { GENERATE_OPTION_KEYS, type GenerateOptions, type GenerateResult, type ModelFacts, type ResolvedRun, validateCommon } from "./options.ts";
@@ -258,9 +261,11 @@ export abstract class DiffusionPipeline<O extends GenerateOptions, X> {
         givenLatentsBad: options.latents ? !allFinite(options.latents) : null,
         where,
       });
+    let interrupt: ModuleAbortCheck | undefined;
     try {
       scheduler.setTimesteps(run.steps); // host-side only: a schedule the scheduler rejects fails before any tensor work
-      cond = this.encode(options, run, extra);
+      if (options.signal) interrupt = new ModuleAbortCheck(this.modules(), options.signal, run.steps);
+      cond = interruptible(interrupt, "prompt encoding", 0, () => tidy(() => this.encode(options, run, extra)));
       if (this.unet.config.time_cond_proj_dim) {
         // guidance-distilled UNets (LCM): w − 1 embedded per image instead of CFG
         const w = guidanceScaleEmbedding(Array<number>(run.total).fill(run.guidanceScale - 1), this.unet.config.time_cond_proj_dim);
@@ -278,6 +283,7 @@ export abstract class DiffusionPipeline<O extends GenerateOptions, X> {
         stepOptions: { generator: stepNoise(run.seeds), eta: run.eta },
         onStep: options.onStep,
         signal: options.signal,
+        interrupt,
         startedAt,
         checkFinite: run.checkFinite,
         explainNonFinite: causes("latents"),
@@ -288,7 +294,7 @@ export abstract class DiffusionPipeline<O extends GenerateOptions, X> {
         const onNonFinite = (): never => {
           throw new NonFiniteError("image", run.steps + 1, run.steps, causes("image")());
         };
-        pixels = this.decode(final, run.checkFinite === false ? undefined : onNonFinite); // [B·n, 3, H, W]
+        pixels = interruptible(interrupt, "decoding", run.steps, () => this.decode(final, run.checkFinite === false ? undefined : onNonFinite)); // [B·n, 3, H, W]
       } finally {
         final.dispose();
       }
@@ -304,6 +310,7 @@ export abstract class DiffusionPipeline<O extends GenerateOptions, X> {
       }
     } finally {
       this.#running--;
+      interrupt?.remove();
       if (cond) for (const t of Object.values(cond)) (t as Tensor | undefined)?.dispose();
       release();
     }
@@ -339,6 +346,12 @@ export abstract class DiffusionPipeline<O extends GenerateOptions, X> {
 
   /** The models whose weights this pipeline owns. */
   protected abstract modules(): Module[];
+
+  /** The models this pipeline owns (UNet, VAE, text encoders), e.g. to install hooks on every one. */
+  models(): Module[] {
+    this.#assertUsable();
+    return this.modules();
+  }
 
   /**
    * Remove every feature and free every weight; the pipeline cannot be used afterwards. While

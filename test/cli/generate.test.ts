@@ -1,11 +1,14 @@
 // `bun-diffusion generate` end to end as a subprocess on the shipped shapes-64 model: the PNG's size
 // and embedded A1111 parameters, its pixels against diffusers' golden image for the same prompt,
-// seed and sampler (the model's own DDIM, 20 steps), directory output with NNNNN-seed.png numbering,
-// progress output; bad options exit non-zero with a clear message and write nothing; the TTY
-// progress bar.
+// seed and sampler (the model's own DDIM, 20 steps), folder output with NNNNN-seed.png numbering
+// (one seed per image of a batch, each reproducible alone; numbers claimed atomically by concurrent
+// runs), progress output; bad options, bad --out targets and step counts the scheduler refuses exit
+// non-zero with a clear message before the model loads and write nothing; Ctrl-C inside a step stops
+// within seconds (exit 130, nothing written) and a second Ctrl-C quits at once; the CUDA message
+// names the lowest failing layer first; the TTY progress bar.
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import sharp from "sharp";
@@ -23,6 +26,20 @@ function cli(...args: string[]): { code: number; stdout: string; stderr: string 
   const p = Bun.spawnSync([process.execPath, main, "generate", ...args], { cwd: projectRoot, stdout: "pipe", stderr: "pipe" });
   return { code: p.exitCode ?? -1, stdout: p.stdout.toString(), stderr: p.stderr.toString() };
 }
+
+/** The same, without blocking (for concurrent runs). */
+async function cliAsync(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const p = Bun.spawn([process.execPath, main, "generate", ...args], { cwd: projectRoot, stdout: "pipe", stderr: "pipe" });
+  const [stdout, stderr] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text()]);
+  return { code: await p.exited, stdout, stderr };
+}
+
+/** 8-bit RGB pixels of a PNG. */
+async function pixels(file: string): Promise<Buffer> {
+  return (await sharp(readFileSync(file)).raw().toBuffer({ resolveWithObject: true })).data;
+}
+
+const LOADED = /loaded SD model/;
 
 beforeAll(() => {
   tmp = mkdtempSync(path.join(tmpdir(), "bd-cli-"));
@@ -74,13 +91,13 @@ describe("bun-diffusion generate", () => {
     expect(readPngText(new Uint8Array(readFileSync(path.join(tmp, "plain.png")))).parameters!).not.toContain("Features:");
   }, 60_000);
 
-  test("a directory --out gets NNNNN-seed.png files, numbered after the ones already there", () => {
-    const dir = path.join(tmp, "outputs", "nested");
+  test("a folder --out gets NNNNN-seed.png files, numbered after the ones already there", () => {
+    const dir = path.join(tmp, "outputs", "nested") + "/";
     const a = cli("--model", model, "--prompt", "a green triangle on a white background", "--steps", "2", "--seed", "7", "--batch", "2", "--out", dir);
     expect(a.code).toBe(0);
     const b = cli("--model", model, "--prompt", "a green triangle on a white background", "--steps", "2", "--seed", "3,4", "--batch", "2", "--out", dir);
     expect(b.code).toBe(0);
-    expect(readdirSync(dir).sort()).toEqual(["00000-7.png", "00001-7.png", "00002-3.png", "00003-4.png"]);
+    expect(readdirSync(dir).sort()).toEqual(["00000-7.png", "00001-8.png", "00002-3.png", "00003-4.png"]);
     expect(b.stdout.trim().split("\n")).toEqual([path.join(dir, "00002-3.png"), path.join(dir, "00003-4.png")]);
   }, 60_000);
 
@@ -90,21 +107,98 @@ describe("bun-diffusion generate", () => {
     ["unknown scheduler", ["--scheduler", "heun"], /Allowed choices are ddim, pndm, lms, euler, euler_a, dpmpp_2m, dpmpp_2m_karras, unipc, lcm/],
     ["non-numeric cfg", ["--cfg", "lots"], /--cfg <scale>' argument 'lots' is invalid\. expected a number/],
     ["unknown attention kind", ["--attention", "flash"], /Allowed choices are fused, naive, chunked/],
-    ["one file for several images", ["--batch", "2"], /names one file but --batch 2 makes 2 images; pass a directory/],
+    ["one file for several images", ["--batch", "2"], /--out .*x\.png: names one file but --batch 2 makes 2 images; pass a folder/],
     ["seed list length", ["--seed", "1,2"], /--seed: has 2 seeds for 1 image/],
-    ["cuda without a usable CUDA setup", ["--device", "cuda"], /device "cuda" is not available: ./],
+    ["steps beyond the model's scheduler", ["--steps", "5000"], /error: --steps 5000 is not allowed by the model's scheduler \(DDIMScheduler\): .*\[1, 1000\]; pick a step count it allows, or another --scheduler/],
+    ["steps the chosen scheduler refuses", ["--steps", "1", "--scheduler", "pndm"], /error: --steps 1 is not allowed by --scheduler pndm: .*\[2, 1000\]/],
   ];
   for (const [what, args, message] of bad) {
-    test(`bad option: ${what} → non-zero exit, clear message, nothing written`, () => {
+    test(`bad option: ${what} → non-zero exit, clear message, model never loaded, nothing written`, () => {
       const dir = path.join(tmp, `bad-${what.replace(/\W+/g, "-")}`);
-      const out = path.join(dir, "x.png");
-      const r = cli("--model", model, "--prompt", "a red circle", "--out", out, ...args);
+      mkdirSync(dir);
+      const r = cli("--model", model, "--prompt", "a red circle", "--out", path.join(dir, "x.png"), ...args);
       expect(r.code).not.toBe(0);
       expect(r.stderr).toMatch(message);
+      expect(r.stderr).not.toMatch(LOADED);
       expect(r.stdout).toBe("");
-      expect(existsSync(dir)).toBe(false);
+      expect(readdirSync(dir)).toEqual([]);
     }, 30_000);
   }
+
+  test("bad --out targets fail before the model loads, naming --out and the fix, and create nothing", () => {
+    const base = path.join(tmp, "bad-out");
+    mkdirSync(path.join(base, "taken.png"), { recursive: true }); // a folder named like a file
+    writeFileSync(path.join(base, "file"), "not a folder");
+    const cases: [string, RegExp][] = [
+      [path.join(base, "missing", "x.png"), /--out .*missing\/x\.png: the folder .*missing does not exist; create it \(mkdir -p .*missing\)/],
+      ["/proc/x.png", /--out \/proc\/x\.png: cannot create files in \/proc \(.+\); pick a folder you can write to/],
+      ["/sys/x.png", /--out \/sys\/x\.png: cannot create files in \/sys \(.+\); pick a folder you can write to/],
+      ["/dev/null", /--out \/dev\/null: exists and is not a regular file/],
+      [path.join(base, "taken.png"), /--out .*taken\.png: is an existing folder; to write numbered images into it, end it with \/ /],
+      [path.join(base, "file", "x.png"), /--out .*file\/x\.png: .*file is a file, not a folder/],
+      [path.join(base, "file") + "/", /--out .*file\/: .*file is a file, not a folder/],
+      [path.join(base, "x.gif"), /--out .*x\.gif: bun-diffusion writes PNG images only \("\.gif" is not supported\); name a \.png file \(.*x\.png\), or a folder ending with \//],
+      [path.join(base, "noext"), /--out .*noext: is neither a \.png file nor an existing folder; write .*noext\.png for one image, or .*noext\/ for a folder/],
+    ];
+    for (const [out, message] of cases) {
+      const r = cli("--model", model, "--prompt", "a red circle", "--steps", "2", "--out", out);
+      expect(r.code, out).toBe(1);
+      expect(r.stderr, out).toMatch(message);
+      expect(r.stderr, out).not.toMatch(LOADED);
+      expect(r.stderr, out).not.toMatch(/\.tmp|ENOENT|EACCES/); // no internal temp file, no raw errno text
+    }
+    expect(readdirSync(base).sort()).toEqual(["file", "taken.png"]); // nothing created: no x.gif/, noext/, missing/
+    expect(readdirSync(path.join(base, "taken.png"))).toEqual([]);
+    expect(existsSync("/proc/x.png") || existsSync("/sys/x.png")).toBe(false);
+  }, 60_000);
+
+  test("a batch gets one seed per image (seed, seed+1): each file's seed reproduces that image alone", async () => {
+    const dir = path.join(tmp, "batch") + "/";
+    const prompt = "a blue square on a yellow background";
+    const b = cli("--model", model, "--prompt", prompt, "--steps", "3", "--seed", "7", "--batch", "2", "--out", dir);
+    expect(b.code).toBe(0);
+    expect(readdirSync(dir).sort()).toEqual(["00000-7.png", "00001-8.png"]);
+    const batch = [await pixels(path.join(dir, "00000-7.png")), await pixels(path.join(dir, "00001-8.png"))];
+    expect(batch[0]!.equals(batch[1]!)).toBe(false);
+    for (const [i, seed] of [7, 8].entries()) {
+      const text = readPngText(new Uint8Array(readFileSync(path.join(dir, `0000${i}-${seed}.png`)))).parameters!;
+      expect(text).toContain(`Seed: ${seed},`);
+      expect(text).not.toContain("Batch size"); // not drawn by one generator: the seed alone reproduces it
+      const alone = path.join(tmp, `alone-${seed}.png`);
+      const r = cli("--model", model, "--prompt", prompt, "--steps", "3", "--seed", String(seed), "--out", alone);
+      expect(r.code).toBe(0);
+      expect((await pixels(alone)).equals(batch[i]!)).toBe(true);
+    }
+  }, 90_000);
+
+  test("two concurrent runs into one folder never take one number", async () => {
+    const dir = path.join(tmp, "concurrent") + "/";
+    const args = ["--model", model, "--prompt", "a red circle", "--steps", "2", "--batch", "2", "--out", dir];
+    const [a, b] = await Promise.all([cliAsync(...args, "--seed", "100"), cliAsync(...args, "--seed", "200")]);
+    expect([a.code, b.code]).toEqual([0, 0]);
+    const files = readdirSync(dir).sort();
+    expect(files.map((f) => f.slice(0, 5))).toEqual(["00000", "00001", "00002", "00003"]);
+    expect(files.map((f) => f.slice(6)).sort()).toEqual(["100.png", "101.png", "200.png", "201.png"]);
+    expect([...a.stdout.trim().split("\n"), ...b.stdout.trim().split("\n")].map((p) => path.basename(p)).sort()).toEqual(files);
+  }, 60_000);
+
+  test("writers in several processes released at once claim distinct numbers and leave no claim or temp files", async () => {
+    const dir = path.join(tmp, "claims");
+    mkdirSync(dir);
+    const start = Date.now() + 1500; // every writer waits for this instant, then writes 6 images
+    const script = `
+      import { writeOutputs } from "./src/cli/outputs.ts";
+      while (Date.now() < ${start}) {}
+      const images = Array.from({ length: 6 }, (_, i) => ({ png: new Uint8Array([process.pid & 255, i]), seed: i }));
+      console.log(JSON.stringify(writeOutputs({ kind: "folder", dir: ${JSON.stringify(dir)} }, images)));`;
+    const procs = Array.from({ length: 4 }, () => Bun.spawn([process.execPath, "-e", script], { cwd: projectRoot, stdout: "pipe", stderr: "pipe" }));
+    const outs = await Promise.all(procs.map(async (p) => ({ code: await p.exited, out: await new Response(p.stdout).text(), err: await new Response(p.stderr).text() })));
+    for (const o of outs) expect(o.code, o.err).toBe(0);
+    const files = readdirSync(dir).sort();
+    expect(files.length).toBe(24); // no .claim, no .tmp
+    expect(files.map((f) => f.slice(0, 5))).toEqual(Array.from({ length: 24 }, (_, i) => String(i).padStart(5, "0")));
+    expect(outs.flatMap((o) => JSON.parse(o.out) as string[]).length).toBe(24);
+  }, 60_000);
 
   test("a folder that is not a pipeline → non-zero exit naming model_index.json", () => {
     const r = cli("--model", tmp, "--prompt", "x", "--out", path.join(tmp, "y.png"));
@@ -118,6 +212,108 @@ describe("bun-diffusion generate", () => {
     expect(r.code).toBe(0);
     expect(r.stderr.match(/notice: .*running on the CPU/g)?.length).toBe(1);
   }, 30_000);
+});
+
+describe("interrupts", () => {
+  test("Ctrl-C inside a step: \"stopping\", exit 130 within seconds, the step cut short, nothing written", async () => {
+    const dir = path.join(tmp, "interrupted") + "/";
+    mkdirSync(dir);
+    // 512×512 on shapes-64: one step takes several seconds on the CPU
+    const p = Bun.spawn([process.execPath, main, "generate", "--model", model, "--prompt", "a red circle", "--steps", "5", "--width", "512", "--height", "512", "--seed", "1", "--out", dir], {
+      cwd: projectRoot,
+      stdout: "pipe",
+      stderr: "pipe",
+    });
+    const guard = setTimeout(() => p.kill("SIGKILL"), 90_000);
+    let stderr = "";
+    let sigintAt = 0;
+    const decoder = new TextDecoder();
+    for await (const chunk of p.stderr) {
+      stderr += decoder.decode(chunk, { stream: true });
+      if (!sigintAt && stderr.includes("features:")) {
+        sigintAt = -1;
+        setTimeout(() => {
+          sigintAt = performance.now();
+          p.kill("SIGINT");
+        }, 2000); // the generation has started: text encoding takes milliseconds, a step seconds
+      }
+    }
+    const code = await p.exited;
+    const secondsAfterSigint = (performance.now() - sigintAt) / 1000;
+    clearTimeout(guard);
+    expect(sigintAt, stderr).toBeGreaterThan(0);
+    expect(code, stderr).toBe(130);
+    expect(stderr).toContain("stopping…");
+    expect(stderr).toMatch(/aborted: generation aborted during step [1-5] of 5; nothing was written/); // cut short inside a step
+    expect(stderr).not.toContain("step 5/5");
+    expect(secondsAfterSigint).toBeLessThan(15);
+    expect(await new Response(p.stdout).text()).toBe("");
+    expect(readdirSync(dir)).toEqual([]); // no PNG, no temp file
+    console.log(`Ctrl-C inside a 512×512 step: exited ${secondsAfterSigint.toFixed(1)} s after SIGINT`);
+  }, 120_000);
+
+  test("the main thread's handler: the first SIGINT raises the shared flag and keeps running, the second exits 130 at once even with a busy worker", async () => {
+    const busy = path.join(tmp, "busy-worker.ts");
+    writeFileSync(busy, "postMessage('busy'); for (;;) {}\n");
+    const script = `
+      import { handleInterrupts } from "./src/cli/interrupt.ts";
+      const i = handleInterrupts();
+      const w = new Worker(${JSON.stringify(busy)});
+      w.onmessage = () => console.error("ready");
+      const flag = new Int32Array(i.buffer);
+      const t = setInterval(() => { if (Atomics.load(flag, 0) === 1) { console.error("flag raised, still running"); clearInterval(t); } }, 20);
+      setInterval(() => {}, 1000);`;
+    const p = Bun.spawn([process.execPath, "-e", script], { cwd: projectRoot, stdout: "pipe", stderr: "pipe" });
+    const guard = setTimeout(() => p.kill("SIGKILL"), 60_000);
+    let stderr = "";
+    let sent = 0;
+    const decoder = new TextDecoder();
+    for await (const chunk of p.stderr) {
+      stderr += decoder.decode(chunk, { stream: true });
+      if (sent === 0 && stderr.includes("ready")) {
+        sent = 1;
+        p.kill("SIGINT");
+      } else if (sent === 1 && stderr.includes("flag raised, still running")) {
+        sent = 2;
+        p.kill("SIGINT");
+      }
+    }
+    const code = await p.exited;
+    clearTimeout(guard);
+    expect(stderr).toContain("stopping… (Ctrl-C again to quit at once)");
+    expect(stderr).toContain("flag raised, still running");
+    expect(stderr).toContain("quit; nothing was written");
+    expect(code).toBe(130);
+    expect(p.signalCode).toBeNull(); // it exited (130), it was not killed
+  }, 90_000);
+});
+
+describe("--device cuda without a usable CUDA stack", () => {
+  test("the lowest failing layer (driver, runtime) comes first, the missing libraries after it", async () => {
+    const { discoverCuda } = await import("../../ffi/cuda/discover.ts");
+    const { cudaStackFacts, describeCudaStack } = await import("../../src/backends/cuda/diagnose.ts");
+    const empty = mkdtempSync(path.join(tmpdir(), "bd-no-cuda-"));
+    try {
+      const env = { PATH: process.env.PATH, HOME: empty, BD_CUDA_LIB_DIR: empty, BD_KERNELS_LIB: path.join(empty, "none.so") };
+      const lower = describeCudaStack(cudaStackFacts(discoverCuda({ env })));
+      if (!lower) return console.log("this machine's driver and device work: no lower layer to report first");
+      const p = Bun.spawnSync([process.execPath, main, "generate", "--model", model, "--prompt", "x", "--device", "cuda", "--out", path.join(empty, "x.png")], {
+        cwd: projectRoot,
+        env,
+        stdout: "pipe",
+        stderr: "pipe",
+      });
+      const stderr = p.stderr.toString();
+      expect(p.exitCode).toBe(1);
+      expect(stderr).toStartWith(`error: device "cuda" is not available: ${lower.message}\n`);
+      expect(stderr).toMatch(/driver/);
+      const libs = stderr.indexOf("not found. Looked in");
+      if (libs >= 0) expect(stderr.indexOf("Once that works, these are still missing:")).toBeLessThan(libs);
+      expect(existsSync(path.join(empty, "x.png"))).toBe(false);
+    } finally {
+      rmSync(empty, { recursive: true, force: true });
+    }
+  }, 60_000);
 });
 
 describe("progress display", () => {

@@ -1,7 +1,8 @@
 // generate() options and lifecycle on small models: tiny random SD 1.x and SDXL pipelines written by
 // scripts/make-tiny-model.ts, the shipped shapes-64 model and the golden tiny SDXL model. Bad options
 // fail before any work (no allocation, no UNet call) with messages naming the option; AbortSignal
-// stops between steps and frees everything; onStep, output types, numImagesPerPrompt × prompt
+// stops between steps or at the next module call inside one (one run's abort never stops another's)
+// and frees everything; onStep, output types, numImagesPerPrompt × prompt
 // lists, seeds (one generator for the batch, or one per image), CFG on/off, guidance rescale,
 // clip skip, long prompts (truncation warning once, chunked mode), every scheduler name, SDXL's
 // force_zeros_for_empty_prompt / micro-conditioning / VAE upcast, loader errors and dispose().
@@ -20,6 +21,8 @@ import {
   rescaleNoiseCfg,
 } from "../../src/pipelines/index.ts";
 import type { UNetForwardOptions } from "../../src/models/unet/index.ts";
+import type { Module } from "../../src/nn/module.ts";
+import type { GenerateResult } from "../../src/pipelines/options.ts";
 import { hasBackend } from "../../src/backends/registry.ts";
 import { SCHEDULER_NAMES, schedulerByName } from "../../src/schedulers/index.ts";
 import { TorchGenerator, memoryStats, randn, tensor, tidy, zeros } from "../../src/tensor/index.ts";
@@ -168,6 +171,84 @@ describe("generation lifecycle", () => {
     expect((err as AbortError).cause).toBe("stop");
     expect(rec.calls.length).toBe(k);
     expect(memoryStats("cpu").live).toBe(live);
+  });
+
+  /** Pre-hooks on every module of `models` counting the calls that start after `signal` fired. */
+  function countCallsAfterAbort(models: Module[], signal: AbortSignal) {
+    let n = 0;
+    const handles = models.flatMap((m) => m.namedModules().map(([, mod]) => mod.registerForwardPreHook(() => void (signal.aborted && n++))));
+    return { get count() { return n; }, remove: () => handles.forEach((h) => h.remove()) };
+  }
+  const hooksOn = (models: Module[]) => models.flatMap((m) => m.namedModules()).reduce((n, [, m]) => n + m.hookCount, 0);
+
+  test("abort from inside a module stops at the next module call, mid-step, and frees everything", async () => {
+    const models: Module[] = [sd.unet, sd.vae, sd.textEncoder!];
+    const live = memoryStats("cpu").live;
+    const c = new AbortController();
+    const unetCalls = recordUNet(sd);
+    const inner = sd.unet.getSubmodule("down_blocks.0.resnets.0");
+    let innerCalls = 0;
+    const trigger = inner.registerForwardPostHook(() => void (++innerCalls === 2 && c.abort("from a module"))); // in step 2
+    const after = countCallsAfterAbort(models, c.signal);
+    const err = await sd.generate({ prompt: "a", steps: 5, scheduler: "ddim", signal: c.signal }).catch((e) => e);
+    trigger.remove();
+    after.remove();
+    unetCalls.remove();
+    expect(err).toBeInstanceOf(AbortError);
+    expect((err as AbortError).during).toBe("step 2 of 5");
+    expect((err as AbortError).step).toBe(1);
+    expect((err as AbortError).message).toBe("generation aborted during step 2 of 5");
+    expect((err as AbortError).cause).toBe("from a module");
+    expect(unetCalls.calls.length).toBe(2); // step 2's UNet call started and was cut short
+    expect(after.count).toBeLessThanOrEqual(1); // the module call at which the check threw
+    expect(hooksOn(models)).toBe(0); // the run's check is gone
+    expect(memoryStats("cpu").live).toBe(live);
+  });
+
+  test("abort inside prompt encoding and inside decoding: AbortError naming the phase, nothing left", async () => {
+    const cases = [[sd.textEncoder!, "text_model.encoder.layers.1", "prompt encoding"], [sd.vae, "decoder.mid_block.resnets.0", "decoding"]] as const;
+    for (const [model, at, during] of cases) {
+      const live = memoryStats("cpu").live;
+      const c = new AbortController();
+      const inner = model.getSubmodule(at);
+      const trigger = inner.registerForwardPostHook(() => c.abort());
+      const after = countCallsAfterAbort([model], c.signal);
+      const err = await sd.generate({ prompt: "a", steps: 2, signal: c.signal }).catch((e) => e);
+      trigger.remove();
+      after.remove();
+      expect(err).toBeInstanceOf(AbortError);
+      expect((err as AbortError).during).toBe(during);
+      expect(after.count).toBeLessThanOrEqual(1);
+      expect(memoryStats("cpu").live).toBe(live);
+    }
+  });
+
+  test("the module-call check belongs to its run: aborting one of two concurrent runs leaves the other intact", async () => {
+    const other = await StableDiffusionPipeline.fromPretrained(path.join(tmp, "sd15"));
+    try {
+      const alone = await other.generate({ prompt: "b", steps: 4, seed: 5, outputType: "latent" });
+      const expected = alone.latents!.toFloat32Array();
+      alone.latents!.dispose();
+      const live = memoryStats("cpu").live;
+      const a = new AbortController();
+      const b = new AbortController();
+      let aCalls = 0;
+      const trigger = sd.unet.registerForwardPreHook(() => void (++aCalls === 2 && a.abort())); // a aborts inside its step 2
+      const [ra, rb] = await Promise.allSettled([
+        sd.generate({ prompt: "a", steps: 4, signal: a.signal, outputType: "latent" }),
+        other.generate({ prompt: "b", steps: 4, seed: 5, signal: b.signal, outputType: "latent" }),
+      ]);
+      trigger.remove();
+      expect(ra.status).toBe("rejected");
+      expect((ra as PromiseRejectedResult).reason).toBeInstanceOf(AbortError);
+      expect(rb.status).toBe("fulfilled");
+      const latents = (rb as PromiseFulfilledResult<GenerateResult>).value.latents!;
+      expect(latents.toFloat32Array()).toEqual(expected);
+      latents.dispose();
+      expect(memoryStats("cpu").live).toBe(live);
+    } finally {
+      other.dispose();
+    }
   });
 
   test("abort from a timer while generating (the loop yields between steps)", async () => {

@@ -1,20 +1,22 @@
 // The CUDA backend: every method of the backend contract on device "cuda", through cudart, cuBLAS, cuDNN and our
 // kernels (ffi/cuda), on a real GPU or on the emulated device (BD_CUDA_EMULATE=1 / initCuda({ emulate: true })).
 // initCuda() loads the libraries, selects the device, creates the streams, handles, caching allocator and pinned
-// staging, and registers the backend; cudaAvailable() says whether that would work and, if not, why. One op family
+// staging, and registers the backend; cudaAvailable() says whether that would work and, if not, why (the lowest
+// failing layer first: driver, runtime, then libraries — diagnose.ts). One op family
 // per file: elementwise, reduce, linalg (cuBLAS), conv (cuDNN), norm, indexing, attention; allocator and streams.
 
 import type { Backend } from "../backend.ts";
 import { registerBackend } from "../registry.ts";
 import { CudaLibraryLoadError } from "../../../ffi/cuda/bind.ts";
 import { PROP_BUFFER_BYTES, cudaDevAttr } from "../../../ffi/cuda/cudart.ts";
-import { type CudaLibrary, CudaNotFoundError, type DiscoverOptions, isEmulated } from "../../../ffi/cuda/discover.ts";
+import { type CudaLibrary, CudaNotFoundError, type DiscoverOptions, discoverCuda, isEmulated } from "../../../ffi/cuda/discover.ts";
 import { type CudaLibraries, loadCuda } from "../../../ffi/cuda/index.ts";
 import { checkAttentionLayout } from "../../../ffi/cuda/kernels.ts";
 import { attention } from "./attention.ts";
 import { type AllocatorCounters } from "./allocator.ts";
 import { allocateStorage, createContext, cudaContext, cudaMemory, hasCudaContext } from "./context.ts";
 import { conv2d } from "./conv.ts";
+import { cudaStackFacts, describeCudaStack } from "./diagnose.ts";
 import { binary, binaryScalar, copy, fill, unary, where } from "./elementwise.ts";
 import { downloadView } from "./fallback.ts";
 import { argsort, gather, indexSelect, scatterAdd } from "./indexing.ts";
@@ -106,8 +108,12 @@ function probe(opts: InitCudaOptions): { libs: CudaLibraries; count: number } {
   try {
     libs = loadCuda({ emulate, env: opts.env });
   } catch (e) {
-    if (e instanceof CudaNotFoundError)
+    if (e instanceof CudaNotFoundError) {
+      // the lowest failing layer first: without a driver (or a device) the missing libraries are not the cause
+      const lower = emulate ? null : describeCudaStack(cudaStackFacts(discoverCuda({ emulate, env: opts.env })));
+      if (lower) throw new CudaUnavailableError(`${lower.message}\nOnce that works, these are still missing:\n${e.message}`, lower.summary);
       throw new CudaUnavailableError(e.message, `${e.missing.map((m) => m.library).join(", ")} not found; install them or set BD_CUDA_LIB_DIR (device "cuda" lists where it looked)`);
+    }
     const why = e instanceof CudaLibraryLoadError ? `${e.message} (is the NVIDIA driver installed? libcudart needs libcuda.so.1)` : (e as Error).message;
     throw new CudaUnavailableError(why);
   }
