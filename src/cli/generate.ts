@@ -14,7 +14,7 @@ import type { DType, DeviceSpec } from "../tensor/index.ts";
 import { handleInterrupts } from "./interrupt.ts";
 import { resolveOutTarget } from "./out-target.ts";
 import { writeOutputs } from "./outputs.ts";
-import { batchSeeds, checkSteps } from "./preflight.ts";
+import { batchSeeds, checkSteps, checkTome } from "./preflight.ts";
 import { progressReporter } from "./progress.ts";
 import type { GenerationRequest, WorkerMessage } from "./worker-protocol.ts";
 
@@ -39,6 +39,8 @@ export interface GenerateCliOptions {
   longPrompt?: "truncate" | "chunked";
   variant?: string;
   attention?: "fused" | "naive" | "chunked";
+  /** Token Merging ratio (tomesd's `ratio`); the pipeline validates it. */
+  tome?: number;
 }
 
 function positiveInt(what: string) {
@@ -93,6 +95,7 @@ export async function runGenerate(o: GenerateCliOptions, log: (line: string) => 
   if (!pipelineKind(index.className))
     throw new Error(`${index.dir} holds a ${index.className}; bun-diffusion generates with StableDiffusionPipeline and StableDiffusionXLPipeline folders`);
   checkSteps(index, o.steps, o.scheduler);
+  checkTome(o.tome);
 
   const progress = progressReporter();
   const interrupt = handleInterrupts(() => progress.interrupt());
@@ -145,6 +148,9 @@ export function registerGenerate(program: Command): void {
     .option("--clip-skip <n>", "skip the last n CLIP layers (diffusers' clip_skip)", positiveInt("--clip-skip"))
     .addOption(new Option("--long-prompt <mode>", "prompts over 75 tokens").choices(["truncate", "chunked"]))
     .option("--variant <name>", 'weights variant, e.g. "fp16"')
+    .addOption(
+      new Option("--tome <ratio>", "Token Merging (tomesd): merge this share of the tokens in the highest-resolution attention level, e.g. 0.5").argParser(finite),
+    )
     .addOption(
       new Option("--attention <kind>", 'attention implementation: "fused" (default; the backend\'s blockwise kernel), "naive" (materialised scores), "chunked" (online softmax from tensor ops)').choices(["fused", "naive", "chunked"]),
     )

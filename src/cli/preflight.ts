@@ -2,10 +2,11 @@
 // model loads: the step count against the scheduler that will run (built from the model's
 // scheduler_config.json, or by --scheduler name, and asked to set its timesteps: its own limits,
 // not a copy of them), and the seed of every image of a batch (seed, seed+1, … as A1111 numbers
-// them, so the seed in a file name reproduces that image alone).
+// them, so the seed in a file name reproduces that image alone), and the --tome ratio.
 
 import { type ModelIndex, readSchedulerConfig } from "../pipelines/index.ts";
 import { type Scheduler, schedulerByName, schedulerFromConfig } from "../schedulers/index.ts";
+import { resolveTokenMergingOptions } from "../tome/index.ts";
 
 /** An option rejected by the CLI before loading; the message names the flag. */
 export class CliOptionError extends Error {
@@ -34,6 +35,16 @@ export function checkSteps(index: ModelIndex, steps: number | undefined, schedul
     );
   } finally {
     s.dispose();
+  }
+}
+
+/** Throw a CliOptionError naming --tome when Token Merging would refuse the ratio (the library's own check). */
+export function checkTome(ratio: number | undefined): void {
+  if (ratio === undefined) return;
+  try {
+    resolveTokenMergingOptions({ ratio });
+  } catch (e) {
+    throw new CliOptionError(`--tome ${ratio}: ${(e as Error).message.replace(/^token merging: /, "")}`);
   }
 }
 

@@ -32,7 +32,7 @@ import { type DType, type Device, type Tensor, tidy } from "../tensor/index.ts";
 import { type TokenMergingOptions, applyTokenMerging, removeTokenMerging, resolveTokenMergingOptions } from "../tome/index.ts";
 import { decodeLatents, toGeneratedImages } from "./decode.ts";
 import { type UNetConditioning, denoise, guidanceScaleEmbedding } from "./denoise.ts";
-import { NonFiniteError, PipelineBusyError, throwIfAborted } from "./errors.ts";
+import { GenerateOptionsError, NonFiniteError, PipelineBusyError, throwIfAborted } from "./errors.ts";
 import { allFinite, nonFiniteCauses } from "./finite.ts";
 import { MemoryPlanner, type RunShape } from "./memory-plan.ts";
 import { ModuleAbortCheck, interruptible } from "./interrupt.ts";
@@ -263,7 +263,11 @@ export abstract class DiffusionPipeline<O extends GenerateOptions, X> {
       });
     let interrupt: ModuleAbortCheck | undefined;
     try {
-      scheduler.setTimesteps(run.steps); // host-side only: a schedule the scheduler rejects fails before any tensor work
+      try {
+        scheduler.setTimesteps(run.steps); // host-side only: a schedule the scheduler rejects fails before any tensor work
+      } catch (e) {
+        throw new GenerateOptionsError("steps", (e as Error).message);
+      }
       if (options.signal) interrupt = new ModuleAbortCheck(this.modules(), options.signal, run.steps);
       cond = interruptible(interrupt, "prompt encoding", 0, () => tidy(() => this.encode(options, run, extra)));
       if (this.unet.config.time_cond_proj_dim) {

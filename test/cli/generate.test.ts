@@ -79,6 +79,14 @@ describe("bun-diffusion generate", () => {
     expect(worst).toBeLessThanOrEqual(1); // rounding only
   }, 60_000);
 
+  test("--tome installs Token Merging: printed as a feature and carried in the PNG parameters", () => {
+    const out = path.join(tmp, "tome.png");
+    const r = cli("--model", model, "--prompt", "a red circle", "--steps", "2", "--seed", "1", "--tome", "0.5", "--out", out);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/features: tokenMerging\(mode=tome ratio=0\.5 /);
+    expect(readPngText(new Uint8Array(readFileSync(out))).parameters!).toMatch(/Features: tokenMerging\(mode=tome ratio=0\.5 /);
+  }, 60_000);
+
   test("--attention sets the pipeline's attention kind: printed as a feature and carried in the PNG parameters", async () => {
     const out = path.join(tmp, "attn.png");
     const r = cli("--model", model, "--prompt", "a red circle", "--steps", "2", "--seed", "1", "--attention", "chunked", "--out", out);
@@ -107,10 +115,11 @@ describe("bun-diffusion generate", () => {
     ["unknown scheduler", ["--scheduler", "heun"], /Allowed choices are ddim, pndm, lms, euler, euler_a, dpmpp_2m, dpmpp_2m_karras, unipc, lcm/],
     ["non-numeric cfg", ["--cfg", "lots"], /--cfg <scale>' argument 'lots' is invalid\. expected a number/],
     ["unknown attention kind", ["--attention", "flash"], /Allowed choices are fused, naive, chunked/],
+    ["Token Merging ratio out of range", ["--tome", "0.9"], /--tome 0\.9: ratio must be a number in \[0, 0\.75\]/],
     ["one file for several images", ["--batch", "2"], /--out .*x\.png: names one file but --batch 2 makes 2 images; pass a folder/],
     ["seed list length", ["--seed", "1,2"], /--seed: has 2 seeds for 1 image/],
-    ["steps beyond the model's scheduler", ["--steps", "5000"], /error: --steps 5000 is not allowed by the model's scheduler \(DDIMScheduler\): .*\[1, 1000\]; pick a step count it allows, or another --scheduler/],
-    ["steps the chosen scheduler refuses", ["--steps", "1", "--scheduler", "pndm"], /error: --steps 1 is not allowed by --scheduler pndm: .*\[2, 1000\]/],
+    ["steps beyond the model's scheduler", ["--steps", "5000"], /error: --steps 5000 is not allowed by the model's scheduler \(DDIMScheduler\): .*must be an integer from 1 to num_train_timesteps .*; pick a step count it allows, or another --scheduler/],
+    ["steps the chosen scheduler refuses", ["--steps", "1", "--scheduler", "pndm"], /error: --steps 1 is not allowed by --scheduler pndm: .*must be an integer from 2 to num_train_timesteps/],
   ];
   for (const [what, args, message] of bad) {
     test(`bad option: ${what} → non-zero exit, clear message, model never loaded, nothing written`, () => {

@@ -281,6 +281,15 @@ describe("unknown option keys", () => {
       unet.remove();
     });
 
+  test("a step count the scheduler refuses is a GenerateOptionsError naming steps, before any tensor work", async () => {
+    const live = memoryStats("cpu").live;
+    const e = await rejection(sd.generate({ ...RUN, steps: 1_000_000 }));
+    expect(e).toBeInstanceOf(GenerateOptionsError);
+    expect((e as GenerateOptionsError).option).toBe("steps");
+    expect(e.message).toMatch(/numInferenceSteps=1000000 must be an integer from 1 to num_train_timesteps/);
+    expect(memoryStats("cpu").live).toBe(live);
+  });
+
   test("an SDXL option on an SD pipeline is named as such", async () => {
     const e = await rejection(sd.generate({ prompt: "x", prompt2: "y" } as never));
     expect(e.message).toBe("prompt2: is an option of StableDiffusionXLPipeline only; this model is SD 1.x/2.x (a StableDiffusionPipeline)");
