@@ -10,7 +10,6 @@
 import { type Command, InvalidArgumentError, Option } from "commander";
 import { pipelineKind, readModelIndex } from "../pipelines/index.ts";
 import { SCHEDULER_NAMES } from "../schedulers/index.ts";
-import type { DType, DeviceSpec } from "../tensor/index.ts";
 import { handleInterrupts } from "./interrupt.ts";
 import { resolveOutTarget } from "./out-target.ts";
 import { writeOutputs } from "./outputs.ts";
@@ -20,27 +19,11 @@ import type { GenerationRequest, WorkerMessage } from "./worker-protocol.ts";
 
 export { progressReporter } from "./progress.ts";
 
-export interface GenerateCliOptions {
-  model: string;
-  prompt: string;
-  negative?: string;
-  prompt2?: string;
-  steps?: number;
-  cfg?: number;
+/** The parsed flags: the worker's request (worker-protocol.ts) before seeds are assigned, plus --out. */
+export interface GenerateCliOptions extends Omit<GenerationRequest, "seed" | "interrupt"> {
+  /** One seed, or one per image; default random. */
   seed?: number | number[];
-  width?: number;
-  height?: number;
-  scheduler?: string;
-  batch: number;
   out: string;
-  device: DeviceSpec;
-  dtype: DType;
-  clipSkip?: number;
-  longPrompt?: "truncate" | "chunked";
-  variant?: string;
-  attention?: "fused" | "naive" | "chunked";
-  /** Token Merging ratio (tomesd's `ratio`); the pipeline validates it. */
-  tome?: number;
 }
 
 function positiveInt(what: string) {

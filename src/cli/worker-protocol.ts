@@ -24,6 +24,7 @@ export interface GenerationRequest {
   longPrompt?: "truncate" | "chunked";
   variant?: string;
   attention?: "fused" | "naive" | "chunked";
+  /** Token Merging ratio (tomesd's `ratio`), checked before the model loads. */
   tome?: number;
   /** Int32Array over a SharedArrayBuffer: [0] becomes 1 when the user asks to stop (Ctrl-C). */
   interrupt: SharedArrayBuffer;

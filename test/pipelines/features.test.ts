@@ -6,37 +6,21 @@
 // hooks of every kind; a failing install leaves nothing active; dispose() removes every feature; an
 // unknown attention kind fails before any weight is read; CPU live bytes return to the start.
 
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { beforeAll, describe, expect, test } from "bun:test";
 import path from "node:path";
-import { makeTinyModel } from "../../scripts/make-tiny-model.ts";
 import { CLIPAttention } from "../../src/models/clip.ts";
 import { Attention, AttnProcessorDefault } from "../../src/nn/attention.ts";
 import type { Module } from "../../src/nn/module.ts";
 import { StableDiffusionPipeline, StableDiffusionXLPipeline, formatFeatures } from "../../src/pipelines/index.ts";
 import { type Tensor, memoryStats } from "../../src/tensor/index.ts";
+import { useTinyPipelines } from "../helpers/tiny-pipelines.ts";
 
 let tmp: string;
 let sd: StableDiffusionPipeline;
 let xl: StableDiffusionXLPipeline;
-let live0 = 0;
 
-beforeAll(async () => {
-  tmp = mkdtempSync(path.join(tmpdir(), "bd-features-"));
-  live0 = memoryStats("cpu").live;
-  await makeTinyModel(path.join(tmp, "sd15"), { preset: "sd15", seed: 3 });
-  await makeTinyModel(path.join(tmp, "sdxl"), { preset: "sdxl", seed: 4 });
-  sd = await StableDiffusionPipeline.fromPretrained(path.join(tmp, "sd15"));
-  xl = await StableDiffusionXLPipeline.fromPretrained(path.join(tmp, "sdxl"));
-});
-
-afterAll(() => {
-  sd?.dispose();
-  xl?.dispose();
-  expect(memoryStats("cpu").live).toBe(live0);
-  rmSync(tmp, { recursive: true, force: true });
-});
+const tiny = useTinyPipelines("features", { sd15: 3, sdxl: 4 });
+beforeAll(() => void ({ tmp, sd, xl } = tiny));
 
 const RUN = { prompt: "a red circle", negativePrompt: "blurry", steps: 2, seed: 5 } as const;
 

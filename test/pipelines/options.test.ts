@@ -7,9 +7,8 @@
 // clip skip, long prompts (truncation warning once, chunked mode), every scheduler name, SDXL's
 // force_zeros_for_empty_prompt / micro-conditioning / VAE upcast, loader errors and dispose().
 
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { cpSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { beforeAll, describe, expect, test } from "bun:test";
+import { cpSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { makeTinyModel } from "../../scripts/make-tiny-model.ts";
 import {
@@ -28,11 +27,11 @@ import { SCHEDULER_NAMES, schedulerByName } from "../../src/schedulers/index.ts"
 import { TorchGenerator, memoryStats, randn, tensor, tidy, zeros } from "../../src/tensor/index.ts";
 import { goldenCases, goldenTensor, maxError, openGolden } from "../helpers/golden.ts";
 import { goldenDir, projectRoot } from "../helpers/paths.ts";
+import { useTinyPipelines } from "../helpers/tiny-pipelines.ts";
 
 let tmp: string;
 let sd: StableDiffusionPipeline; // tiny random SD 1.x (32×32 images, 8×8 latents)
 let xl: StableDiffusionXLPipeline; // tiny random SDXL
-let live0 = 0;
 
 /** Records every UNet call: batch rows, timestep, encoder states and SDXL's added conditioning. */
 function recordUNet(pipe: StableDiffusionPipeline | StableDiffusionXLPipeline) {
@@ -49,21 +48,8 @@ function recordUNet(pipe: StableDiffusionPipeline | StableDiffusionXLPipeline) {
   return { calls, remove: () => h.remove() };
 }
 
-beforeAll(async () => {
-  tmp = mkdtempSync(path.join(tmpdir(), "bd-pipelines-"));
-  live0 = memoryStats("cpu").live;
-  await makeTinyModel(path.join(tmp, "sd15"), { preset: "sd15", seed: 1 });
-  await makeTinyModel(path.join(tmp, "sdxl"), { preset: "sdxl", seed: 2 });
-  sd = await StableDiffusionPipeline.fromPretrained(path.join(tmp, "sd15"));
-  xl = await StableDiffusionXLPipeline.fromPretrained(path.join(tmp, "sdxl"));
-});
-
-afterAll(() => {
-  sd?.dispose();
-  xl?.dispose();
-  expect(memoryStats("cpu").live).toBe(live0);
-  rmSync(tmp, { recursive: true, force: true });
-});
+const tiny = useTinyPipelines("pipelines", { sd15: 1, sdxl: 2 });
+beforeAll(() => void ({ tmp, sd, xl } = tiny));
 
 describe("bad options fail before any work", () => {
   const bad: [string, Record<string, unknown>, string, RegExp][] = [

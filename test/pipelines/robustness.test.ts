@@ -6,11 +6,8 @@
 // a Scheduler instance serves one call at a time; dispose() during a run is refused and the run
 // completes; unknown option keys are errors with a "did you mean". CPU live bytes return to the start.
 
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { beforeAll, describe, expect, test } from "bun:test";
 import path from "node:path";
-import { makeTinyModel } from "../../scripts/make-tiny-model.ts";
 import { MAX_HOST_BUFFER_BYTES } from "../../src/core/host-memory.ts";
 import type { Module } from "../../src/nn/module.ts";
 import {
@@ -23,27 +20,14 @@ import { NonFiniteError, PipelineBusyError } from "../../src/pipelines/errors.ts
 import { editDistance, suggestKey } from "../../src/pipelines/option-keys.ts";
 import { schedulerByName } from "../../src/schedulers/index.ts";
 import { OutOfMemoryError, type Tensor, copyInto, empty, full, memoryAvailable, memoryStats, randn, resetPeakMemory } from "../../src/tensor/index.ts";
+import { useTinyPipelines } from "../helpers/tiny-pipelines.ts";
 
 let tmp: string;
 let sd: StableDiffusionPipeline; // tiny random SD 1.x: 32×32 images, 4×4×4 latents
 let xl: StableDiffusionXLPipeline;
-let live0 = 0;
 
-beforeAll(async () => {
-  tmp = mkdtempSync(path.join(tmpdir(), "bd-robust-"));
-  live0 = memoryStats("cpu").live;
-  await makeTinyModel(path.join(tmp, "sd15"), { preset: "sd15", seed: 11 });
-  await makeTinyModel(path.join(tmp, "sdxl"), { preset: "sdxl", seed: 12 });
-  sd = await StableDiffusionPipeline.fromPretrained(path.join(tmp, "sd15"));
-  xl = await StableDiffusionXLPipeline.fromPretrained(path.join(tmp, "sdxl"));
-});
-
-afterAll(() => {
-  sd?.dispose();
-  xl?.dispose();
-  expect(memoryStats("cpu").live).toBe(live0);
-  rmSync(tmp, { recursive: true, force: true });
-});
+const tiny = useTinyPipelines("robust", { sd15: 11, sdxl: 12 });
+beforeAll(() => void ({ tmp, sd, xl } = tiny));
 
 const RUN = { prompt: "a red circle", steps: 2, seed: 3, scheduler: "ddim" } as const;
 
