@@ -20,7 +20,8 @@ import { setAttentionKind } from "../../src/nn/attention-processors.ts";
 import { getAttention, registerAttention } from "../../src/nn/attention-dispatch.ts";
 import { Conv2d, Linear } from "../../src/nn/layers.ts";
 import type { Module } from "../../src/nn/module.ts";
-import { type Tensor, empty, memoryStats, randn, resetPeakMemory, tensor, tidy } from "../../src/tensor/index.ts";
+import { type Tensor, memoryStats, randn, resetPeakMemory, tensor, tidy } from "../../src/tensor/index.ts";
+import { fillRandom } from "./random-weights.ts";
 
 const args = process.argv.slice(2);
 const opt = (name: string) => {
@@ -32,47 +33,6 @@ const GOLDEN = path.resolve(opt("--golden") ?? process.env.BD_GOLDEN_DIR ?? path
 const manifest = (name: string) =>
   (JSON.parse(readFileSync(path.join(GOLDEN, "manifests", `${name}.json`), "utf8")) as { resolved_config: Record<string, unknown> }).resolved_config;
 
-// ---- random weights ---------------------------------------------------------------------------
-
-/** A period-P table of uniform [-1, 1) values from an int32 LCG; parameters read it at shifting offsets. */
-const P = 1_048_573; // prime, so consecutive rows of a matrix do not repeat in step
-const TABLE = new Float32Array(P);
-{
-  let s = 12345;
-  for (let i = 0; i < P; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) | 0; // Numerical Recipes LCG, kept in int32
-    TABLE[i] = s * 2 ** -31;
-  }
-}
-
-/** data[i] = center + scale · TABLE[(offset + i) mod P] (about 1 ns per element). */
-function fillFromTable(data: Float32Array, offset: number, center: number, scale: number): void {
-  let j = offset % P;
-  for (let i = 0; i < data.length; ) {
-    const n = Math.min(data.length - i, P - j);
-    for (let q = 0; q < n; q++) data[i + q] = center + scale * TABLE[j + q]!;
-    i += n;
-    j = 0;
-  }
-}
-
-/** Replace every parameter of a meta-built module with deterministic pseudo-random CPU values. */
-function fillRandom(model: Module, seed = 1): void {
-  let offset = seed;
-  for (const [name, p] of model.namedParameters()) {
-    const shape = [...p.shape];
-    let center = 0;
-    let scale = 0.02;
-    if (shape.length >= 2) scale = 1 / Math.sqrt(shape.slice(1).reduce((a, b) => a * b, 1));
-    else if (/norm/.test(name) && name.endsWith(".weight")) center = 1;
-    const t = empty(shape, { dtype: "float32", device: "cpu" }); // counted by the allocator; written in place
-    const bytes = t.storage.handle as Uint8Array;
-    fillFromTable(new Float32Array(bytes.buffer, bytes.byteOffset, t.numel), offset, center, scale);
-    offset += 7919;
-    p.replace(t);
-  }
-  model.to("cpu"); // parameters are already there; records the placement
-}
 
 // ---- FLOP and time accounting -----------------------------------------------------------------
 

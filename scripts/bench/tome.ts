@@ -11,10 +11,10 @@ import path from "node:path";
 import { cpuInfo } from "../../ffi/cpuid.ts";
 import { gemmBackendName } from "../../src/backends/cpu/index.ts";
 import { UNet2DConditionModel } from "../../src/models/unet/index.ts";
-import type { Module } from "../../src/nn/module.ts";
-import { empty, memoryStats, randn, resetPeakMemory, tidy } from "../../src/tensor/index.ts";
+import { memoryStats, randn, resetPeakMemory, tidy } from "../../src/tensor/index.ts";
 import { type TokenMergingOptions, applyTokenMerging, removeTokenMerging } from "../../src/tome/index.ts";
 import { median, round } from "./bench-util.ts";
+import { fillRandom } from "./random-weights.ts";
 
 const args = process.argv.slice(2);
 const opt = (name: string) => {
@@ -36,39 +36,6 @@ function modeOptions(mode: string): TokenMergingOptions | null {
   throw new Error(`--modes: unknown mode ${JSON.stringify(mode)} (plain, tome<ratio>, todo<factor>)`);
 }
 
-// random weights: the LCG table fill of scripts/bench/cpu-models.ts (uniform ±1/√fan_in, norm gains 1 ± 0.02)
-const P = 1_048_573;
-const TABLE = new Float32Array(P);
-{
-  let s = 12345;
-  for (let i = 0; i < P; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) | 0;
-    TABLE[i] = s * 2 ** -31;
-  }
-}
-function fillRandom(model: Module, seed = 1): void {
-  let offset = seed;
-  for (const [name, p] of model.namedParameters()) {
-    const shape = [...p.shape];
-    let center = 0;
-    let scale = 0.02;
-    if (shape.length >= 2) scale = 1 / Math.sqrt(shape.slice(1).reduce((a, b) => a * b, 1));
-    else if (/norm/.test(name) && name.endsWith(".weight")) center = 1;
-    const t = empty(shape, { dtype: "float32", device: "cpu" });
-    const bytes = t.storage.handle as Uint8Array;
-    const data = new Float32Array(bytes.buffer, bytes.byteOffset, t.numel);
-    let j = offset % P;
-    for (let i = 0; i < data.length; ) {
-      const n = Math.min(data.length - i, P - j);
-      for (let q = 0; q < n; q++) data[i + q] = center + scale * TABLE[j + q]!;
-      i += n;
-      j = 0;
-    }
-    offset += 7919;
-    p.replace(t);
-  }
-  model.to("cpu");
-}
 
 const cfg = (JSON.parse(readFileSync(path.join(GOLDEN, "manifests", "sd15_unet.json"), "utf8")) as { resolved_config: Record<string, unknown> }).resolved_config;
 const t0 = performance.now();

@@ -20,6 +20,7 @@ import { type Tensor, memoryStats } from "../../src/tensor/index.ts";
 import { CLIPTokenizer } from "../../src/tokenizer/clip-tokenizer.ts";
 import { maxError } from "../helpers/golden.ts";
 import { projectRoot, requireDir, sharedDir } from "../helpers/paths.ts";
+import { nearestColour, regions, requested } from "../helpers/shapes64-colours.ts";
 
 const modelDir = path.join(projectRoot, "assets", "shapes-64");
 const goldenFolder = path.join(sharedDir, "models", "shapes-64");
@@ -32,51 +33,6 @@ interface ShapesGolden {
   height: number;
   width: number;
   runs: Record<string, { scheduler: string; steps: number; config: Record<string, unknown> }>;
-}
-
-/** Reference RGB of the colour words the model knows; a colour is classified by the nearest one. */
-const COLOURS: Record<string, [number, number, number]> = {
-  red: [230, 40, 40],
-  green: [40, 190, 70],
-  blue: [40, 60, 230],
-  yellow: [235, 220, 40],
-  black: [20, 20, 20],
-  white: [240, 240, 240],
-  purple: [150, 60, 190],
-  orange: [245, 150, 40],
-  gray: [128, 128, 128],
-};
-
-function nearestColour(rgb: readonly number[]): string {
-  let best = "";
-  let bestD = Infinity;
-  for (const [name, ref] of Object.entries(COLOURS)) {
-    const d = ref.reduce((s, v, i) => s + (v - rgb[i]!) ** 2, 0);
-    if (d < bestD) [best, bestD] = [name, d];
-  }
-  return best;
-}
-
-/** Mean colour of the centre quarter (the shape) and of a 4-pixel border ring (the background). */
-function regions(img: GeneratedImage): { centre: number[]; border: number[] } {
-  const { width: W, height: H } = img;
-  const centre = img.meanColor(W * 0.375, H * 0.375, W * 0.625, H * 0.625);
-  const sum = [0, 0, 0];
-  let n = 0;
-  for (let y = 0; y < H; y++)
-    for (let x = 0; x < W; x++)
-      if (x < 4 || y < 4 || x >= W - 4 || y >= H - 4) {
-        for (let c = 0; c < 3; c++) sum[c]! += img.rgb[(y * W + x) * 3 + c]!;
-        n++;
-      }
-  return { centre, border: sum.map((s) => s / n) };
-}
-
-/** "a red circle on a blue background" → { shape: "red", background: "blue" }. */
-function requested(prompt: string): { shape: string; background: string } {
-  const m = /^an? (\w+) \w+ on an? (\w+) background$/.exec(prompt);
-  if (!m) throw new Error(`cannot parse colours from ${JSON.stringify(prompt)}`);
-  return { shape: m[1]!, background: m[2]! };
 }
 
 let golden: SafetensorsFile;

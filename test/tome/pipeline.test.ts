@@ -12,59 +12,18 @@ import { StableDiffusionPipeline } from "../../src/pipelines/index.ts";
 import { memoryStats } from "../../src/tensor/index.ts";
 import { TokenMergingOptionError, tokenMergingOf } from "../../src/tome/index.ts";
 import { projectRoot, requireDir, sharedDir } from "../helpers/paths.ts";
+import { nearestColour, regions, requested, shapeMask } from "../helpers/shapes64-colours.ts";
 
 const modelDir = path.join(projectRoot, "assets", "shapes-64");
 const goldenJson = path.join(sharedDir, "models", "shapes-64", "golden.json");
 
-/** Reference RGB of the colour words the model knows (as test/pipelines/shapes64.test.ts). */
-const COLOURS: Record<string, [number, number, number]> = {
-  red: [230, 40, 40],
-  green: [40, 190, 70],
-  blue: [40, 60, 230],
-  yellow: [235, 220, 40],
-  black: [20, 20, 20],
-  white: [240, 240, 240],
-  purple: [150, 60, 190],
-  orange: [245, 150, 40],
-  gray: [128, 128, 128],
-};
-
-const dist = (a: readonly number[], b: readonly number[]) => a.reduce((s, v, i) => s + (v - b[i]!) ** 2, 0);
-function nearestColour(rgb: readonly number[]): string {
-  return Object.entries(COLOURS).reduce((best, [name, ref]) => (dist(ref, rgb) < dist(COLOURS[best]!, rgb) ? name : best), "gray");
-}
-
-function regions(img: GeneratedImage): { centre: string; border: string } {
-  const { width: W, height: H } = img;
-  const centre = img.meanColor(W * 0.375, H * 0.375, W * 0.625, H * 0.625);
-  const sum = [0, 0, 0];
-  let n = 0;
-  for (let y = 0; y < H; y++)
-    for (let x = 0; x < W; x++)
-      if (x < 4 || y < 4 || x >= W - 4 || y >= H - 4) {
-        for (let c = 0; c < 3; c++) sum[c]! += img.rgb[(y * W + x) * 3 + c]!;
-        n++;
-      }
-  return { centre: nearestColour(centre), border: nearestColour(sum.map((s) => s / n)) };
-}
-
-/** Pixels nearer the shape's colour than the background's. */
-function shapeMask(img: GeneratedImage, shape: string, background: string): boolean[] {
-  const out: boolean[] = [];
-  for (let i = 0; i < img.width * img.height; i++) {
-    const px = [img.rgb[i * 3]!, img.rgb[i * 3 + 1]!, img.rgb[i * 3 + 2]!];
-    out.push(dist(px, COLOURS[shape]!) < dist(px, COLOURS[background]!));
-  }
-  return out;
+/** Nearest colour names of the centre (the shape) and the border (the background). */
+function regionColours(img: GeneratedImage): { centre: string; border: string } {
+  const { centre, border } = regions(img);
+  return { centre: nearestColour(centre), border: nearestColour(border) };
 }
 
 const iou = (a: boolean[], b: boolean[]) => a.filter((v, i) => v && b[i]).length / Math.max(1, a.filter((v, i) => v || b[i]).length);
-
-function requested(prompt: string): { shape: string; background: string } {
-  const m = /^an? (\w+) \w+ on an? (\w+) background$/.exec(prompt);
-  if (!m) throw new Error(`cannot parse colours from ${JSON.stringify(prompt)}`);
-  return { shape: m[1]!, background: m[2]! };
-}
 
 let pipe: StableDiffusionPipeline;
 let meta: { prompts: string[]; seeds: number[] };
@@ -125,7 +84,7 @@ describe("enableTokenMerging", () => {
       const plain = (await gen(prompt, meta.seeds[i]!)).images[0]!;
       pipe.enableTokenMerging({ ratio: 0.5, seed: i });
       const tome = (await gen(prompt, meta.seeds[i]!)).images[0]!;
-      expect({ prompt, ...regions(tome) }).toEqual({ prompt, centre: want.shape, border: want.background });
+      expect({ prompt, ...regionColours(tome) }).toEqual({ prompt, centre: want.shape, border: want.background });
       const overlap = iou(shapeMask(tome, want.shape, want.background), shapeMask(plain, want.shape, want.background));
       seen.push(`${prompt}: IoU ${overlap.toFixed(3)}`);
       expect(overlap, prompt).toBeGreaterThanOrEqual(0.8);
