@@ -3,7 +3,9 @@
 // diffusers: pipelines divide latents by `scalingFactor` (and add `shiftFactor`) themselves, and use
 // `forceUpcast` to run the VAE in float32. fromPretrained() loads a diffusers component folder; older
 // checkpoints that name the mid-block attention `query/key/value/proj_attn` load too (renamed on load,
-// as diffusers' _convert_deprecated_attention_blocks does).
+// as diffusers' _convert_deprecated_attention_blocks does). As diffusers' model, it carries the
+// memory switches: enableSlicing() (a batch one image at a time, slicing.ts) and enableTiling() (inputs
+// larger than a tile are encoded / decoded tile by tile with blended overlaps, tiling.ts).
 
 import { type DType, type Device, type Tensor, tidy } from "../../tensor/index.ts";
 import { DIFFUSERS_WEIGHTS, loadPretrained, type PretrainedOptions } from "../../io/model-folder.ts";
@@ -16,6 +18,8 @@ import { type AutoencoderKLConfig, parseAutoencoderKLConfig, vaeScaleFactor } fr
 import { Decoder } from "./decoder.ts";
 import { DiagonalGaussianDistribution, type GeneratorArg } from "./distribution.ts";
 import { Encoder } from "./encoder.ts";
+import { slicedApply } from "./slicing.ts";
+import { type VaeTilingOptions, checkTilingOptions, decodeGeometry, encodeGeometry, encodedLength, tiledApply } from "./tiling.ts";
 
 export interface AutoencoderKLEncodeOutput {
   latentDist: DiagonalGaussianDistribution;
@@ -56,6 +60,9 @@ export class AutoencoderKL extends Module<[Tensor, AutoencoderKLForwardOptions?]
   readonly decoder: Decoder;
   readonly quant_conv: Conv2d | null;
   readonly post_quant_conv: Conv2d | null;
+  #useSlicing = false;
+  #useTiling = false;
+  #tiling: VaeTilingOptions;
 
   constructor(config: AutoencoderKLConfig | Record<string, unknown>, opts: ModuleOptions = {}, where?: string) {
     super(opts);
@@ -66,6 +73,55 @@ export class AutoencoderKL extends Module<[Tensor, AutoencoderKLForwardOptions?]
     this.decoder = this.child("decoder", new Decoder(this.config, o));
     this.quant_conv = this.config.use_quant_conv ? this.child("quant_conv", new Conv2d(2 * L, 2 * L, 1, o)) : null;
     this.post_quant_conv = this.config.use_post_quant_conv ? this.child("post_quant_conv", new Conv2d(L, L, 1, o)) : null;
+    this.#tiling = this.defaultTiling();
+  }
+
+  // ---- memory switches (diffusers enable_tiling / enable_slicing) ---------------------------
+
+  /** diffusers' defaults: tiles of config.sample_size px and sample_size / 2^(levels − 1) latents, overlap 0.25. */
+  defaultTiling(): VaeTilingOptions {
+    const ss = this.config.sample_size;
+    const sample = Array.isArray(ss) ? ss[0]! : ss;
+    return {
+      tileSampleMinSize: sample,
+      tileLatentMinSize: Math.trunc(sample / 2 ** (this.config.block_out_channels.length - 1)),
+      tileOverlapFactor: 0.25,
+    };
+  }
+
+  /** Tiled encode / decode for inputs larger than a tile; options not given take defaultTiling()'s values. */
+  enableTiling(opts: Partial<VaeTilingOptions> = {}): void {
+    const t = { ...this.defaultTiling(), ...opts };
+    checkTilingOptions(t);
+    this.#tiling = t;
+    this.#useTiling = true;
+  }
+
+  /** Back to one-piece encode / decode (the tile settings are kept, as diffusers does). */
+  disableTiling(): void {
+    this.#useTiling = false;
+  }
+
+  /** A batch is encoded / decoded one image at a time. */
+  enableSlicing(): void {
+    this.#useSlicing = true;
+  }
+
+  disableSlicing(): void {
+    this.#useSlicing = false;
+  }
+
+  get useTiling(): boolean {
+    return this.#useTiling;
+  }
+
+  get useSlicing(): boolean {
+    return this.#useSlicing;
+  }
+
+  /** The tile settings (in effect while useTiling). */
+  get tiling(): Readonly<VaeTilingOptions> {
+    return { ...this.#tiling };
   }
 
   /** Latents are multiplied by it after encoding, divided by it before decode (by the pipeline). */
@@ -92,16 +148,45 @@ export class AutoencoderKL extends Module<[Tensor, AutoencoderKLForwardOptions?]
   encode(x: Tensor): AutoencoderKLEncodeOutput {
     this.#checkInput("encode", x, this.config.in_channels);
     return tidy(() => {
-      const h = this.encoder.call(x); // [B, 2L, H/f, W/f]
-      const moments = this.quant_conv ? this.quant_conv.call(h) : h;
-      if (moments !== h) h.dispose();
+      const moments = this.#useSlicing && x.shape[0]! > 1 ? slicedApply(x, (s) => this.#encodeMoments(s)) : this.#encodeMoments(x);
       return { latentDist: new DiagonalGaussianDistribution(moments) };
+    });
+  }
+
+  /** diffusers _encode: x [B, C, H, W] -> moments [B, 2L, H/f, W/f], tiled when x exceeds a tile. */
+  #encodeMoments(x: Tensor): Tensor {
+    const t = this.#tiling;
+    if (this.#useTiling && (x.shape[3]! > t.tileSampleMinSize || x.shape[2]! > t.tileSampleMinSize)) {
+      const levels = this.config.block_out_channels.length - 1;
+      return tiledApply(x, encodeGeometry(t), (tile) => this.#encodeMoments1(tile), (n) => encodedLength(n, levels));
+    }
+    return this.#encodeMoments1(x);
+  }
+
+  #encodeMoments1(x: Tensor): Tensor {
+    return tidy(() => {
+      const h = this.encoder.call(x); // [B, 2L, H/f, W/f]
+      return this.quant_conv ? this.quant_conv.call(h) : h;
     });
   }
 
   /** latents [B, latent_channels, h, w] (already divided by scalingFactor) -> image [B, out_channels, h·f, w·f]. */
   decode(z: Tensor): Tensor {
     this.#checkInput("decode", z, this.config.latent_channels);
+    return this.#useSlicing && z.shape[0]! > 1 ? slicedApply(z, (s) => this.#decodeOne(s)) : this.#decodeOne(z);
+  }
+
+  /** diffusers _decode: z [B, L, h, w] -> [B, C, h·f, w·f], tiled when z exceeds a tile. */
+  #decodeOne(z: Tensor): Tensor {
+    const t = this.#tiling;
+    if (this.#useTiling && (z.shape[3]! > t.tileLatentMinSize || z.shape[2]! > t.tileLatentMinSize)) {
+      const f = this.scaleFactor;
+      return tiledApply(z, decodeGeometry(t), (tile) => this.#decode1(tile), (n) => n * f);
+    }
+    return this.#decode1(z);
+  }
+
+  #decode1(z: Tensor): Tensor {
     return tidy(() => {
       const zq = this.post_quant_conv ? this.post_quant_conv.call(z) : z;
       const out = this.decoder.call(zq);

@@ -9,6 +9,7 @@ export {
   renameLegacyVaeKey,
 } from "./autoencoder-kl.ts";
 export { AUTOENCODER_KL_DEFAULTS, type AutoencoderKLConfig, ConfigError, parseAutoencoderKLConfig, vaeScaleFactor } from "./config.ts";
+export { type VaeTilingOptions } from "./tiling.ts";
 export { DiagonalGaussianDistribution, type GeneratorArg } from "./distribution.ts";
 export { Encoder } from "./encoder.ts";
 export { Decoder } from "./decoder.ts";
