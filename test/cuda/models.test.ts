@@ -1,6 +1,6 @@
 // The models and the pipeline on device "cuda" (the emulated device when no GPU): every golden UNet (SD 1.5, SD 2,
 // SDXL tiny models) loaded with fromPretrained({ device: "cuda" }) against the golden output and the CPU backend;
-// the CLIP text encoders and the VAE (decode and encode) likewise; float16 and bfloat16 runs against the float32
+// the CLIP text encoders and the VAE (decode and encode, untiled and tiled with the meta tiling) likewise; float16 and bfloat16 runs against the float32
 // golden and against the CPU backend in the same dtype; allocator live bytes back to their start after load +
 // forward + dispose; and StableDiffusionPipeline on the shapes-64 demo model for a few steps against the CPU.
 //
@@ -170,6 +170,35 @@ describe.skipIf(!HAS_CUDA)("text encoders and VAE on cuda", () => {
           expect(rel(out, goldenTensor(f, "decode/out"))).toBeLessThanOrEqual(2e-2);
         });
         half.dispose();
+      });
+    });
+
+  for (const entry of vaes.filter((e) => e.tensors["tiled_decode/out"] && e.meta.tiling))
+    test(`${entry.file}: tiled decode and encode on cuda (meta tiling) = golden = cpu (float32)`, () => {
+      const dir = path.join(goldenDir, entry.meta.model!);
+      const m = entry.meta.tiling as Record<string, number>;
+      const tiling = { tileSampleMinSize: m.tile_sample_min_size!, tileLatentMinSize: m.tile_latent_min_size!, tileOverlapFactor: m.tile_overlap_factor! };
+      noLeak(() => {
+        const gpu = AutoencoderKL.fromPretrained(dir, { device: "cuda" });
+        const cpu = AutoencoderKL.fromPretrained(dir);
+        gpu.enableTiling(tiling);
+        cpu.enableTiling(tiling);
+        tidy(() => {
+          const f = openGolden(entry.file);
+          const z = goldenTensor(f, "tiled_decode/z", "float32");
+          const dg = gpu.decode(z.to("cuda"));
+          expect(dg.device).toBe("cuda");
+          log(`${entry.file} tiled decode: cuda vs golden ${rel(dg, goldenTensor(f, "tiled_decode/out")).toExponential(2)}`);
+          expect(rel(dg, goldenTensor(f, "tiled_decode/out"))).toBeLessThanOrEqual(1e-5);
+          expect(rel(dg, cpu.decode(z))).toBeLessThanOrEqual(1e-5);
+          if (entry.tensors["tiled_encode/mean"]) {
+            const eg = gpu.encode(goldenTensor(f, "tiled_encode/x", "float32").to("cuda")).latentDist;
+            expect(rel(eg.mean, goldenTensor(f, "tiled_encode/mean"))).toBeLessThanOrEqual(1e-5);
+            expect(rel(eg.std, goldenTensor(f, "tiled_encode/std"))).toBeLessThanOrEqual(1e-5);
+          }
+        });
+        gpu.dispose();
+        cpu.dispose();
       });
     });
 });
