@@ -22,10 +22,11 @@ export {
   type StepInfo,
   type OutputType,
   type PipelineLoadOptions,
+  type VaeTilingFeatureOptions,
 } from "./pipelines/index.ts";
 export { schedulerFromConfig, schedulerByName, SCHEDULER_NAMES, type Scheduler } from "./schedulers/index.ts";
 export { UNet2DConditionModel } from "./models/unet/index.ts";
-export { AutoencoderKL } from "./models/vae/index.ts";
+export { AutoencoderKL, type VaeTilingOptions } from "./models/vae/index.ts";
 export { CLIPTextModel, CLIPTextModelWithProjection } from "./models/clip.ts";
 export { CLIPTokenizer } from "./tokenizer/clip-tokenizer.ts";
 export { Module } from "./nn/module.ts";

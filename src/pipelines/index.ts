@@ -14,6 +14,7 @@ export { type GenerateOptions, type GenerateResult, type OnStep, type OutputType
 export { AbortError, GenerateOptionsError } from "./errors.ts";
 export { type PipelineLoadOptions, type PipelineKind, type ModelIndex, pipelineKind, readModelIndex, readSchedulerConfig } from "./loading.ts";
 export { type ActiveFeature, formatFeatures } from "./features.ts";
+export { type VaeTilingFeatureOptions } from "./vae-features.ts";
 export { type SchedulerOption, samplerName } from "./scheduler-choice.ts";
 export { rescaleNoiseCfg } from "./denoise.ts";
 export { NonFiniteError, PipelineBusyError } from "./errors.ts";

@@ -9,7 +9,9 @@
 //     outputs, cuDNN workspaces): SCRATCH_FACTOR × the largest single tensor of the run;
 //   - host bytes of the images (the float32 copy of one image and the RGB bytes of all).
 // The text encoders (77-token sequences) are left out: their peak is far below the UNet's.
-// Features installed as hooks or processors other than the attention kind are not modelled.
+// The VAE's slicing and tiling switches (pipe.enableVaeSlicing / enableVaeTiling) are copied to the meta
+// VAE, so a sliced or tiled decode is predicted as it runs. Other features installed as hooks or
+// processors are not modelled.
 // Predictions are cached per shape; a refusal names the need, the memory available and the largest
 // square size that fits (found by bisection over meta runs).
 
@@ -75,7 +77,7 @@ export class MemoryPlanner {
   /** The predicted need of a run (cached per shape and attention kind). */
   need(s: RunShape): MemoryNeed {
     const src = this.source();
-    const key = `${src.attention.key}|${JSON.stringify(s)}`;
+    const key = `${src.attention.key}|${vaeSwitchesKey(src.vae)}|${JSON.stringify(s)}`;
     const hit = this.#cache.get(key);
     if (hit) return hit;
     const need = this.#measure(src, s);
@@ -126,6 +128,7 @@ export class MemoryPlanner {
       src.attention.apply(this.#vae);
       this.#attentionKey = src.attention.key;
     }
+    copyVaeSwitches(src.vae, this.#vae);
     return [this.#unet, this.#vae];
   }
 
@@ -216,4 +219,17 @@ function describeProblem(device: Device, need: MemoryNeed, dev: DeviceMemory | n
   if (host && need.host > host.available)
     parts.push(`its images need about ${formatBytes(need.host)} of host memory but ${formatBytes(host.available)} is available (${host.source})`);
   return parts.join(", and ");
+}
+
+/** The VAE's slicing / tiling state as a cache-key part. */
+function vaeSwitchesKey(vae: AutoencoderKL): string {
+  return JSON.stringify({ s: vae.useSlicing, t: vae.useTiling ? vae.tiling : null });
+}
+
+/** Give the meta VAE the real one's slicing and tiling switches. */
+function copyVaeSwitches(from: AutoencoderKL, to: AutoencoderKL): void {
+  if (from.useSlicing) to.enableSlicing();
+  else to.disableSlicing();
+  to.enableTiling(from.tiling);
+  if (!from.useTiling) to.disableTiling();
 }

@@ -38,6 +38,7 @@ import { MemoryPlanner, type RunShape } from "./memory-plan.ts";
 import { ModuleAbortCheck, interruptible } from "./interrupt.ts";
 import { type ActiveFeature, PipelineFeatures, formatFeatures } from "./features.ts";
 import { prepareLatents, stepNoise } from "./latents.ts";
+import { type VaeTilingFeatureOptions, installVaeSlicing, installVaeTiling, resolveVaeTiling } from "./vae-features.ts";
 import { GENERATE_OPTION_KEYS, type GenerateOptions, type GenerateResult, type ModelFacts, type ResolvedRun, validateCommon } from "./options.ts";
 import { acquireScheduler, pickScheduler, samplerName } from "./scheduler-choice.ts";
 
@@ -156,6 +157,36 @@ export abstract class DiffusionPipeline<O extends GenerateOptions, X> {
   /** Remove token merging; false when it was not enabled. */
   disableTokenMerging(): boolean {
     return this.#features.disable("tokenMerging");
+  }
+
+  /**
+   * Decode (and encode) a batch one image at a time (diffusers enable_vae_slicing): the VAE's peak memory
+   * is one image's. Listed by features() as "vaeSlicing".
+   */
+  enableVaeSlicing(): void {
+    this.#assertUsable();
+    this.installFeature("vaeSlicing", {}, () => installVaeSlicing(this.vae));
+  }
+
+  /** Remove VAE slicing; false when it was not enabled. */
+  disableVaeSlicing(): boolean {
+    return this.#features.disable("vaeSlicing");
+  }
+
+  /**
+   * Decode (and encode) images larger than a tile tile by tile with blended overlaps (diffusers
+   * enable_vae_tiling): `tileSize` in pixels (default the VAE's sample_size), `overlap` the fraction of a
+   * tile shared with its neighbour (default 0.25). Listed by features() as "vaeTiling" with both values.
+   */
+  enableVaeTiling(opts: VaeTilingFeatureOptions = {}): void {
+    this.#assertUsable();
+    const t = resolveVaeTiling(this.vae, opts); // option errors before anything changes
+    this.installFeature("vaeTiling", { tileSize: t.tileSampleMinSize, overlap: t.tileOverlapFactor }, () => installVaeTiling(this.vae, t));
+  }
+
+  /** Remove VAE tiling; false when it was not enabled. */
+  disableVaeTiling(): boolean {
+    return this.#features.disable("vaeTiling");
   }
 
   /** The attention kind in use. */
