@@ -2,7 +2,7 @@
 // (test/helpers/tiny-pipelines.ts): listed by features() with their options and carried by the image
 // parameters; a sliced batch equals the unsliced one; a tiled run's image equals the VAE's own tiled
 // decode of the same latents; removing restores the output bit for bit; options are checked before
-// anything changes; the memory prediction follows the switches; dispose() removes them; the decode's CPU
+// anything changes; the memory prediction follows the switches and bounds a sliced, tiled run's peak; dispose() removes them; the decode's CPU
 // peak drops with slicing (batch of 4) and with tiling (a 32×32 latent, 6 × 6 tiles); CPU live bytes return to
 // the start (also checked by the fixture's afterAll).
 
@@ -161,6 +161,21 @@ describe("vaeTiling", () => {
       z.dispose();
     }
   });
+});
+
+test("with slicing and tiling on, the prediction still bounds a run's tracked peak", async () => {
+  sd.enableVaeTiling();
+  sd.enableVaeSlicing();
+  const opts = { ...RUN, width: 128, height: 96, numImagesPerPrompt: 2 };
+  const before = memoryStats("cpu").live;
+  resetPeakMemory("cpu");
+  const r = await sd.generate({ ...opts, outputType: "tensor" });
+  const peak = memoryStats("cpu").peak - before;
+  r.tensor!.dispose();
+  const need = sd.predictMemory(opts);
+  console.log(`sliced + tiled run 2 × 128×96: tracked peak ${peak}, predicted ${need.device} (${need.phase})`);
+  expect(need.device).toBeGreaterThanOrEqual(peak);
+  expect(need.device).toBeLessThan(8 * peak); // the planner's allowances stay modest (as test/pipelines/robustness.test.ts)
 });
 
 test("dispose() removes both features (the VAE's switches are off again)", async () => {
