@@ -211,6 +211,21 @@ describe("slicing and tiling switches", () => {
     expect(memoryStats("cpu").live).toBe(live0);
   });
 
+  test("float16 tiled decode (blends computed in float32, rounded once) stays close to the golden tiled decode", () => {
+    const tiledCase = cases.find((e) => e.tensors["tiled_decode/out"] && e.meta.tiling);
+    expect(tiledCase).toBeDefined();
+    const vae = AutoencoderKL.fromPretrained(path.join(goldenDir, tiledCase!.meta.model!), { dtype: "float16" });
+    vae.enableTiling(tilingOf(tiledCase!));
+    tidy(() => {
+      const f = openGolden(tiledCase!.file);
+      const out = vae.decode(goldenTensor(f, "tiled_decode/z", "float32").to("float16"));
+      expect(out.dtype).toBe("float16");
+      const { maxAbs, maxRef } = maxError(f32(out.to("float32")), f32(goldenTensor(f, "tiled_decode/out", "float32")));
+      expect(maxAbs).toBeLessThanOrEqual(2e-2 * maxRef); // 11-bit mantissa through ~20 layers, as the untiled float16 test
+    });
+    vae.dispose();
+  });
+
   test("enableTiling options: explicit sizes take effect, bad values are refused before anything changes", () => {
     const config = JSON.parse(readFileSync(path.join(modelDir, "config.json"), "utf8")) as Record<string, unknown>;
     const vae = new AutoencoderKL({ ...config, sample_size: [64, 64] }, { device: "meta" });
