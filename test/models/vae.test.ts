@@ -16,6 +16,7 @@ import { LoadStateDictError } from "../../src/nn/module.ts";
 import { setAttentionKind } from "../../src/nn/attention-processors.ts";
 import { type Tensor, TorchGenerator, add, cat, full, memoryStats, mul, randn, tidy, zeros } from "../../src/tensor/index.ts";
 import { AutoencoderKL, ConfigError, DiagonalGaussianDistribution, type VaeTilingOptions, renameLegacyVaeKey } from "../../src/models/vae/index.ts";
+import { decodeGeometry, encodeGeometry, tiledApply } from "../../src/models/vae/tiling.ts";
 import { goldenDriven } from "../golden/registry.ts";
 import { goldenTensor, maxError, openGolden } from "../helpers/golden.ts";
 import { goldenDir } from "../helpers/paths.ts";
@@ -224,6 +225,24 @@ describe("slicing and tiling switches", () => {
       expect(maxAbs).toBeLessThanOrEqual(2e-2 * maxRef); // 11-bit mantissa through ~20 layers, as the untiled float16 test
     });
     vae.dispose();
+  });
+
+  test("tile geometry as diffusers' for SD's 512-px tiles; a tile that fails leaves nothing allocated", () => {
+    const sd = { tileSampleMinSize: 512, tileLatentMinSize: 64, tileOverlapFactor: 0.25 };
+    expect(decodeGeometry(sd)).toEqual({ tileIn: 64, stride: 48, blend: 128, keep: 384 }); // overlap_size, blend_extent, row_limit
+    expect(encodeGeometry(sd)).toEqual({ tileIn: 512, stride: 384, blend: 16, keep: 48 });
+    const live0 = memoryStats("cpu").live;
+    const x = randn([1, 2, 20, 20], { seed: 6 });
+    let calls = 0;
+    const g = decodeGeometry({ tileSampleMinSize: 16, tileLatentMinSize: 8, tileOverlapFactor: 0.25 });
+    const fail = () =>
+      tiledApply(x, g, (t) => {
+        if (++calls === 6) throw new Error("tile 6 failed"); // row 1, column 1: strips of row 0 and of row 1 held
+        return mul(t, 2); // [1, 2, h, w]: a stand-in for the decoder (output length = input length)
+      }, (n) => n);
+    expect(fail).toThrow("tile 6 failed");
+    x.dispose();
+    expect(memoryStats("cpu").live).toBe(live0);
   });
 
   test("enableTiling options: explicit sizes take effect, bad values are refused before anything changes", () => {

@@ -119,9 +119,10 @@ export function tiledApply(x: Tensor, g: TileGeometry, run: (tile: Tensor) => Te
   let above: (Tensor | null)[] = cols.map(() => null);
   /** Right strip of the tile to the left (after its blends). */
   let left: Tensor | null = null;
+  /** Bottom strips of this row's tiles so far. */
+  let below: (Tensor | null)[] = [];
   try {
     for (const [i, r] of rows.entries()) {
-      const below: (Tensor | null)[] = [];
       for (const [j, c] of cols.entries()) {
         const strips = tidy(() => {
           const tile = run(x.narrow(2, r.start, r.length).narrow(3, c.start, c.length).contiguous()); // [B, C', h', w']
@@ -147,13 +148,13 @@ export function tiledApply(x: Tensor, g: TileGeometry, run: (tile: Tensor) => Te
         below.push(strips.bottom);
       }
       above = below;
+      below = [];
     }
   } catch (e) {
     (out as Tensor | null)?.dispose();
     throw e;
   } finally {
-    for (const t of above) t?.dispose();
-    left?.dispose();
+    for (const t of [...above, ...below, left]) t?.dispose(); // all null after a complete run (the last row keeps none)
   }
   return out!;
 }
