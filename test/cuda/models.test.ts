@@ -220,5 +220,5 @@ describe.skipIf(!HAS_CUDA || !existsSync(SHAPES))("StableDiffusionPipeline on cu
     expect(maxError(images[1]!, images[0]!).maxAbs).toBeLessThanOrEqual(1e-4);
     expect(memoryStats("cuda").live).toBe(cuda0);
     cudaEmptyCache();
-  });
+  }, 60_000); // two pipelines (CPU and emulated device), 3 steps each: a few seconds alone, more on a loaded 2-core machine
 });
