@@ -134,6 +134,8 @@ export function registerGenerate(program: Command): void {
     .addOption(
       new Option("--tome <ratio>", "Token Merging (tomesd): merge this share of the tokens in the highest-resolution attention level, e.g. 0.5").argParser(finite),
     )
+    .option("--vae-slicing", "decode the batch one image at a time (less memory for --batch > 1)")
+    .option("--vae-tiling", "decode in overlapping tiles of the VAE's sample size, as diffusers (less memory for large images)")
     .addOption(
       new Option("--attention <kind>", 'attention implementation: "fused" (default; the backend\'s blockwise kernel), "naive" (materialised scores), "chunked" (online softmax from tensor ops)').choices(["fused", "naive", "chunked"]),
     )

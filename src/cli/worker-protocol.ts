@@ -26,6 +26,10 @@ export interface GenerationRequest {
   attention?: "fused" | "naive" | "chunked";
   /** Token Merging ratio (tomesd's `ratio`), checked before the model loads. */
   tome?: number;
+  /** Decode the batch one image at a time (pipe.enableVaeSlicing). */
+  vaeSlicing?: boolean;
+  /** Decode in overlapping tiles of the VAE's sample size (pipe.enableVaeTiling). */
+  vaeTiling?: boolean;
   /** Int32Array over a SharedArrayBuffer: [0] becomes 1 when the user asks to stop (Ctrl-C). */
   interrupt: SharedArrayBuffer;
 }

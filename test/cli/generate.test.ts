@@ -87,6 +87,14 @@ describe("bun-diffusion generate", () => {
     expect(readPngText(new Uint8Array(readFileSync(out))).parameters!).toMatch(/Features: tokenMerging\(mode=tome ratio=0\.5 /);
   }, 60_000);
 
+  test("--vae-slicing and --vae-tiling install the VAE features: printed and carried in the PNG parameters", () => {
+    const out = path.join(tmp, "vae.png");
+    const r = cli("--model", model, "--prompt", "a red circle", "--steps", "2", "--seed", "1", "--width", "128", "--height", "128", "--vae-slicing", "--vae-tiling", "--out", out);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/features: vaeSlicing; vaeTiling\(tileSize=\d+ overlap=[\d.]+\)/);
+    expect(readPngText(new Uint8Array(readFileSync(out))).parameters!).toMatch(/Features: vaeSlicing; vaeTiling\(/);
+  }, 60_000);
+
   test("--attention sets the pipeline's attention kind: printed as a feature and carried in the PNG parameters", async () => {
     const out = path.join(tmp, "attn.png");
     const r = cli("--model", model, "--prompt", "a red circle", "--steps", "2", "--seed", "1", "--attention", "chunked", "--out", out);
