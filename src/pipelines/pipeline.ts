@@ -29,6 +29,7 @@ import { setAttnProcessor } from "../nn/attention-processors.ts";
 import type { Module } from "../nn/module.ts";
 import type { Scheduler } from "../schedulers/index.ts";
 import { type DType, type Device, type Tensor, tidy } from "../tensor/index.ts";
+import { type DeepCacheOptions, applyDeepCache, deepCachePlan, resolveDeepCacheOptions } from "../speed/index.ts";
 import { type TokenMergingOptions, applyTokenMerging, removeTokenMerging, resolveTokenMergingOptions } from "../tome/index.ts";
 import { decodeLatents, toGeneratedImages } from "./decode.ts";
 import { type UNetConditioning, denoise, guidanceScaleEmbedding } from "./denoise.ts";
@@ -36,7 +37,7 @@ import { GenerateOptionsError, NonFiniteError, PipelineBusyError, throwIfAborted
 import { allFinite, nonFiniteCauses } from "./finite.ts";
 import { MemoryPlanner, type RunShape } from "./memory-plan.ts";
 import { ModuleAbortCheck, interruptible } from "./interrupt.ts";
-import { type ActiveFeature, PipelineFeatures, formatFeatures } from "./features.ts";
+import { type ActiveFeature, type FeatureHooks, PipelineFeatures, formatFeatures } from "./features.ts";
 import { prepareLatents, stepNoise } from "./latents.ts";
 import { GENERATE_OPTION_KEYS, type GenerateOptions, type GenerateResult, type ModelFacts, type ResolvedRun, validateCommon } from "./options.ts";
 import { acquireScheduler, pickScheduler, samplerName } from "./scheduler-choice.ts";
@@ -108,7 +109,7 @@ export abstract class DiffusionPipeline<O extends GenerateOptions, X> {
    * this pipeline's models and returns the function that removes it. The enableX() methods use this;
    * it is public so that extensions install their own features the same way.
    */
-  installFeature(name: string, options: Record<string, unknown>, install: () => () => void): void {
+  installFeature(name: string, options: Record<string, unknown>, install: () => (() => void) | FeatureHooks): void {
     this.#assertUsable();
     this.#features.enable(name, options, install);
   }
@@ -151,6 +152,27 @@ export abstract class DiffusionPipeline<O extends GenerateOptions, X> {
       applyTokenMerging(this.unet, opts);
       return () => void removeTokenMerging(this.unet);
     });
+  }
+
+  /**
+   * DeepCache (Ma et al. 2023): the whole UNet runs every `interval` steps (default 3) and the steps in
+   * between run only the shallow path that keeps skip connection `branchId` (default 0, the shallowest),
+   * reusing the deep features cached on the last full step (src/speed/deepcache.ts). Listed by features()
+   * as "deepCache"; enabling again replaces it.
+   */
+  enableDeepCache(opts: DeepCacheOptions = {}): void {
+    this.#assertUsable();
+    const options = resolveDeepCacheOptions(opts);
+    deepCachePlan(this.unet, options.branchId); // a branch this UNet lacks fails before anything changes
+    this.installFeature("deepCache", { ...options }, () => {
+      const h = applyDeepCache(this.unet, options);
+      return { remove: () => h.remove(), afterRun: () => h.clear() };
+    });
+  }
+
+  /** Remove DeepCache; false when it was not enabled. */
+  disableDeepCache(): boolean {
+    return this.#features.disable("deepCache");
   }
 
   /** Remove token merging; false when it was not enabled. */
@@ -317,6 +339,7 @@ export abstract class DiffusionPipeline<O extends GenerateOptions, X> {
       interrupt?.remove();
       if (cond) for (const t of Object.values(cond)) (t as Tensor | undefined)?.dispose();
       release();
+      this.#features.afterRun(); // per-run feature state (caches keyed on this run's tensors) is freed
     }
   }
 
