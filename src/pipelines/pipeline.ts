@@ -29,7 +29,14 @@ import { setAttnProcessor } from "../nn/attention-processors.ts";
 import type { Module } from "../nn/module.ts";
 import type { Scheduler } from "../schedulers/index.ts";
 import { type DType, type Device, type Tensor, tidy } from "../tensor/index.ts";
-import { type DeepCacheOptions, applyDeepCache, deepCachePlan, resolveDeepCacheOptions } from "../speed/index.ts";
+import {
+  type DeepCacheOptions,
+  type FuseQkvOptions,
+  applyDeepCache,
+  deepCachePlan,
+  fuseQkvProjections,
+  resolveDeepCacheOptions,
+} from "../speed/index.ts";
 import { type TokenMergingOptions, applyTokenMerging, removeTokenMerging, resolveTokenMergingOptions } from "../tome/index.ts";
 import { decodeLatents, toGeneratedImages } from "./decode.ts";
 import { type UNetConditioning, denoise, guidanceScaleEmbedding } from "./denoise.ts";
@@ -173,6 +180,26 @@ export abstract class DiffusionPipeline<O extends GenerateOptions, X> {
   /** Remove DeepCache; false when it was not enabled. */
   disableDeepCache(): boolean {
     return this.#features.disable("deepCache");
+  }
+
+  /**
+   * Fused QKV projections on the UNet and VAE (diffusers' fuse_qkv_projections): one GEMM for q/k/v
+   * (self-attention) or k/v (cross-attention), with the text K/V computed once per generate() unless
+   * `cacheCrossAttention: false` (src/speed/fused-qkv.ts). Modules with another feature's processor are
+   * left alone; set the attention kind before fusing. Listed by features() as "fusedQkv".
+   */
+  fuseQkvProjections(opts: FuseQkvOptions = {}): void {
+    this.#assertUsable();
+    const options = { cacheCrossAttention: opts.cacheCrossAttention ?? true };
+    this.installFeature("fusedQkv", options, () => {
+      const h = fuseQkvProjections([this.unet, this.vae], options);
+      return { remove: () => h.remove(), afterRun: () => h.clear() };
+    });
+  }
+
+  /** Undo fuseQkvProjections(); false when it was not active. */
+  unfuseQkvProjections(): boolean {
+    return this.#features.disable("fusedQkv");
   }
 
   /** Remove token merging; false when it was not enabled. */

@@ -11,3 +11,12 @@ export {
   removeDeepCache,
   resolveDeepCacheOptions,
 } from "./deepcache.ts";
+export {
+  type FuseQkvOptions,
+  type FusedQkvHandle,
+  FusedQkvProcessor,
+  type FusedQkvStats,
+  fuseQkvProjections,
+  fusedQkvOf,
+  unfuseQkvProjections,
+} from "./fused-qkv.ts";
