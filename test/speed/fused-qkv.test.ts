@@ -13,7 +13,7 @@ import { describe, expect, test } from "bun:test";
 import path from "node:path";
 import { UNet2DConditionModel } from "../../src/models/unet/index.ts";
 import { Attention, AttnProcessorDefault } from "../../src/nn/attention.ts";
-import { FusedQkvProcessor, fuseQkvProjections, fusedQkvOf, unfuseQkvProjections } from "../../src/speed/index.ts";
+import { FusedQkvProcessor, deepCacheOf, fuseQkvProjections, fusedQkvOf, unfuseQkvProjections } from "../../src/speed/index.ts";
 import { type Tensor, memoryStats, tidy } from "../../src/tensor/index.ts";
 import { goldenCases, goldenTensor, maxError, openGolden } from "../helpers/golden.ts";
 import { goldenDir } from "../helpers/paths.ts";
@@ -131,4 +131,30 @@ describe("pipe.fuseQkvProjections on the tiny pipelines", () => {
       againT.dispose();
     }, 60_000);
   }
+
+  test("sd: with DeepCache as well: both listed, both apply (K/V once per run, full passes ⌈steps/interval⌉), both come off bit for bit", async () => {
+    const pipe = tiny.sd;
+    const gen = async () => (await pipe.generate({ prompt: "a blue square", seed: 5, steps: 5, width: 64, height: 64, scheduler: "ddim", outputType: "tensor" })).tensor!;
+    const crossCount = pipe.unet.namedModules().filter(([, m]) => m instanceof Attention && m.isCrossAttention).length;
+    const plainT = await gen();
+    const plain = f32(plainT);
+    plainT.dispose();
+    const live = memoryStats("cpu").live;
+    pipe.enableDeepCache({ interval: 2 });
+    pipe.fuseQkvProjections();
+    expect(pipe.features().map((f) => f.name)).toEqual(["deepCache", "fusedQkv"]);
+    const both = await gen();
+    both.dispose();
+    expect(deepCacheOf(pipe.unet)!.stats).toEqual({ calls: 5, fullPasses: 3 });
+    const s = fusedQkvOf(pipe.unet)!.stats();
+    // shallow steps skip some cross-attention modules, so reuse counts depend on the branch: computed once each
+    expect(s.kvComputed).toBe(crossCount);
+    expect(s.kvReused).toBeGreaterThan(0);
+    pipe.unfuseQkvProjections();
+    pipe.disableDeepCache();
+    expect(memoryStats("cpu").live).toBe(live); // fused weights and every cache freed
+    const again = await gen();
+    expect(f32(again)).toEqual(plain);
+    again.dispose();
+  }, 60_000);
 });
