@@ -5,12 +5,13 @@
 // image parameters, disabling restores bit for bit; at interval 3 every golden prompt still draws its shape
 // and colours (centre / border colour check + shape mask IoU ≥ 0.8 against the plain image — DeepCache
 // reuses deep features of up to 2 steps before, so it moves values a little, it must not move the shape);
-// CPU live bytes return to the start after each run (the per-run cache is freed) and at the end.
+// CPU live bytes return to the start after each run (the per-run cache is freed, also when a run is aborted)
+// and at the end.
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import path from "node:path";
 import type { GeneratedImage } from "../../src/io/image.ts";
-import { StableDiffusionPipeline } from "../../src/pipelines/index.ts";
+import { AbortError, StableDiffusionPipeline } from "../../src/pipelines/index.ts";
 import { DeepCacheOptionError, deepCacheOf, deepCachePlan } from "../../src/speed/index.ts";
 import { memoryStats } from "../../src/tensor/index.ts";
 import { projectRoot, requireDir, sharedDir } from "../helpers/paths.ts";
@@ -126,6 +127,21 @@ describe("enableDeepCache", () => {
     const again = (await gen(prompt, seed, 10)).images[0]!;
     expect(again.rgb).toEqual(plain.rgb);
   }, 120_000);
+
+  test("a run stopped mid-way (AbortSignal after step 4) frees its cache; the next run starts with a full pass", async () => {
+    pipe.enableDeepCache({ interval: 3 });
+    const h = deepCacheOf(pipe.unet)!;
+    const live = memoryStats("cpu").live;
+    const ac = new AbortController();
+    const stopped = pipe.generate({ prompt: meta.prompts[1]!, seed: 1, steps: 10, scheduler: "ddim", signal: ac.signal, onStep: (i) => void (i === 4 && ac.abort()) });
+    await expect(stopped).rejects.toThrow(AbortError);
+    expect(memoryStats("cpu").live).toBe(live);
+    const before = { ...h.stats };
+    await gen(meta.prompts[1]!, 1, 4);
+    expect({ calls: h.stats.calls - before.calls, fullPasses: h.stats.fullPasses - before.fullPasses }).toEqual({ calls: 4, fullPasses: 2 });
+    expect(memoryStats("cpu").live).toBe(live);
+    pipe.disableDeepCache();
+  }, 60_000);
 
   test("interval 3 (branch 0) still draws every golden prompt's shape and colours (DDIM 20 steps)", async () => {
     const seen: string[] = [];
