@@ -133,16 +133,23 @@ export abstract class DiffusionPipeline<O extends GenerateOptions, X> {
   setAttentionKind(kind: AttentionKind, options: Partial<AttentionOptions> = {}): void {
     this.#assertUsable();
     getAttention(kind); // an unknown kind fails here, naming the registered ones, before anything changes
-    if (kind === "fused" && !Object.keys(options).length) {
-      this.#features.disable("attention");
-      return;
+    // fused QKV processors carry the kind they replaced: unfuse around the change and fuse again
+    const fused = this.features().find((f) => f.name === "fusedQkv");
+    if (fused) this.#features.disable("fusedQkv");
+    try {
+      if (kind === "fused" && !Object.keys(options).length) {
+        this.#features.disable("attention");
+        return;
+      }
+      this.installFeature("attention", { kind, ...options }, () => {
+        for (const m of this.modules()) applyAttentionKind(m, kind, options);
+        return () => {
+          for (const m of this.modules()) applyAttentionKind(m, "fused", {});
+        };
+      });
+    } finally {
+      if (fused) this.fuseQkvProjections(fused.options as FuseQkvOptions);
     }
-    this.installFeature("attention", { kind, ...options }, () => {
-      for (const m of this.modules()) applyAttentionKind(m, kind, options);
-      return () => {
-        for (const m of this.modules()) applyAttentionKind(m, "fused", {});
-      };
-    });
   }
 
   /**
@@ -185,8 +192,9 @@ export abstract class DiffusionPipeline<O extends GenerateOptions, X> {
   /**
    * Fused QKV projections on the UNet and VAE (diffusers' fuse_qkv_projections): one GEMM for q/k/v
    * (self-attention) or k/v (cross-attention), with the text K/V computed once per generate() unless
-   * `cacheCrossAttention: false` (src/speed/fused-qkv.ts). Modules with another feature's processor are
-   * left alone; set the attention kind before fusing. Listed by features() as "fusedQkv".
+   * `cacheCrossAttention: false` (src/speed/fused-qkv.ts). Fused modules keep the pipeline's attention kind
+   * (setAttentionKind() unfuses and fuses again); modules with another feature's processor are left alone.
+   * Listed by features() as "fusedQkv".
    */
   fuseQkvProjections(opts: FuseQkvOptions = {}): void {
     this.#assertUsable();

@@ -15,8 +15,8 @@
 // Weights are captured at install: fuse again after changing a module's weights.
 //
 // The processor keeps the attention kind (and options) of the default processor it replaces; modules with
-// another processor (another feature's) are left as they are. setAttentionKind() does not reach fused
-// modules: unfuse, set the kind, fuse again.
+// another processor (another feature's) are left as they are. setAttentionKind() on a model does not reach
+// fused modules (unfuse, set the kind, fuse again); the pipeline's setAttentionKind() does exactly that.
 
 import { Attention, type AttentionCallOptions, type AttnProcessor, AttnProcessorDefault } from "../nn/attention.ts";
 import type { AttentionKind, AttentionOptions } from "../nn/attention-dispatch.ts";

@@ -5,7 +5,7 @@
 // cross-attention K/V cache is bit-identical to recomputing (same GEMM on the same inputs), and a counter shows
 // it computes K/V once per encoder tensor and per module while later calls reuse it; unfusing restores the
 // default processors bit for bit and frees the fused weights. On the tiny pipelines: pipe.fuseQkvProjections
-// is listed by features(), computes the text K/V once per generate() (CFG batch: one tensor every step), the
+// is listed by features(), follows pipe.setAttentionKind() (re-fused with the new kind), computes the text K/V once per generate() (CFG batch: one tensor every step), the
 // images equal the unfused ones within float rounding (8-bit values within 1), the cached and uncached fused
 // images are identical, and live bytes return after each run.
 
@@ -116,6 +116,14 @@ describe("pipe.fuseQkvProjections on the tiny pipelines", () => {
       console.log(`tiny ${which}: fused vs unfused image max|diff| ${maxAbs.toExponential(2)}`);
       expect(maxAbs).toBeLessThanOrEqual(1 / 255); // GEMM reordering (≈1e-6 relative) may move an 8-bit value by one step at most
       expect(fusedQkvOf(pipe.vae)).toBe(h); // the VAE's attention is fused too
+
+      pipe.setAttentionKind("naive"); // reaches the fused processors: the pipeline unfuses and fuses again
+      const kinds = () => new Set([...pipe.unet.attnProcessors().values(), ...pipe.vae.attnProcessors().values()].map((p) => (p instanceof FusedQkvProcessor ? p.kind : "unfused")));
+      expect(kinds()).toEqual(new Set(["naive"]));
+      expect(pipe.features().map((f) => f.name)).toEqual(["attention", "fusedQkv"]);
+      pipe.setAttentionKind("fused");
+      expect(kinds()).toEqual(new Set(["fused"]));
+      expect(pipe.features().map((f) => f.name)).toEqual(["fusedQkv"]);
 
       pipe.fuseQkvProjections({ cacheCrossAttention: false });
       const noCacheT = await gen();
