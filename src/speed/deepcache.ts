@@ -17,10 +17,10 @@
 // Hooks. A wrapper on the UNet decides per call whether it is a full step: calls are counted per
 // encoder_hidden_states tensor (one per generate() run: the pipeline builds it once and passes the same
 // tensor each step, CFG rows included), and call k is full when k mod interval = 0 (or when the sample's
-// shape changed or no full pass completed yet). UNet calls are counted, not scheduler steps: a scheduler that
-// evaluates the UNet twice in a step (PNDM's first step, Heun-type) gets ⌈calls/interval⌉ full passes. Wrappers on the "frontier" modules — skipped modules whose
-// parent still runs — call next() and keep a view of the output on full steps, and return a fresh view
-// of it without calling next() on skipped steps. Deeper skipped modules are never called. A run's cache
+// shape changed or no full pass completed yet). UNet calls are counted, not scheduler steps: a scheduler
+// that evaluates the UNet twice in a step (PNDM's first step, Heun-type) gets ⌈calls/interval⌉ full passes.
+// Wrappers on the "frontier" modules — skipped modules whose parent still runs — call next() and keep a
+// view of the output on full steps, and return a fresh view of it without calling next() on skipped steps. Deeper skipped modules are never called. A run's cache
 // is freed when its encoder_hidden_states tensor has been disposed (checked at each UNet call and by
 // clear(), which the pipeline feature calls after each generate()), or by remove().
 
