@@ -43,6 +43,20 @@ export {
   type ToDoOptions,
   type TokenMergingHandle,
 } from "./tome/index.ts";
+export {
+  applyDeepCache,
+  removeDeepCache,
+  deepCacheOf,
+  DeepCacheOptionError,
+  type DeepCacheOptions,
+  type DeepCacheHandle,
+  fuseQkvProjections,
+  unfuseQkvProjections,
+  fusedQkvOf,
+  FusedQkvProcessor,
+  type FuseQkvOptions,
+  type FusedQkvHandle,
+} from "./speed/index.ts";
 export { GeneratedImage, formatParameters, parseParameters, type GenerationParameters, type ParsedParameters } from "./io/image.ts";
 export { openSafetensors, writeSafetensors } from "./io/safetensors.ts";
 export { openCheckpoint } from "./io/safetensors-index.ts";

@@ -2,7 +2,9 @@
 // (hooks, processors or model switches; the install function returns the function that removes it)
 // and removed by `pipe.disableX()`; enabling an active feature again replaces it (the old one is
 // removed first); `features()` lists what is active with its options, in the order enabled; the
-// pipeline's dispose() removes everything (last enabled first). formatFeatures() is the one-line
+// pipeline's dispose() removes everything (last enabled first). An install function may instead return
+// { remove, afterRun }: afterRun runs when each generate() call ends (after its tensors are freed), for
+// features that hold per-run state (DeepCache's feature cache, the cross-attention K/V cache). formatFeatures() is the one-line
 // form the CLI prints and image parameters carry ("Features: name(k=v k=v); other(...)").
 
 /** An active feature as pipe.features() reports it. */
@@ -11,9 +13,14 @@ export interface ActiveFeature {
   readonly options: Readonly<Record<string, unknown>>;
 }
 
-interface Installed extends ActiveFeature {
+/** What an install function may return instead of its remover. */
+export interface FeatureHooks {
   remove: () => void;
+  /** Runs when each generate() call of the pipeline ends, success or not. */
+  afterRun?: () => void;
 }
+
+interface Installed extends ActiveFeature, FeatureHooks {}
 
 export class PipelineFeatures {
   #active: Installed[] = [];
@@ -23,10 +30,24 @@ export class PipelineFeatures {
    * runs and returns its remover. If `install` throws, the feature is not active (the previous one
    * stays removed: its replacement was asked for).
    */
-  enable(name: string, options: Record<string, unknown>, install: () => () => void): void {
+  enable(name: string, options: Record<string, unknown>, install: () => (() => void) | FeatureHooks): void {
     this.disable(name);
-    const remove = install();
-    this.#active.push({ name, options: Object.freeze({ ...options }), remove });
+    const r = install();
+    const hooks = typeof r === "function" ? { remove: r } : r;
+    this.#active.push({ name, options: Object.freeze({ ...options }), ...hooks });
+  }
+
+  /** Run every feature's afterRun (in the order enabled; every one runs, the first error is rethrown). */
+  afterRun(): void {
+    let first: unknown = null;
+    for (const f of this.#active.slice()) {
+      try {
+        f.afterRun?.();
+      } catch (e) {
+        first ??= e;
+      }
+    }
+    if (first !== null) throw first;
   }
 
   /** Remove `name`; false when it was not active. */

@@ -13,7 +13,7 @@ export { DiffusionPipeline } from "./pipeline.ts";
 export { type GenerateOptions, type GenerateResult, type OnStep, type OutputType, type StepInfo } from "./options.ts";
 export { AbortError, GenerateOptionsError } from "./errors.ts";
 export { type PipelineLoadOptions, type PipelineKind, type ModelIndex, pipelineKind, readModelIndex, readSchedulerConfig } from "./loading.ts";
-export { type ActiveFeature, formatFeatures } from "./features.ts";
+export { type ActiveFeature, type FeatureHooks, formatFeatures } from "./features.ts";
 export { type VaeTilingFeatureOptions } from "./vae-features.ts";
 export { type SchedulerOption, samplerName } from "./scheduler-choice.ts";
 export { rescaleNoiseCfg } from "./denoise.ts";

@@ -29,6 +29,14 @@ import { setAttnProcessor } from "../nn/attention-processors.ts";
 import type { Module } from "../nn/module.ts";
 import type { Scheduler } from "../schedulers/index.ts";
 import { type DType, type Device, type Tensor, tidy } from "../tensor/index.ts";
+import {
+  type DeepCacheOptions,
+  type FuseQkvOptions,
+  applyDeepCache,
+  deepCachePlan,
+  fuseQkvProjections,
+  resolveDeepCacheOptions,
+} from "../speed/index.ts";
 import { type TokenMergingOptions, applyTokenMerging, removeTokenMerging, resolveTokenMergingOptions } from "../tome/index.ts";
 import { decodeLatents, toGeneratedImages } from "./decode.ts";
 import { type UNetConditioning, denoise, guidanceScaleEmbedding } from "./denoise.ts";
@@ -36,7 +44,7 @@ import { GenerateOptionsError, NonFiniteError, PipelineBusyError, throwIfAborted
 import { allFinite, nonFiniteCauses } from "./finite.ts";
 import { MemoryPlanner, type RunShape } from "./memory-plan.ts";
 import { ModuleAbortCheck, interruptible } from "./interrupt.ts";
-import { type ActiveFeature, PipelineFeatures, formatFeatures } from "./features.ts";
+import { type ActiveFeature, type FeatureHooks, PipelineFeatures, formatFeatures } from "./features.ts";
 import { prepareLatents, stepNoise } from "./latents.ts";
 import { type VaeTilingFeatureOptions, installVaeSlicing, installVaeTiling, resolveVaeTiling } from "./vae-features.ts";
 import { GENERATE_OPTION_KEYS, type GenerateOptions, type GenerateResult, type ModelFacts, type ResolvedRun, validateCommon } from "./options.ts";
@@ -109,7 +117,7 @@ export abstract class DiffusionPipeline<O extends GenerateOptions, X> {
    * this pipeline's models and returns the function that removes it. The enableX() methods use this;
    * it is public so that extensions install their own features the same way.
    */
-  installFeature(name: string, options: Record<string, unknown>, install: () => () => void): void {
+  installFeature(name: string, options: Record<string, unknown>, install: () => (() => void) | FeatureHooks): void {
     this.#assertUsable();
     this.#features.enable(name, options, install);
   }
@@ -126,16 +134,23 @@ export abstract class DiffusionPipeline<O extends GenerateOptions, X> {
   setAttentionKind(kind: AttentionKind, options: Partial<AttentionOptions> = {}): void {
     this.#assertUsable();
     getAttention(kind); // an unknown kind fails here, naming the registered ones, before anything changes
-    if (kind === "fused" && !Object.keys(options).length) {
-      this.#features.disable("attention");
-      return;
+    // fused QKV processors carry the kind they replaced: unfuse around the change and fuse again
+    const fused = this.features().find((f) => f.name === "fusedQkv");
+    if (fused) this.#features.disable("fusedQkv");
+    try {
+      if (kind === "fused" && !Object.keys(options).length) {
+        this.#features.disable("attention");
+        return;
+      }
+      this.installFeature("attention", { kind, ...options }, () => {
+        for (const m of this.modules()) applyAttentionKind(m, kind, options);
+        return () => {
+          for (const m of this.modules()) applyAttentionKind(m, "fused", {});
+        };
+      });
+    } finally {
+      if (fused) this.fuseQkvProjections(fused.options as FuseQkvOptions);
     }
-    this.installFeature("attention", { kind, ...options }, () => {
-      for (const m of this.modules()) applyAttentionKind(m, kind, options);
-      return () => {
-        for (const m of this.modules()) applyAttentionKind(m, "fused", {});
-      };
-    });
   }
 
   /**
@@ -152,6 +167,48 @@ export abstract class DiffusionPipeline<O extends GenerateOptions, X> {
       applyTokenMerging(this.unet, opts);
       return () => void removeTokenMerging(this.unet);
     });
+  }
+
+  /**
+   * DeepCache (Ma et al. 2023): the whole UNet runs every `interval` steps (default 3) and the steps in
+   * between run only the shallow path that keeps skip connection `branchId` (default 0, the shallowest),
+   * reusing the deep features cached on the last full step (src/speed/deepcache.ts). Listed by features()
+   * as "deepCache"; enabling again replaces it.
+   */
+  enableDeepCache(opts: DeepCacheOptions = {}): void {
+    this.#assertUsable();
+    const options = resolveDeepCacheOptions(opts);
+    deepCachePlan(this.unet, options.branchId); // a branch this UNet lacks fails before anything changes
+    this.installFeature("deepCache", { ...options }, () => {
+      const h = applyDeepCache(this.unet, options);
+      return { remove: () => h.remove(), afterRun: () => h.clear() };
+    });
+  }
+
+  /** Remove DeepCache; false when it was not enabled. */
+  disableDeepCache(): boolean {
+    return this.#features.disable("deepCache");
+  }
+
+  /**
+   * Fused QKV projections on the UNet and VAE (diffusers' fuse_qkv_projections): one GEMM for q/k/v
+   * (self-attention) or k/v (cross-attention), with the text K/V computed once per generate() unless
+   * `cacheCrossAttention: false` (src/speed/fused-qkv.ts). Fused modules keep the pipeline's attention kind
+   * (setAttentionKind() unfuses and fuses again); modules with another feature's processor are left alone.
+   * Listed by features() as "fusedQkv".
+   */
+  fuseQkvProjections(opts: FuseQkvOptions = {}): void {
+    this.#assertUsable();
+    const options = { cacheCrossAttention: opts.cacheCrossAttention ?? true };
+    this.installFeature("fusedQkv", options, () => {
+      const h = fuseQkvProjections([this.unet, this.vae], options);
+      return { remove: () => h.remove(), afterRun: () => h.clear() };
+    });
+  }
+
+  /** Undo fuseQkvProjections(); false when it was not active. */
+  unfuseQkvProjections(): boolean {
+    return this.#features.disable("fusedQkv");
   }
 
   /** Remove token merging; false when it was not enabled. */
@@ -348,6 +405,7 @@ export abstract class DiffusionPipeline<O extends GenerateOptions, X> {
       interrupt?.remove();
       if (cond) for (const t of Object.values(cond)) (t as Tensor | undefined)?.dispose();
       release();
+      this.#features.afterRun(); // per-run feature state (caches keyed on this run's tensors) is freed
     }
   }
 

@@ -103,6 +103,7 @@ export const LAYERS: readonly { name: string; match: (file: string) => boolean }
   { name: "src/nn", match: (f) => f.startsWith("src/nn/") },
   { name: "src/models", match: (f) => f.startsWith("src/models/") },
   { name: "src/tome", match: (f) => f.startsWith("src/tome/") },
+  { name: "src/speed", match: (f) => f.startsWith("src/speed/") },
   { name: "src/schedulers", match: (f) => f.startsWith("src/schedulers/") },
   { name: "src/pipelines", match: (f) => f.startsWith("src/pipelines/") },
   { name: "src/cli", match: (f) => f.startsWith("src/cli/") },
@@ -111,7 +112,7 @@ export const LAYERS: readonly { name: string; match: (file: string) => boolean }
 ];
 
 /** Layers that compute through tensor ops only: they may not reach a backend directly. */
-const TENSOR_OPS_ONLY = ["src/io", "src/tokenizer", "src/nn", "src/models", "src/tome", "src/schedulers"];
+const TENSOR_OPS_ONLY = ["src/io", "src/tokenizer", "src/nn", "src/models", "src/tome", "src/speed", "src/schedulers"];
 
 /** The layer index of a project file, or -1 for files outside every layer (package.json, ...). */
 export function layerOf(file: string): number {

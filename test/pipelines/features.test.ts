@@ -3,7 +3,8 @@
 // Attention processor of the UNet and VAE and every text-encoder layer follow it; another pipeline
 // keeps its own) and shows in image parameters; enabling twice replaces; removing gives the
 // unfeatured output bit for bit; custom features installed through installFeature() compose with
-// hooks of every kind; a failing install leaves nothing active; dispose() removes every feature; an
+// hooks of every kind; an install's afterRun runs after every generate(), failed ones included; a failing
+// install leaves nothing active; dispose() removes every feature; an
 // unknown attention kind fails before any weight is read; CPU live bytes return to the start.
 
 import { beforeAll, describe, expect, test } from "bun:test";
@@ -173,6 +174,26 @@ describe("installFeature", () => {
     const after = await latents(sd);
     expect(after.equals(plain)).toBe(true);
     for (const t of [plain, hooked, after]) t.dispose();
+  }, 60_000);
+
+  test("an install returning { remove, afterRun }: afterRun runs once when each generate() ends (failed runs too), after the run's tensors are freed", async () => {
+    const seen: { live: number; ehsDisposed: boolean }[] = [];
+    let ehs: Tensor | null = null;
+    const live0 = memoryStats("cpu").live;
+    sd.installFeature("perRun", {}, () => {
+      const h = sd.unet.registerForwardPreHook((_m, args) => void (ehs = args[2]));
+      return { remove: () => h.remove(), afterRun: () => void seen.push({ live: memoryStats("cpu").live, ehsDisposed: ehs?.isDisposed ?? false }) };
+    });
+    expect(sd.features()).toEqual([{ name: "perRun", options: {} }]);
+    const out = await latents(sd);
+    expect(seen).toEqual([{ live: live0 + out.numel * 4, ehsDisposed: true }]); // only the returned float32 latents are live
+    out.dispose();
+    await expect(sd.generate({ ...RUN, steps: 2, onStep: () => { throw new Error("stop here"); } })).rejects.toThrow("stop here");
+    expect(seen.length).toBe(2);
+    expect(seen[1]).toEqual({ live: live0, ehsDisposed: true });
+    expect(sd.removeFeature("perRun")).toBe(true);
+    (await latents(sd)).dispose();
+    expect(seen.length).toBe(2); // removed: no longer called
   }, 60_000);
 
   test("dispose() removes every feature, last enabled first; a disposed pipeline takes none", async () => {

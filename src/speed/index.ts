@@ -1,0 +1,22 @@
+// Speed features for the UNet, installed through hooks and attention processors (no model code changes):
+// DeepCache (deepcache.ts) and fused QKV projections with a per-run cross-attention K/V cache (fused-qkv.ts).
+
+export {
+  type DeepCacheHandle,
+  DeepCacheOptionError,
+  type DeepCacheOptions,
+  applyDeepCache,
+  deepCacheOf,
+  deepCachePlan,
+  removeDeepCache,
+  resolveDeepCacheOptions,
+} from "./deepcache.ts";
+export {
+  type FuseQkvOptions,
+  type FusedQkvHandle,
+  FusedQkvProcessor,
+  type FusedQkvStats,
+  fuseQkvProjections,
+  fusedQkvOf,
+  unfuseQkvProjections,
+} from "./fused-qkv.ts";
