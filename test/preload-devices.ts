@@ -3,7 +3,11 @@
 // emulated device is built (scripts/build-kernels.ts --emu-only, cached) and used, so every op test also runs
 // through the CUDA backend on machines without a GPU. BD_TEST_DEVICES=cpu keeps the tests on the CPU only.
 // Without g++ the emulated device cannot be built: one notice, and the tests run on the CPU.
+// It also sets the default per-test timeout for every file (bunfig's [test] timeout is not applied by
+// Bun 1.4's runner; setDefaultTimeout in a preload is): golden and model tests run real models on a
+// 2-core CI machine, and a test that hangs still fails after two minutes.
 
+import { setDefaultTimeout } from "bun:test";
 import { buildKernels } from "../scripts/build-kernels.ts";
 import { cudaAvailable, initCuda } from "../src/backends/cuda/index.ts";
 
@@ -22,4 +26,5 @@ async function registerCuda(): Promise<void> {
   initCuda({ emulate: true });
 }
 
+setDefaultTimeout(120_000);
 await registerCuda();
