@@ -1,5 +1,5 @@
 // Per-op timing of one ToMe'd block call on the CPU, printed as one JSON object: the matching's ops as
-// bipartiteSoftMatching runs them (norm, the src/dst selections, the scores GEMM, max+argmax, argsort, the index
+// bipartiteSoftMatching runs them (the src/dst selections, their row norms, the scores GEMM, max+argmax, argsort, the index
 // gathers), building the TokenMatch, merge and unmerge, at 512²-like sizes (64×64 tokens, C = 320, tomesd's
 // sx = sy = 2 random partition, ratio 0.5). Median and minimum of --reps runs (host clock; the CPU backend is
 // synchronous). On a loaded machine the first touch of fresh output memory (page faults) swings single runs by tens
@@ -46,9 +46,10 @@ function timed<T>(name: string, f: () => T): T {
 
 for (let rep = 0; rep < REPS + 1; rep++) {
   tidy(() => {
-    const m = timed("norm", () => div(x, sqrt(sum(square(x), -1, true))));
-    const a = timed("select_src", () => indexSelect(m, 1, part.aIdx.reshape([Na])));
-    const b = timed("select_dst", () => indexSelect(m, 1, part.bIdx.reshape([Nb])));
+    const unit = (t: Tensor) => div(t, sqrt(sum(square(t), -1, true)));
+    const as = timed("select_src", () => indexSelect(x, 1, part.aIdx.reshape([Na])));
+    const bs = timed("select_dst", () => indexSelect(x, 1, part.bIdx.reshape([Nb])));
+    const [a, b] = timed("norm", () => [unit(as), unit(bs)]);
     const scores = timed("scores_matmul", () => matmul(a, b.transpose(-1, -2)));
     const { values, indices } = timed("max_argmax", () => maxWithIndices(scores, -1));
     const edge = timed("argsort", () => argsort(values, -1, { descending: true }).unsqueeze(-1));
