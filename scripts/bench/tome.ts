@@ -3,7 +3,8 @@
 // random weights as scripts/bench/cpu-models.ts does; float32, fused attention) on the CPU, plain vs ToMe at ratios
 // 0.25 / 0.5 / 0.75 (tomesd defaults: maxDownsample "auto" = 1, sx = sy = 2, useRand) vs ToDo (factor 2, maxDepth
 // 1), with the time spent inside ToMe (computing the matchings, merging, unmerging: host clock, synchronous on the
-// CPU) and the speed-up over plain. Runs in the order given, each after one untimed call at that size.
+// CPU) and the speed-up over plain (wall clock, and process CPU time: user + sys of all threads, less swayed by other
+// jobs on a shared machine). Runs in the order given, each after one untimed call at that size.
 // Usage: bun scripts/bench/tome.ts [--sizes 512] [--reps 1] [--modes plain,tome0.25,tome0.5,tome0.75,todo2] [--golden DIR]
 
 import { readFileSync } from "node:fs";
@@ -55,6 +56,7 @@ for (const px of SIZES) {
       if (!out.toFloat32Array().every(Number.isFinite)) throw new Error("UNet output is not finite");
     });
   let plainSeconds = Number.NaN;
+  let plainCpuSeconds = Number.NaN;
   for (const mode of MODES) {
     const o = modeOptions(mode);
     const handle = o ? applyTokenMerging(unet, o) : null;
@@ -63,13 +65,18 @@ for (const px of SIZES) {
     resetPeakMemory("cpu");
     const live0 = memoryStats("cpu").live;
     const times: number[] = [];
+    const cpuTimes: number[] = []; // process CPU time (user + sys, all threads): a second view on a loaded machine
     for (let r = 0; r < REPS; r++) {
+      const c = process.cpuUsage();
       const t = performance.now();
       step();
       times.push((performance.now() - t) / 1e3);
+      const d = process.cpuUsage(c);
+      cpuTimes.push((d.user + d.system) / 1e6);
     }
     const seconds = median(times);
-    if (mode === "plain") plainSeconds = seconds;
+    const cpuSeconds = median(cpuTimes);
+    if (mode === "plain") [plainSeconds, plainCpuSeconds] = [seconds, cpuSeconds];
     const per = (x: number) => round(x / REPS / 1e3, 3);
     const tome =
       handle && timing0 && handle.options.mode === "tome"
@@ -89,6 +96,8 @@ for (const px of SIZES) {
       seconds: round(seconds, 3),
       runs: times.map((t) => round(t, 3)),
       speedup_vs_plain: Number.isNaN(plainSeconds) ? null : round(plainSeconds / seconds, 3),
+      cpu_seconds: round(cpuSeconds, 3),
+      cpu_speedup_vs_plain: Number.isNaN(plainCpuSeconds) ? null : round(plainCpuSeconds / cpuSeconds, 3),
       tome,
       peak_activation_mb: Math.round((memoryStats("cpu").peak - live0) / 2 ** 20),
     });

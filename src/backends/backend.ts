@@ -115,6 +115,12 @@ export interface Backend {
    * (keepdim layout; the op layer squeezes). `correction` is used by "var" (1 = unbiased).
    */
   reduce(op: ReduceOp, x: TensorView, dims: readonly number[], out: TensorView, correction: number): void;
+  /**
+   * Optional: max (or min) over `dim` with the (first) index of each extreme in one pass; values has x's dtype,
+   * indices int64, both in the keepdim layout. Must equal reduce("max"/"min") and reduce("argmax"/"argmin").
+   * Backends without it get the two reductions.
+   */
+  reduceWithIndices?(op: "max" | "min", x: TensorView, dim: number, values: TensorView, indices: TensorView): void;
   /** Softmax (or log-softmax) over the last dimension. */
   softmax(x: TensorView, out: TensorView, log: boolean): void;
 

@@ -12,10 +12,11 @@
 // only matters for exactly tied scores). A float16/bfloat16 metric is compared in float32 (scores in 11 or 8 mantissa
 // bits tie constantly); the merged tokens keep the input dtype. Copies are indexSelects of whole rows: merge starts
 // from cat[unm, dst] in one selection and scatter-reduces the merged src rows into it (rows nobody targets are
-// divided by 1 / added nothing: exact); unmerge is one selection through the inverse map (each original position
+// divided by 1 / added nothing: exact; float32 "mean" is a scatterAdd divided by per-row counts built once per
+// matching, the same arithmetic as scatter_reduce); unmerge is one selection through the inverse map (each original position
 // reads the merged row that represents it), which equals tomesd's three scatters into zeros.
 
-import { type Tensor, add, arange, argsort, cat, div, gather, indexSelect, matmul, maxWithIndices, scatterAdd, scatterReduce, sqrt, square, sum, tidy, zeros } from "../tensor/index.ts";
+import { type Tensor, add, arange, argsort, cat, div, gather, indexSelect, matmul, maxWithIndices, ones, scatterAdd, scatterReduce, sqrt, square, sum, tidy, zeros } from "../tensor/index.ts";
 import type { Partition } from "./partition.ts";
 
 export type MergeMode = "mean" | "sum";
@@ -43,6 +44,7 @@ export class TokenMatch {
   readonly #srcRows: Tensor; // [B·r] int32 row of x of each merged src token
   readonly #target: Tensor; // [B, r, 1] int32 merged row each src token is reduced into (M − Nb + dst_idx)
   readonly #inverse: Tensor; // [B·N] int32 row of merge's output (flattened [B·M, C]) that represents each token
+  readonly #counts: Tensor; // [B, M, 1] float32 rows reduced into each merged row, itself included (mean's divisor)
   #disposed = false;
 
   constructor(
@@ -62,7 +64,7 @@ export class TokenMatch {
     const dev = aIdx.device;
     // Row indices into flattened [B·N, C] / [B·M, C] tensors, so every copy is an indexSelect of whole rows (int32:
     // the CPU backend reads int32 indices without conversion).
-    [this.#rows, this.#srcRows, this.#target, this.#inverse] = tidy(() => {
+    [this.#rows, this.#srcRows, this.#target, this.#inverse, this.#counts] = tidy(() => {
       const a = aIdx.to("int32").expand([B, Na, 1]); // [B, Na, 1]
       const bB = bIdx.to("int32").expand([B, Nb, 1]); // [B, Nb, 1]
       const unmPos = gather(a, 1, unmIdx); // [B, unm, 1] token positions of the unmerged src tokens
@@ -78,7 +80,8 @@ export class TokenMatch {
         1,
       ); // [B, N, 1]
       const inverse = add(scatterAdd(zeros([B, tokens, 1], { dtype: "int32", device: dev }), 1, positions, merged), base(M)).reshape([B * tokens]);
-      return [rows, srcRows, target, inverse] as const;
+      const counts = scatterAdd(ones([B, M, 1], { device: dev }), 1, target, ones([B, r, 1], { device: dev })); // exact small integers
+      return [rows, srcRows, target, inverse, counts] as const;
     });
   }
 
@@ -90,8 +93,12 @@ export class TokenMatch {
       const flat = x.reshape([B * N, C]); // [B·N, C]
       const start = indexSelect(flat, 0, this.#rows).reshape([B, this.#M, C]); // [B, M, C] = cat[unm, dst]
       const src = indexSelect(flat, 0, this.#srcRows).reshape([B, this.r, C]); // [B, r, C]
-      // rows no src token targets count themselves only: x/1 and x + nothing are exact
-      return scatterReduce(start, 1, this.#target.expand([B, this.r, C]), src, mode); // [B, M, C]
+      const target = this.#target.expand([B, this.r, C]);
+      // float32 mean: scatter_reduce's float32 sums in index order, divided by the per-row counts computed once per
+      // matching — the same adds and the same divisions (rows nobody targets: x/1 exact). Other dtypes go through
+      // scatterReduce, which rounds to the dtype only after the division.
+      if (mode === "mean" && x.dtype === "float32") return div(scatterAdd(start, 1, target, src), this.#counts); // [B, M, C]
+      return scatterReduce(start, 1, target, src, mode); // [B, M, C]
     });
   }
 
@@ -116,7 +123,7 @@ export class TokenMatch {
     if (this.#disposed) return;
     this.#disposed = true;
     const i = this.indices;
-    for (const t of [i.aIdx, i.bIdx, i.unmIdx, i.srcIdx, i.dstIdx, this.#rows, this.#srcRows, this.#target, this.#inverse]) t.dispose();
+    for (const t of [i.aIdx, i.bIdx, i.unmIdx, i.srcIdx, i.dstIdx, this.#rows, this.#srcRows, this.#target, this.#inverse, this.#counts]) t.dispose();
   }
 
   [Symbol.dispose](): void {
@@ -138,9 +145,10 @@ export function bipartiteSoftMatching(metric: Tensor, partition: Partition, r: n
   const rr = Math.min(Na, r);
   const indices = tidy(() => {
     const m32 = metric.dtype === "float32" ? metric : metric.to("float32");
-    const m = div(m32, sqrt(sum(square(m32), -1, true))); // [B, N, C] unit rows
-    const a = indexSelect(m, 1, partition.aIdx.reshape([Na])); // [B, Na, C]
-    const b = indexSelect(m, 1, partition.bIdx.reshape([Nb])); // [B, Nb, C]
+    // rows are normalized one by one, so selecting first gives the same unit rows without a [B, N, C] temporary
+    const unit = (t: Tensor) => div(t, sqrt(sum(square(t), -1, true)));
+    const a = unit(indexSelect(m32, 1, partition.aIdx.reshape([Na]))); // [B, Na, C] unit rows
+    const b = unit(indexSelect(m32, 1, partition.bIdx.reshape([Nb]))); // [B, Nb, C]
     const scores = matmul(a, b.transpose(-1, -2)); // [B, Na, Nb]
     const { values: nodeMax, indices: nodeIdx } = maxWithIndices(scores, -1); // [B, Na]
     const edgeIdx = argsort(nodeMax, -1, { descending: true }).unsqueeze(-1); // [B, Na, 1]

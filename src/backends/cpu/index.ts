@@ -9,7 +9,7 @@ import { allocateCpu, borrowCpu, cpuAvailableMemory, cpuMemory } from "./allocat
 import { decodeRaw, encodeRaw, rawOf, readRaw, stridedCopy, storageBytes } from "./strided.ts";
 import { numel } from "../../core/shape.ts";
 import { binary, binaryScalar, unary, where } from "./elementwise.ts";
-import { reduce, softmax } from "./reduce.ts";
+import { reduce, reduceWithIndices, softmax } from "./reduce.ts";
 import { matmul } from "./matmul.ts";
 import { conv2d, invalidateConvWeights } from "./conv.ts";
 import { attention } from "./attention.ts";
@@ -71,6 +71,7 @@ export const cpuBackend: Backend = {
   binaryScalar,
   where,
   reduce,
+  reduceWithIndices,
   softmax,
   matmul,
   conv2d,

@@ -240,6 +240,21 @@ export function reduce(op: ReduceOp, x: TensorView, dims: readonly number[], out
   commit(out, acc);
 }
 
+/** max/min over `dim` and argmax/argmin in one pass (extremeInto fills both); the same results as the two reduces. */
+export function reduceWithIndices(op: "max" | "min", x: TensorView, dim: number, values: TensorView, indices: TensorView): void {
+  const outN = numel(values.shape);
+  if (outN === 0) return;
+  const count = x.shape[dim]!;
+  if (count === 0) throw new Error(`cpu reduceWithIndices: cannot reduce over an empty dim`);
+  const sign = op === "max" ? 1 : -1;
+  const best = new Float64Array(outN).fill(-Infinity);
+  const idx = new Float64Array(outN);
+  extremeInto(plan(x.shape, [dim]), readNum(x), outN * count, best, idx, sign);
+  if (sign < 0) for (let i = 0; i < outN; i++) best[i] = -best[i]!;
+  commit(values, best);
+  commit(indices, idx);
+}
+
 /** Longest row (floats) the SIMD softmax holds in the module's memory; longer rows run in JavaScript. */
 const SIMD_ROW_MAX = 1 << 22;
 /** Floats of one block of rows copied into the module's memory (64 KiB: stays in L2 through the passes). */

@@ -114,9 +114,11 @@ export function decodeRaw(raw: RawArray, dtype: DType): Float32Array | Float64Ar
     case "int32":
       return Float64Array.from(raw as Int32Array);
     case "int64": {
+      // hi·2^32 + lo from the two 32-bit words (little-endian): one rounding of the exact value, as Number(bigint)
       const r = raw as BigInt64Array;
+      const w = new Int32Array(r.buffer, r.byteOffset, r.length * 2);
       const out = new Float64Array(r.length);
-      for (let i = 0; i < r.length; i++) out[i] = Number(r[i]!);
+      for (let i = 0; i < r.length; i++) out[i] = w[2 * i + 1]! * 4294967296 + (w[2 * i]! >>> 0);
       return out;
     }
   }
@@ -138,8 +140,17 @@ export function encodeRaw(values: Float32Array | Float64Array, dtype: DType): Ra
       return out;
     }
     case "int64": {
+      // Integers below 2^53 in magnitude as two 32-bit words; larger ones through BigInt (wrapping mod 2^64).
       const out = new BigInt64Array(n);
-      for (let i = 0; i < n; i++) out[i] = BigInt(truncInt(values[i]!));
+      const w = new Int32Array(out.buffer);
+      for (let i = 0; i < n; i++) {
+        const v = truncInt(values[i]!);
+        if (v > -9007199254740992 && v < 9007199254740992) {
+          const hi = Math.floor(v / 4294967296);
+          w[2 * i] = v - hi * 4294967296;
+          w[2 * i + 1] = hi;
+        } else out[i] = BigInt(v);
+      }
       return out;
     }
     case "uint8": {

@@ -102,8 +102,36 @@ export function argmin(x: Tensor, dim?: number, keepdim = false): Tensor {
   return reduceOp("argmin", "argmin", x, reductionDims("argmin", x, dim), keepdim, "int64");
 }
 
+/** One-pass values + indices where the backend has reduceWithIndices (null: use the two reductions). */
+function extremeWithIndices(op: "max" | "min", x: Tensor, dim: number, keepdim: boolean): { values: Tensor; indices: Tensor } | null {
+  const backend = backendFor(op === "max" ? "maxWithIndices" : "minWithIndices", x);
+  if (!backend.reduceWithIndices) return null;
+  const dims = reductionDims(op, x, dim);
+  if (dims.length !== 1 || x.shape[dims[0]!] === 0) return null; // the two reductions raise the errors
+  const d = dims[0]!;
+  const keepShape = x.shape.map((s, i) => (i === d ? 1 : s));
+  const outShape = keepdim ? keepShape : x.shape.filter((_, i) => i !== d);
+  const values = Tensor.empty(outShape, x.dtype, x.device);
+  const indices = Tensor.empty(outShape, "int64", x.device);
+  const vv = values.reshape(keepShape);
+  const iv = indices.reshape(keepShape);
+  try {
+    backend.reduceWithIndices(op, x, d, vv, iv);
+  } catch (e) {
+    values.dispose();
+    indices.dispose();
+    throw e;
+  } finally {
+    vv.dispose();
+    iv.dispose();
+  }
+  return { values, indices };
+}
+
 /** torch.max(x, dim): the values and the (first) indices of the maxima. */
 export function maxWithIndices(x: Tensor, dim: number, keepdim = false): { values: Tensor; indices: Tensor } {
+  const fused = extremeWithIndices("max", x, dim, keepdim);
+  if (fused) return fused;
   const values = max(x, dim, keepdim);
   try {
     return { values, indices: argmax(x, dim, keepdim) };
@@ -114,6 +142,8 @@ export function maxWithIndices(x: Tensor, dim: number, keepdim = false): { value
 }
 
 export function minWithIndices(x: Tensor, dim: number, keepdim = false): { values: Tensor; indices: Tensor } {
+  const fused = extremeWithIndices("min", x, dim, keepdim);
+  if (fused) return fused;
   const values = min(x, dim, keepdim);
   try {
     return { values, indices: argmin(x, dim, keepdim) };
