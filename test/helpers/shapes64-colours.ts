@@ -61,3 +61,6 @@ export function shapeMask(img: GeneratedImage, shape: string, background: string
   }
   return out;
 }
+
+/** Intersection over union of two pixel masks. */
+export const iou = (a: boolean[], b: boolean[]) => a.filter((v, i) => v && b[i]).length / Math.max(1, a.filter((v, i) => v || b[i]).length);

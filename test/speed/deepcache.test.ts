@@ -8,37 +8,19 @@
 // CPU live bytes return to the start after each run (the per-run cache is freed, also when a run is aborted)
 // and at the end.
 
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import path from "node:path";
+import { beforeAll, describe, expect, test } from "bun:test";
 import type { GeneratedImage } from "../../src/io/image.ts";
 import { AbortError, StableDiffusionPipeline } from "../../src/pipelines/index.ts";
 import { DeepCacheOptionError, deepCacheOf, deepCachePlan } from "../../src/speed/index.ts";
 import { memoryStats } from "../../src/tensor/index.ts";
-import { projectRoot, requireDir, sharedDir } from "../helpers/paths.ts";
-import { nearestColour, regions, requested, shapeMask } from "../helpers/shapes64-colours.ts";
+import { type DemoPipeline, useDemoPipeline } from "../helpers/demo-pipeline.ts";
+import { iou, nearestColour, regions, requested, shapeMask } from "../helpers/shapes64-colours.ts";
 
-const modelDir = path.join(projectRoot, "assets", "shapes-64");
-const goldenJson = path.join(sharedDir, "models", "shapes-64", "golden.json");
-
-const iou = (a: boolean[], b: boolean[]) => a.filter((v, i) => v && b[i]).length / Math.max(1, a.filter((v, i) => v || b[i]).length);
-
+const demo = useDemoPipeline();
 let pipe: StableDiffusionPipeline;
-let meta: { prompts: string[]; seeds: number[] };
-let live0 = 0;
-
-beforeAll(async () => {
-  requireDir(path.dirname(goldenJson), "the shapes-64 golden folder");
-  meta = (await Bun.file(goldenJson).json()) as typeof meta;
-  live0 = memoryStats("cpu").live;
-  pipe = await StableDiffusionPipeline.fromPretrained(modelDir);
-});
-
-afterAll(() => {
-  pipe?.dispose();
-  expect(memoryStats("cpu").live).toBe(live0);
-});
-
-const gen = (prompt: string, seed: number, steps = 20) => pipe.generate({ prompt, seed, steps, scheduler: "ddim", negativePrompt: "" });
+let meta: DemoPipeline["meta"];
+beforeAll(() => void ({ pipe, meta } = demo));
+const gen = demo.gen;
 
 /** Count calls of the deep part: the mid block's first resnet and the deepest down block's first resnet. */
 function countDeepCalls(): { counts: { mid: number; down: number }; remove: () => void } {

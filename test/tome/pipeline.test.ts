@@ -5,17 +5,12 @@
 // check of test/pipelines/shapes64.test.ts, plus the shape's pixel mask against the plain image's (IoU ≥ 0.8 —
 // ToMe perturbs the latents by a few percent, it must not move or reshape the shape). CPU live bytes return.
 
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import path from "node:path";
+import { beforeAll, describe, expect, test } from "bun:test";
 import type { GeneratedImage } from "../../src/io/image.ts";
 import { StableDiffusionPipeline } from "../../src/pipelines/index.ts";
-import { memoryStats } from "../../src/tensor/index.ts";
 import { TokenMergingOptionError, tokenMergingOf } from "../../src/tome/index.ts";
-import { projectRoot, requireDir, sharedDir } from "../helpers/paths.ts";
-import { nearestColour, regions, requested, shapeMask } from "../helpers/shapes64-colours.ts";
-
-const modelDir = path.join(projectRoot, "assets", "shapes-64");
-const goldenJson = path.join(sharedDir, "models", "shapes-64", "golden.json");
+import { type DemoPipeline, useDemoPipeline } from "../helpers/demo-pipeline.ts";
+import { iou, nearestColour, regions, requested, shapeMask } from "../helpers/shapes64-colours.ts";
 
 /** Nearest colour names of the centre (the shape) and the border (the background). */
 function regionColours(img: GeneratedImage): { centre: string; border: string } {
@@ -23,25 +18,11 @@ function regionColours(img: GeneratedImage): { centre: string; border: string } 
   return { centre: nearestColour(centre), border: nearestColour(border) };
 }
 
-const iou = (a: boolean[], b: boolean[]) => a.filter((v, i) => v && b[i]).length / Math.max(1, a.filter((v, i) => v || b[i]).length);
-
+const demo = useDemoPipeline();
 let pipe: StableDiffusionPipeline;
-let meta: { prompts: string[]; seeds: number[] };
-let live0 = 0;
-
-beforeAll(async () => {
-  requireDir(path.dirname(goldenJson), "the shapes-64 golden folder");
-  meta = (await Bun.file(goldenJson).json()) as typeof meta;
-  live0 = memoryStats("cpu").live;
-  pipe = await StableDiffusionPipeline.fromPretrained(modelDir);
-});
-
-afterAll(() => {
-  pipe?.dispose();
-  expect(memoryStats("cpu").live).toBe(live0);
-});
-
-const gen = (prompt: string, seed: number, steps = 20) => pipe.generate({ prompt, seed, steps, scheduler: "ddim", negativePrompt: "" });
+let meta: DemoPipeline["meta"];
+beforeAll(() => void ({ pipe, meta } = demo));
+const gen = demo.gen;
 
 describe("enableTokenMerging", () => {
   test("features() lists tokenMerging with its options, images carry it; again replaces; disable restores bit for bit; bad options change nothing", async () => {
