@@ -29,6 +29,8 @@ export async function runGeneration(o: GenerationRequest, post: (m: WorkerMessag
     pipe = await loadPipeline(index, { device: o.device, dtype: o.dtype, variant: o.variant, attention: o.attention, onNotice: (m) => log(`notice: ${m}`) });
     log(`loaded ${kind === "sdxl" ? "SDXL" : "SD"} model ${pipe.modelName} on ${pipe.device} (${pipe.dtype}) in ${((performance.now() - t0) / 1000).toFixed(1)}s`);
     if (o.tome !== undefined) pipe.enableTokenMerging({ ratio: o.tome });
+    if (o.deepcache !== undefined) pipe.enableDeepCache({ interval: o.deepcache });
+    if (o.fuseQkv) pipe.fuseQkvProjections();
     if (o.vaeSlicing) pipe.enableVaeSlicing();
     if (o.vaeTiling) pipe.enableVaeTiling();
     const features = pipe.features();

@@ -134,6 +134,8 @@ export function registerGenerate(program: Command): void {
     .addOption(
       new Option("--tome <ratio>", "Token Merging (tomesd): merge this share of the tokens in the highest-resolution attention level, e.g. 0.5").argParser(finite),
     )
+    .option("--deepcache <interval>", "DeepCache: run the whole UNet every <interval> steps and only its shallow branch in between (e.g. 3)", positiveInt("--deepcache"))
+    .option("--fuse-qkv", "fused q/k/v projections, and the prompt's cross-attention keys/values computed once per image")
     .option("--vae-slicing", "decode the batch one image at a time (less memory for --batch > 1)")
     .option("--vae-tiling", "decode in overlapping tiles of the VAE's sample size, as diffusers (less memory for large images)")
     .addOption(

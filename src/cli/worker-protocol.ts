@@ -26,6 +26,10 @@ export interface GenerationRequest {
   attention?: "fused" | "naive" | "chunked";
   /** Token Merging ratio (tomesd's `ratio`), checked before the model loads. */
   tome?: number;
+  /** DeepCache interval: the whole UNet every n steps, the shallow branch in between (pipe.enableDeepCache). */
+  deepcache?: number;
+  /** One GEMM for q/k/v, cross-attention K/V once per run (pipe.fuseQkvProjections). */
+  fuseQkv?: boolean;
   /** Decode the batch one image at a time (pipe.enableVaeSlicing). */
   vaeSlicing?: boolean;
   /** Decode in overlapping tiles of the VAE's sample size (pipe.enableVaeTiling). */

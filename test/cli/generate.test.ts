@@ -95,6 +95,14 @@ describe("bun-diffusion generate", () => {
     expect(readPngText(new Uint8Array(readFileSync(out))).parameters!).toMatch(/Features: vaeSlicing; vaeTiling\(/);
   }, 60_000);
 
+  test("--deepcache and --fuse-qkv install the speed features: printed and carried in the PNG parameters", () => {
+    const out = path.join(tmp, "speed.png");
+    const r = cli("--model", model, "--prompt", "a red circle", "--steps", "3", "--seed", "1", "--deepcache", "3", "--fuse-qkv", "--out", out);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/features: deepCache\(interval=3 branchId=0\); fusedQkv\(/);
+    expect(readPngText(new Uint8Array(readFileSync(out))).parameters!).toMatch(/Features: deepCache\(interval=3 branchId=0\); fusedQkv\(/);
+  }, 60_000);
+
   test("--attention sets the pipeline's attention kind: printed as a feature and carried in the PNG parameters", async () => {
     const out = path.join(tmp, "attn.png");
     const r = cli("--model", model, "--prompt", "a red circle", "--steps", "2", "--seed", "1", "--attention", "chunked", "--out", out);
@@ -123,6 +131,7 @@ describe("bun-diffusion generate", () => {
     ["unknown scheduler", ["--scheduler", "heun"], /Allowed choices are ddim, pndm, lms, euler, euler_a, dpmpp_2m, dpmpp_2m_karras, unipc, lcm/],
     ["non-numeric cfg", ["--cfg", "lots"], /--cfg <scale>' argument 'lots' is invalid\. expected a number/],
     ["unknown attention kind", ["--attention", "flash"], /Allowed choices are fused, naive, chunked/],
+    ["DeepCache interval not a positive integer", ["--deepcache", "0"], /--deepcache <interval>' argument '0' is invalid\. expected a positive integer/],
     ["Token Merging ratio out of range", ["--tome", "0.9"], /--tome 0\.9: ratio must be a number in \[0, 0\.75\]/],
     ["one file for several images", ["--batch", "2"], /--out .*x\.png: names one file but --batch 2 makes 2 images; pass a folder/],
     ["seed list length", ["--seed", "1,2"], /--seed: has 2 seeds for 1 image/],
