@@ -10,7 +10,7 @@
 // registry), GFLOP/s, a time split (conv / linear / attention / rest) and the CPU allocator's peak bytes.
 // Usage: bun scripts/bench/cpu-models.ts [--sizes 256,512] [--skip-clip] [--skip-vae] [--golden DIR]
 
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync } from "node:fs";
 import path from "node:path";
 import { cpuInfo } from "../../ffi/cpuid.ts";
 import { gemmBackendName } from "../../src/backends/cpu/index.ts";
@@ -21,7 +21,7 @@ import { getAttention, registerAttention } from "../../src/nn/attention-dispatch
 import { Conv2d, Linear } from "../../src/nn/layers.ts";
 import type { Module } from "../../src/nn/module.ts";
 import { type Tensor, memoryStats, randn, resetPeakMemory, tensor, tidy } from "../../src/tensor/index.ts";
-import { fillRandom } from "./random-weights.ts";
+import { fillRandom, manifestConfig } from "./random-weights.ts";
 
 const args = process.argv.slice(2);
 const opt = (name: string) => {
@@ -30,8 +30,7 @@ const opt = (name: string) => {
 };
 const SIZES = (opt("--sizes") ?? "256,512").split(",").map(Number);
 const GOLDEN = path.resolve(opt("--golden") ?? process.env.BD_GOLDEN_DIR ?? path.join(import.meta.dir, "../../../shared/golden"));
-const manifest = (name: string) =>
-  (JSON.parse(readFileSync(path.join(GOLDEN, "manifests", `${name}.json`), "utf8")) as { resolved_config: Record<string, unknown> }).resolved_config;
+const manifest = (name: string) => manifestConfig(GOLDEN, name);
 
 
 // ---- FLOP and time accounting -----------------------------------------------------------------

@@ -9,7 +9,6 @@
 // Usage: bun scripts/bench/deepcache.ts [--steps 20] [--interval 3] [--branch 0] [--reps 2] [--sd-size 256] [--sd-calls 6]
 //        [--no-demo] [--no-sd] [--fused 128]
 
-import { readFileSync } from "node:fs";
 import path from "node:path";
 import { cpuInfo } from "../../ffi/cpuid.ts";
 import { gemmBackendName } from "../../src/backends/cpu/index.ts";
@@ -18,7 +17,7 @@ import { StableDiffusionPipeline } from "../../src/pipelines/index.ts";
 import { applyDeepCache, fuseQkvProjections } from "../../src/speed/index.ts";
 import { randn, tidy } from "../../src/tensor/index.ts";
 import { median, round } from "./bench-util.ts";
-import { fillRandom } from "./random-weights.ts";
+import { fillRandom, manifestConfig } from "./random-weights.ts";
 
 const args = process.argv.slice(2);
 const opt = (name: string) => {
@@ -61,7 +60,7 @@ if (!args.includes("--no-demo")) {
 
 // (2) SD 1.5 architecture, random weights, UNet calls only
 if (!args.includes("--no-sd")) {
-  const cfg = (JSON.parse(readFileSync(path.join(GOLDEN, "manifests", "sd15_unet.json"), "utf8")) as { resolved_config: Record<string, unknown> }).resolved_config;
+  const cfg = manifestConfig(GOLDEN, "sd15_unet");
   const unet = new UNet2DConditionModel(cfg, { device: "meta" });
   fillRandom(unet);
   const cross = cfg.cross_attention_dim as number;
@@ -104,7 +103,7 @@ if (!args.includes("--no-sd")) {
 // (3) fused QKV + K/V cache on the SD 1.5 architecture
 if (opt("--fused")) {
   const px = Number(opt("--fused"));
-  const cfg = (JSON.parse(readFileSync(path.join(GOLDEN, "manifests", "sd15_unet.json"), "utf8")) as { resolved_config: Record<string, unknown> }).resolved_config;
+  const cfg = manifestConfig(GOLDEN, "sd15_unet");
   const unet = new UNet2DConditionModel(cfg, { device: "meta" });
   fillRandom(unet);
   const cross = cfg.cross_attention_dim as number;

@@ -2,7 +2,10 @@
 // manifest gets every parameter replaced by CPU values read from a fixed LCG table at shifting offsets
 // (uniform ±1/√fan_in for matrices and kernels, norm gains 1 ± 0.02, other vectors ±0.02), about 1 ns
 // per element, so a full SD 1.5 UNet fills in a second and every run computes on the same numbers.
+// manifestConfig() reads a real-size config from the golden folder's manifests/.
 
+import { readFileSync } from "node:fs";
+import path from "node:path";
 import type { Module } from "../../src/nn/module.ts";
 import { empty } from "../../src/tensor/index.ts";
 
@@ -44,4 +47,9 @@ export function fillRandom(model: Module, seed = 1): void {
     p.replace(t);
   }
   model.to("cpu"); // parameters are already there; records the placement
+}
+
+/** The resolved config of `manifests/<name>.json` in the golden folder (e.g. "sd15_unet"). */
+export function manifestConfig(golden: string, name: string): Record<string, unknown> {
+  return (JSON.parse(readFileSync(path.join(golden, "manifests", `${name}.json`), "utf8")) as { resolved_config: Record<string, unknown> }).resolved_config;
 }

@@ -7,7 +7,6 @@
 // jobs on a shared machine). Runs in the order given, each after one untimed call at that size.
 // Usage: bun scripts/bench/tome.ts [--sizes 512] [--reps 1] [--modes plain,tome0.25,tome0.5,tome0.75,todo2] [--golden DIR]
 
-import { readFileSync } from "node:fs";
 import path from "node:path";
 import { cpuInfo } from "../../ffi/cpuid.ts";
 import { gemmBackendName } from "../../src/backends/cpu/index.ts";
@@ -15,7 +14,7 @@ import { UNet2DConditionModel } from "../../src/models/unet/index.ts";
 import { memoryStats, randn, resetPeakMemory, tidy } from "../../src/tensor/index.ts";
 import { type TokenMergingOptions, applyTokenMerging, removeTokenMerging } from "../../src/tome/index.ts";
 import { median, round } from "./bench-util.ts";
-import { fillRandom } from "./random-weights.ts";
+import { fillRandom, manifestConfig } from "./random-weights.ts";
 
 const args = process.argv.slice(2);
 const opt = (name: string) => {
@@ -38,7 +37,7 @@ function modeOptions(mode: string): TokenMergingOptions | null {
 }
 
 
-const cfg = (JSON.parse(readFileSync(path.join(GOLDEN, "manifests", "sd15_unet.json"), "utf8")) as { resolved_config: Record<string, unknown> }).resolved_config;
+const cfg = manifestConfig(GOLDEN, "sd15_unet");
 const t0 = performance.now();
 const unet = new UNet2DConditionModel(cfg, { device: "meta" });
 fillRandom(unet);

@@ -164,7 +164,7 @@ export abstract class DiffusionPipeline<O extends GenerateOptions, X> {
     const options: Record<string, unknown> = { ...resolved };
     if (typeof options.seed === "bigint") options.seed = options.seed.toString();
     this.installFeature("tokenMerging", options, () => {
-      applyTokenMerging(this.unet, opts);
+      applyTokenMerging(this.unet, resolved); // the options resolved and reported above
       return () => void removeTokenMerging(this.unet);
     });
   }

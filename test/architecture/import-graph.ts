@@ -93,23 +93,27 @@ export function cycles(edges: readonly ImportEdge[]): string[][] {
 }
 
 /** The layers, bottom first: a file may import its own layer and the ones below, never above. */
-export const LAYERS: readonly { name: string; match: (file: string) => boolean }[] = [
-  { name: "ffi", match: (f) => f.startsWith("ffi/") },
-  { name: "src/core", match: (f) => f.startsWith("src/core/") },
-  { name: "src/backends", match: (f) => f.startsWith("src/backends/") },
-  { name: "src/tensor", match: (f) => f.startsWith("src/tensor/") },
-  { name: "src/io", match: (f) => f.startsWith("src/io/") },
-  { name: "src/tokenizer", match: (f) => f.startsWith("src/tokenizer/") },
-  { name: "src/nn", match: (f) => f.startsWith("src/nn/") },
-  { name: "src/models", match: (f) => f.startsWith("src/models/") },
-  { name: "src/tome", match: (f) => f.startsWith("src/tome/") },
-  { name: "src/speed", match: (f) => f.startsWith("src/speed/") },
-  { name: "src/schedulers", match: (f) => f.startsWith("src/schedulers/") },
-  { name: "src/pipelines", match: (f) => f.startsWith("src/pipelines/") },
-  { name: "src/cli", match: (f) => f.startsWith("src/cli/") },
-  { name: "src/index.ts", match: (f) => f === "src/index.ts" },
-  { name: "scripts", match: (f) => f.startsWith("scripts/") },
+const LAYER_NAMES = [
+  "ffi",
+  "src/core",
+  "src/backends",
+  "src/tensor",
+  "src/io",
+  "src/tokenizer",
+  "src/nn",
+  "src/models",
+  "src/tome",
+  "src/speed",
+  "src/schedulers",
+  "src/pipelines",
+  "src/cli",
+  "src/index.ts",
+  "scripts",
 ];
+export const LAYERS: readonly { name: string; match: (file: string) => boolean }[] = LAYER_NAMES.map((name) => ({
+  name,
+  match: name.endsWith(".ts") ? (f: string) => f === name : (f: string) => f.startsWith(`${name}/`),
+}));
 
 /** Layers that compute through tensor ops only: they may not reach a backend directly. */
 const TENSOR_OPS_ONLY = ["src/io", "src/tokenizer", "src/nn", "src/models", "src/tome", "src/speed", "src/schedulers"];
