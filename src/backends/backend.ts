@@ -132,6 +132,12 @@ export interface Backend {
   /** NCHW conv2d, cross-correlation as torch. w: [O, C/groups, kh, kw]; bias: [O] or null. */
   conv2d(x: TensorView, w: TensorView, bias: TensorView | null, out: TensorView, p: Conv2dParams): void;
   /**
+   * Device bytes conv2d would allocate through this backend's allocator besides its output (workspaces, contiguous
+   * copies) for these views; only shapes, strides and dtypes are read, so the views may be meta's. The memory
+   * planner uses it to model this backend on "meta". Absent: none (e.g. the CPU's scratch lives outside the allocator).
+   */
+  conv2dScratchBytes?(x: TensorView, w: TensorView, out: TensorView, p: Conv2dParams): number;
+  /**
    * Fused scaled dot-product attention: out = softmax(scale·q·kᵀ + mask)·v, computed blockwise with an online
    * softmax (no [Sq, Sk] score matrix). q [B, H, Sq, D], k [B, H, Sk, D], v [B, H, Sk, Dv]: one float dtype, any
    * strides (the views of permuted [B, S, H·D] projections are read in place where the backend can).

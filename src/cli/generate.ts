@@ -13,6 +13,7 @@ import { SCHEDULER_NAMES } from "../schedulers/index.ts";
 import { handleInterrupts } from "./interrupt.ts";
 import { resolveOutTarget } from "./out-target.ts";
 import { writeOutputs } from "./outputs.ts";
+import { finite, multipleOf8, positiveInt } from "./arguments.ts";
 import { batchSeeds, checkSteps, checkTome } from "./preflight.ts";
 import { progressReporter } from "./progress.ts";
 import type { GenerationRequest, WorkerMessage } from "./worker-protocol.ts";
@@ -24,26 +25,6 @@ export interface GenerateCliOptions extends Omit<GenerationRequest, "seed" | "in
   /** One seed, or one per image; default random. */
   seed?: number | number[];
   out: string;
-}
-
-function positiveInt(what: string) {
-  return (v: string): number => {
-    const n = Number(v);
-    if (!/^\d+$/.test(v.trim()) || !Number.isSafeInteger(n) || n < 1) throw new InvalidArgumentError(`expected a positive integer for ${what}`);
-    return n;
-  };
-}
-
-function multipleOf8(v: string): number {
-  const n = positiveInt("the size")(v);
-  if (n % 8 !== 0) throw new InvalidArgumentError(`must be a multiple of 8 (try ${Math.max(8, Math.round(n / 8) * 8)})`);
-  return n;
-}
-
-function finite(v: string): number {
-  const n = Number(v);
-  if (v.trim() === "" || !Number.isFinite(n)) throw new InvalidArgumentError("expected a number");
-  return n;
 }
 
 /** "42" → 42; "1,2,3" → one seed per image. */

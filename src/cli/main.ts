@@ -1,9 +1,10 @@
 #!/usr/bin/env bun
-// The bun-diffusion command line: `info` (runtime, backends, libraries) and `generate` (text to
-// image, src/cli/generate.ts).
+// The bun-diffusion command line: `info` (runtime, backends, libraries), `generate` (text to
+// image, src/cli/generate.ts) and `plan` (predicted peak memory per phase, src/cli/plan.ts).
 
 import { Command } from "commander";
 import { registerGenerate } from "./generate.ts";
+import { registerPlan } from "./plan.ts";
 import { collectInfo, formatInfo } from "./info.ts";
 import pkg from "../../package.json" with { type: "json" };
 
@@ -22,5 +23,6 @@ program
   });
 
 registerGenerate(program);
+registerPlan(program);
 
 await program.parseAsync(process.argv);

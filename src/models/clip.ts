@@ -167,6 +167,7 @@ export class CLIPTextTransformer extends Module<[Tensor, CLIPForwardOptions?], C
  */
 export function poolingPositions(inputIds: Tensor, eosTokenId: number): number[] {
   const [B, S] = inputIds.shape as [number, number];
+  if (inputIds.device === "meta") return Array<number>(B).fill(0); // shapes only: any position has the same cost
   const ids = Array.from(inputIds.toTypedArray() as ArrayLike<number | bigint>, Number);
   const out: number[] = [];
   for (let b = 0; b < B; b++) {
@@ -187,6 +188,7 @@ export function poolingPositions(inputIds: Tensor, eosTokenId: number): number[]
 function paddingMask(mask: Tensor, B: number, S: number, device: Device): Tensor {
   if (mask.ndim !== 2 || mask.shape[0] !== B || mask.shape[1] !== S)
     throw new Error(`CLIP: attention_mask must be [${B}, ${S}], got [${mask.shape.join(", ")}]`);
+  if (mask.device === "meta") return tensor(new Float32Array(B * S), { shape: [B, 1, 1, S], device }); // shapes only
   const keep = Array.from(mask.toTypedArray() as ArrayLike<number | bigint>, Number);
   return tensor(Float32Array.from(keep, (k) => (k ? 0 : FINFO_MIN)), { shape: [B, 1, 1, S], device });
 }

@@ -20,6 +20,8 @@ export { rescaleNoiseCfg } from "./denoise.ts";
 export { NonFiniteError, PipelineBusyError } from "./errors.ts";
 export { DEMO_MODEL_DIR } from "./demo-model.ts";
 export { type CheckFinite } from "./options.ts";
+export { MetaModels, type MemoryPlan, type OffloadStrategy, type PhaseName, type PhasePlan, type PlanModels, type PlanRequest, planMemory } from "./plan.ts";
+export { KNOWN_ARCHITECTURES, type KnownArchitecture, folderPlanModels, knownPlanModels } from "./plan-configs.ts";
 
 export type AnyPipeline = StableDiffusionPipeline | StableDiffusionXLPipeline;
 

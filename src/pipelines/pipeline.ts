@@ -43,6 +43,7 @@ import { type UNetConditioning, denoise, guidanceScaleEmbedding } from "./denois
 import { GenerateOptionsError, NonFiniteError, PipelineBusyError, throwIfAborted } from "./errors.ts";
 import { allFinite, nonFiniteCauses } from "./finite.ts";
 import { MemoryPlanner, type RunShape } from "./memory-plan.ts";
+import { MetaModels, type MemoryPlan, type PlanRequest, planMemory } from "./plan.ts";
 import { ModuleAbortCheck, interruptible } from "./interrupt.ts";
 import { type ActiveFeature, type FeatureHooks, PipelineFeatures, formatFeatures } from "./features.ts";
 import { prepareLatents, stepNoise } from "./latents.ts";
@@ -93,6 +94,9 @@ export abstract class DiffusionPipeline<O extends GenerateOptions, X> {
       },
     },
   }));
+
+  /** Meta copies of the models for plan() (built on first use). */
+  #metaModels: MetaModels | null = null;
 
   protected constructor(p: PipelineParts) {
     this.modelDir = p.modelDir;
@@ -312,6 +316,43 @@ export abstract class DiffusionPipeline<O extends GenerateOptions, X> {
     return { device, host, phase };
   }
 
+  /**
+   * The memory plan of a run (plan.ts): predicted peak device bytes per phase (text encoding, denoising, decoding)
+   * and the weights resident in each, computed on "meta" without touching the weights. Defaults: the model's
+   * native size, one image, guidance on, and this pipeline's active features (attention kind, token merging,
+   * VAE slicing / tiling); any of them can be overridden to ask "what if".
+   */
+  plan(opts: Partial<PlanRequest> = {}): MemoryPlan {
+    this.#assertUsable();
+    const size = this.baseFacts().sampleSize * this.vaeScaleFactor;
+    const feature = (name: string) => this.features().find((f) => f.name === name)?.options;
+    const att = (feature("attention") ?? {}) as { kind?: AttentionKind } & Partial<AttentionOptions>;
+    const { kind = "fused", ...attentionOptions } = att;
+    const tomeOpts = feature("tokenMerging") as Record<string, unknown> | undefined;
+    // the feature lists a bigint seed as a string (features are JSON-like); seeds do not change memory
+    const tome = tomeOpts ? ({ ...tomeOpts, ...(typeof tomeOpts.seed === "string" ? { seed: BigInt(tomeOpts.seed) } : {}) } as PlanRequest["tome"]) : null;
+    this.#metaModels ??= new MetaModels({
+      unet: this.unet.config,
+      vae: this.vae.config,
+      textEncoders: this.modules()
+        .filter((m) => m instanceof CLIPTextModel || m instanceof CLIPTextModelWithProjection)
+        .map((m, i) => ({ name: i === 0 ? "text_encoder" : `text_encoder_${i + 1}`, config: m.config, projection: m instanceof CLIPTextModelWithProjection })),
+      dtype: this.dtype,
+      vaeDtype: this.vae.dtype,
+    });
+    return planMemory(this.#metaModels, {
+      device: this.device,
+      width: size,
+      height: size,
+      attention: kind,
+      attentionOptions,
+      tome,
+      vaeTiling: this.vae.useTiling ? this.vae.tiling : false,
+      vaeSlicing: this.vae.useSlicing,
+      ...opts,
+    });
+  }
+
   #runShape(o: O, run: ResolvedRun): RunShape {
     const [total, C, h, w] = run.latentShape;
     return {
@@ -458,6 +499,8 @@ export abstract class DiffusionPipeline<O extends GenerateOptions, X> {
       this.#features.clear();
     } finally {
       this.#planner.dispose();
+      this.#metaModels?.dispose();
+      this.#metaModels = null;
       for (const m of this.modules()) m.dispose();
     }
   }

@@ -6,7 +6,7 @@ export { type DType, DTYPES, dtypeBytes, isFloat, isHalf, isInteger } from "../c
 export { type Device, type DeviceSpec, parseDevice } from "../core/device.ts";
 export { TensorError, OutOfMemoryError, formatBytes } from "../core/errors.ts";
 export { tidy, keep } from "./scope.ts";
-export { memoryStats, resetPeakMemory, memoryAvailable, measureMemory, type MemoryStats, type DeviceMemory } from "./memory.ts";
+export { memoryStats, resetPeakMemory, memoryAvailable, measureMemory, planAs, type MemoryStats, type DeviceMemory } from "./memory.ts";
 export * from "./creation.ts";
 export * from "./ops/elementwise.ts";
 export * from "./ops/reduce.ts";

@@ -3,6 +3,7 @@
 // measureMemory(), which runs a function (on "meta": shapes only) and reports its peak.
 
 import type { DeviceMemory } from "../backends/backend.ts";
+import { withMetaScratchModel } from "../backends/meta/index.ts";
 import { getBackend, hasBackend } from "../backends/registry.ts";
 import type { Device } from "../core/device.ts";
 import type { MemoryStats } from "../core/memory-stats.ts";
@@ -43,4 +44,14 @@ export function measureMemory<T>(device: Device, fn: () => T): { result: T; peak
     m.peak = Math.max(peak0, m.live);
     m.largest = largest0;
   }
+}
+
+/**
+ * Run `fn` on "meta" (shapes only) as if for `target`: ops that allocate their own scratch on `target` (cuDNN
+ * workspaces, contiguous copies) allocate that much on meta too, so `measureMemory("meta", …)` inside `fn`
+ * predicts `target`'s allocator peak. A target that is not loaded (or the CPU, whose scratch lives outside its
+ * allocator) adds nothing.
+ */
+export function planAs<T>(target: Device, fn: () => T): T {
+  return withMetaScratchModel(target !== "meta" && hasBackend(target) ? getBackend(target) : null, fn);
 }

@@ -8,8 +8,8 @@
 
 import type { Conv2dParams, TensorView } from "../backend.ts";
 import { ALGO_PERF, cudnnConvolutionMode, cudnnDataType, cudnnMathType, cudnnTensorFormat } from "../../../ffi/cuda/cudnn.ts";
-import type { DType } from "../../core/dtype.ts";
-import { numel } from "../../core/shape.ts";
+import { type DType, dtypeBytes } from "../../core/dtype.ts";
+import { isContiguous, numel } from "../../core/shape.ts";
 import { cudaContext, describe, dptr, requireDType, temp, type CudaContext } from "./context.ts";
 import { binary } from "./elementwise.ts";
 import { contiguousAs } from "./reduce.ts";
@@ -51,7 +51,7 @@ export function clearConvPlans(): void {
   plans.clear();
 }
 
-function makePlan(c: CudaContext, key: string, dtype: number, x: TensorView, w: TensorView, out: TensorView, p: Conv2dParams, op: string): Plan {
+function makePlan(c: CudaContext, key: string, dtype: number, x: TensorView, w: TensorView, out: TensorView, p: Conv2dParams, op: string, heuristicOnly = false): Plan {
   const s = c.libs.cudnn.symbols;
   const ck = (st: number, fn: string) => c.libs.cudnnCheck(st, fn, op);
   const h = new BigUint64Array(1);
@@ -78,7 +78,7 @@ function makePlan(c: CudaContext, key: string, dtype: number, x: TensorView, w: 
     ck(s.cudnnSetConvolutionMathType(cd, dtype === cudnnDataType.float ? cudnnMathType.default : cudnnMathType.tensorOp), "cudnnSetConvolutionMathType");
     const perf = new Uint8Array(ALGO_PERF.bytes * 8);
     const count = new Int32Array(1);
-    if (BENCHMARK && !c.libs.emulated) {
+    if (BENCHMARK && !c.libs.emulated && !heuristicOnly) {
       const ws = temp([Math.min(WORKSPACE_LIMIT, 256 * 2 ** 20)], "uint8");
       try {
         ck(s.cudnnFindConvolutionForwardAlgorithmEx(c.cudnn, xd, dptr(x), wd, dptr(w), cd, yd, dptr(out), 8, count, perf, dptr(ws), ws.shape[0]!),
@@ -107,6 +107,7 @@ function makePlan(c: CudaContext, key: string, dtype: number, x: TensorView, w: 
     destroyPlan(c, plan);
     throw e;
   }
+  if (heuristicOnly) return plan; // the caller destroys it: a measured ranking may still replace it
   if (plans.size >= MAX_PLANS) clearConvPlans();
   plans.set(key, plan);
   return plan;
@@ -122,7 +123,7 @@ export function conv2d(x: TensorView, w: TensorView, bias: TensorView | null, ou
   const xc = contiguousAs(x);
   const wc = contiguousAs(w);
   try {
-    const key = `${x.dtype}|${x.shape.join(",")}|${w.shape.join(",")}|${p.stride.join(",")}|${p.padding.join(",")}|${p.dilation.join(",")}|${p.groups}`;
+    const key = planKey(x, w, p);
     const plan = plans.get(key) ?? makePlan(c, key, dtype, xc.view, wc.view, out, p, op);
     const ws = plan.workspace > 0 ? temp([plan.workspace], "uint8") : null;
     try {
@@ -141,4 +142,32 @@ export function conv2d(x: TensorView, w: TensorView, bias: TensorView | null, ou
     const b = { storage: bias.storage, dtype: bias.dtype, offset: bias.offset, shape: out.shape, strides: [0, bias.strides[0]!, 0, 0] };
     if (O > 0) binary("add", out, b, out);
   }
+}
+
+function planKey(x: TensorView, w: TensorView, p: Conv2dParams): string {
+  return `${x.dtype}|${x.shape.join(",")}|${w.shape.join(",")}|${p.stride.join(",")}|${p.padding.join(",")}|${p.dilation.join(",")}|${p.groups}`;
+}
+
+/**
+ * Device bytes conv2d allocates besides its output for these shapes (the memory planner's model of this backend,
+ * used on "meta"): the chosen algorithm's workspace plus contiguous copies of strided inputs. Only shapes,
+ * strides and dtypes of the views are read. With BD_CUDNN_BENCHMARK=1 a shape not yet run is answered from
+ * cuDNN's heuristic ranking (the measured one needs real buffers).
+ */
+export function conv2dScratchBytes(x: TensorView, w: TensorView, out: TensorView, p: Conv2dParams): number {
+  if (numel(out.shape) === 0) return 0;
+  const dtype = DATA_TYPE[x.dtype];
+  if (dtype === undefined) return 0;
+  const c = cudaContext();
+  const key = planKey(x, w, p);
+  let plan = plans.get(key);
+  let workspace: number;
+  if (plan) workspace = plan.workspace;
+  else {
+    plan = makePlan(c, key, dtype, x, w, out, p, `conv2d ${describe(x, w, null, out)} (planning)`, BENCHMARK);
+    workspace = plan.workspace;
+    if (BENCHMARK) destroyPlan(c, plan);
+  }
+  const copyBytes = (v: TensorView) => (isContiguous(v.shape, v.strides) ? 0 : numel(v.shape) * dtypeBytes(v.dtype));
+  return workspace + copyBytes(x) + copyBytes(w);
 }

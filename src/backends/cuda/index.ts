@@ -15,7 +15,7 @@ import { checkAttentionLayout } from "../../../ffi/cuda/kernels.ts";
 import { attention } from "./attention.ts";
 import { type AllocatorCounters } from "./allocator.ts";
 import { allocateStorage, createContext, cudaContext, cudaMemory, hasCudaContext } from "./context.ts";
-import { conv2d } from "./conv.ts";
+import { conv2d, conv2dScratchBytes } from "./conv.ts";
 import { cudaStackFacts, describeCudaStack } from "./diagnose.ts";
 import { binary, binaryScalar, copy, fill, unary, where } from "./elementwise.ts";
 import { downloadView } from "./fallback.ts";
@@ -58,6 +58,7 @@ export const cudaBackend: Backend = {
   softmax,
   matmul,
   conv2d,
+  conv2dScratchBytes,
   attention,
   groupNorm,
   layerNorm,

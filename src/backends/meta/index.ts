@@ -16,6 +16,29 @@ function allocate(byteLength: number): Storage {
 
 const nothing = (): void => {};
 
+/**
+ * The backend whose own allocations meta models while planning (null: none): an op whose backend reports scratch
+ * bytes (conv2dScratchBytes) allocates and frees that much here, so a meta peak includes the target's workspaces.
+ */
+let scratchModel: Backend | null = null;
+
+/** Model `b`'s op scratch on meta while `fn` runs (nests; restored afterwards). */
+export function withMetaScratchModel<T>(b: Backend | null, fn: () => T): T {
+  const was = scratchModel;
+  scratchModel = b;
+  try {
+    return fn();
+  } finally {
+    scratchModel = was;
+  }
+}
+
+function transient(bytes: number): void {
+  if (bytes <= 0) return;
+  metaMemory.onAlloc(bytes);
+  metaMemory.onFree(bytes);
+}
+
 export const metaBackend: Backend = {
   device: "meta",
   memory: metaMemory,
@@ -33,7 +56,7 @@ export const metaBackend: Backend = {
   reduce: nothing,
   softmax: nothing,
   matmul: nothing,
-  conv2d: nothing,
+  conv2d: (x, w, _bias, out, p) => transient(scratchModel?.conv2dScratchBytes?.(x, w, out, p) ?? 0),
   attention: nothing,
   groupNorm: nothing,
   layerNorm: nothing,
