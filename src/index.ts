@@ -23,6 +23,16 @@ export {
   type OutputType,
   type PipelineLoadOptions,
   type VaeTilingFeatureOptions,
+  MetaModels,
+  planMemory,
+  knownPlanModels,
+  folderPlanModels,
+  KNOWN_ARCHITECTURES,
+  type MemoryPlan,
+  type PhasePlan,
+  type PlanRequest,
+  type PlanModels,
+  type OffloadStrategy,
 } from "./pipelines/index.ts";
 export { schedulerFromConfig, schedulerByName, SCHEDULER_NAMES, type Scheduler } from "./schedulers/index.ts";
 export { UNet2DConditionModel } from "./models/unet/index.ts";
