@@ -2,6 +2,7 @@
 // library's ABI, and give each library its check(). cudaEnvironment() is the report behind `bun-diffusion info`.
 
 import { getOpenBlas } from "../openblas.ts";
+import { applyEmulatedMemoryEnv } from "./emu-memory.ts";
 import { openLibrary, type StatusCheck } from "./bind.ts";
 import { CUBLAS, cublasCheck, type Cublas } from "./cublas.ts";
 import { CUDART, PROP_BUFFER_BYTES, cudaDevAttr, cudartCheck, type Cudart } from "./cudart.ts";
@@ -39,7 +40,10 @@ export function loadCuda(opts: DiscoverOptions = {}): CudaLibraries {
   if (hit) return hit;
   // the emulated cuBLAS / cuDNN run on OpenBLAS: load it through ffi/openblas.ts first, which sets its
   // load-time configuration (OPENBLAS_CORETYPE, threads); the shims' dlopen then gets that instance
-  if (d.emulated) getOpenBlas();
+  if (d.emulated) {
+    getOpenBlas();
+    applyEmulatedMemoryEnv(); // BD_CUDA_EMU_MEMORY=2GiB: the emulated device's capacity
+  }
   const cudart = openLibrary("cudart", paths.cudart, CUDART);
   const cublas = openLibrary("cuBLAS", paths.cublas, CUBLAS);
   const cudnn = openLibrary("cuDNN", paths.cudnn, CUDNN);
@@ -162,3 +166,4 @@ export function cudaEnvironment(opts: DiscoverOptions = {}): CudaEnvironmentRepo
   report.available = Object.values(libraries).every((l) => l.path && !l.error) && report.devices.length > 0;
   return report;
 }
+export { parseByteSize, setEmulatedMemoryLimit } from "./emu-memory.ts";

@@ -5,8 +5,9 @@
 // tracker's peak is the device need of the tensors; added to it:
 //   - scheduler state: SCHEDULER_LATENTS float32 latent copies (multistep histories, step temporaries,
 //     the noise drawn on the host);
-//   - backend scratch outside the allocator (the CPU's padded conv inputs and float32 staging of 16-bit
-//     outputs, cuDNN workspaces): SCRATCH_FACTOR × the largest single tensor of the run;
+//   - on the CPU, backend scratch outside the allocator (padded conv inputs, float32 staging of 16-bit
+//     outputs): SCRATCH_FACTOR × the largest single tensor of the run. Other devices' op scratch (cuDNN
+//     workspaces, contiguous copies) goes through their allocator and is modelled on meta (planAs);
 //   - host bytes of the images (the float32 copy of one image and the RGB bytes of all).
 // The text encoders (77-token sequences) are left out: their peak is far below the UNet's.
 // The VAE's slicing and tiling switches (pipe.enableVaeSlicing / enableVaeTiling) are copied to the meta
@@ -19,12 +20,12 @@ import { formatBytes, OutOfMemoryError } from "../core/errors.ts";
 import { UNet2DConditionModel } from "../models/unet/index.ts";
 import { AutoencoderKL } from "../models/vae/index.ts";
 import type { Module } from "../nn/module.ts";
-import { type DType, type Device, type DeviceMemory, type Tensor, cat, dtypeBytes, empty, measureMemory, memoryAvailable, memoryStats, tidy } from "../tensor/index.ts";
+import { type DType, type Device, type DeviceMemory, type Tensor, cat, dtypeBytes, empty, measureMemory, memoryAvailable, memoryStats, planAs, tidy } from "../tensor/index.ts";
 import { decodeLatents } from "./decode.ts";
 
 /** Float32 latent copies a scheduler and the loop may hold besides the current latents (PNDM keeps 4 + 1). */
 export const SCHEDULER_LATENTS = 8;
-/** Backend scratch outside the allocator, as a multiple of the run's largest tensor. */
+/** The CPU backend's scratch outside its allocator, as a multiple of the run's largest tensor. */
 export const SCRATCH_FACTOR = 2;
 
 /** The shapes of one run that memory depends on. */
@@ -88,9 +89,10 @@ export class MemoryPlanner {
 
   /**
    * Throw an OutOfMemoryError when the run cannot fit on the device (or its images on the host), naming
-   * the need, the memory available and the largest square size that fits. `what` describes the run.
+   * the need, the memory available, what `moreAdvice` suggests for that much memory (the offload
+   * configuration that fits) and the largest square size that fits. `what` describes the run.
    */
-  check(s: RunShape, scale: number, what: string): void {
+  check(s: RunShape, scale: number, what: string, moreAdvice?: (availableBytes: number) => string | null): void {
     const src = this.source();
     const need = this.need(s);
     const dev = memoryAvailable(src.device);
@@ -101,7 +103,10 @@ export class MemoryPlanner {
     if (fits(need)) return;
     const problem = describeProblem(src.device, need, dev, host);
     const square = this.#largestSquare(s, scale, fits);
+    // the advice plans peaks without this call's scheduler allowance: leave room for it
+    const offload = dev ? moreAdvice?.(dev.available - SCHEDULER_LATENTS * s.total * s.latentChannels * s.h * s.w * 4) : null;
     const advice =
+      (offload ? `${offload}; ` : "") +
       (square ? `the largest square size that fits is ${square}×${square}` : "not even a small image fits") +
       (s.total > 1 ? ` at this batch of ${s.total} (fewer images per call need less)` : "") +
       "; free memory or tensors you no longer need, lower the resolution or batch size, or use float16 / bfloat16";
@@ -138,7 +143,8 @@ export class MemoryPlanner {
     const meta = { device: "meta" as const, dtype: src.dtype };
     const latentShape = [s.total, s.latentChannels, s.h, s.w];
     let denoisePeak = 0;
-    const { peak, largest } = measureMemory("meta", () =>
+    // planAs: the compute device's own op scratch (cuDNN workspaces, contiguous copies) is allocated on meta too
+    const { peak, largest } = planAs(src.device, () => measureMemory("meta", () =>
       tidy(() => {
         // what lives through the whole run: the conditioning and the latents
         const ehs = empty([s.rows, s.seqLen, s.crossDim], meta);
@@ -166,7 +172,7 @@ export class MemoryPlanner {
           if (!s.keepTensor) pixels.dispose();
         }
       }),
-    );
+    ));
     const start = memoryStats("meta").live;
     const decodeWon = s.decode && peak > denoisePeak - start;
     const latentF32 = s.total * s.latentChannels * s.h * s.w * 4;
@@ -174,7 +180,7 @@ export class MemoryPlanner {
     const W = s.w * vae.scaleFactor;
     // one image's float32 host copy (+ its 16-bit raw copy) while converting, and every image's RGB bytes
     const host = s.decode ? 3 * H * W * (4 + dtypeBytes(src.vae.dtype)) + s.total * H * W * 3 : 0;
-    const devicePeak = peak + SCHEDULER_LATENTS * latentF32 + SCRATCH_FACTOR * largest;
+    const devicePeak = peak + SCHEDULER_LATENTS * latentF32 + (src.device === "cpu" ? SCRATCH_FACTOR * largest : 0);
     return {
       device: src.device === "cpu" ? devicePeak + host : devicePeak,
       host,

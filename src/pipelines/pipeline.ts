@@ -28,7 +28,8 @@ import { AttnProcessorDefault } from "../nn/attention.ts";
 import { setAttnProcessor } from "../nn/attention-processors.ts";
 import type { Module } from "../nn/module.ts";
 import type { Scheduler } from "../schedulers/index.ts";
-import { type DType, type Device, type Tensor, tidy } from "../tensor/index.ts";
+import { type DType, type Device, type Tensor, memoryAvailable, tidy } from "../tensor/index.ts";
+import { OutOfMemoryError } from "../core/errors.ts";
 import {
   type DeepCacheOptions,
   type FuseQkvOptions,
@@ -43,7 +44,8 @@ import { type UNetConditioning, denoise, guidanceScaleEmbedding } from "./denois
 import { GenerateOptionsError, NonFiniteError, PipelineBusyError, throwIfAborted } from "./errors.ts";
 import { allFinite, nonFiniteCauses } from "./finite.ts";
 import { MemoryPlanner, type RunShape } from "./memory-plan.ts";
-import { MetaModels, type MemoryPlan, type PlanRequest, planMemory } from "./plan.ts";
+import { MetaModels, type MemoryPlan, type OffloadStrategy, type PlanRequest, planMemory } from "./plan.ts";
+import { offloadAdvice } from "./offload-choice.ts";
 import { ModuleAbortCheck, interruptible } from "./interrupt.ts";
 import { type ActiveFeature, type FeatureHooks, PipelineFeatures, formatFeatures } from "./features.ts";
 import { prepareLatents, stepNoise } from "./latents.ts";
@@ -349,8 +351,30 @@ export abstract class DiffusionPipeline<O extends GenerateOptions, X> {
       tome,
       vaeTiling: this.vae.useTiling ? this.vae.tiling : false,
       vaeSlicing: this.vae.useSlicing,
+      offload: this.offloadStrategy(),
+      prefetchBytes: prefetchBytesOf(feature("sequentialCpuOffload")),
       ...opts,
     });
+  }
+
+  /** The offload strategy active now (the offload features of enableModelCpuOffload / enableSequentialCpuOffload). */
+  protected offloadStrategy(): OffloadStrategy {
+    const names = this.features().map((f) => f.name);
+    return names.includes("sequentialCpuOffload") ? "sequential" : names.includes("modelCpuOffload") ? "model" : "none";
+  }
+
+  /** Weight bytes of this pipeline's models on its compute device now. */
+  #weightsOnDevice(): number {
+    let n = 0;
+    for (const m of this.modules()) for (const p of m.parameters()) if (p.device === this.device) n += p.byteLength;
+    return n;
+  }
+
+  /** What would fit a run in `available` device bytes (plus the weights it already holds), for OOM messages. */
+  #offloadAdvice(run: ResolvedRun, available: number): string | null {
+    if (this.device === "cpu") return null; // no offload on the CPU: the weights already live in host memory
+    const plan = (o: Partial<PlanRequest>) => this.plan({ width: run.width, height: run.height, batch: run.total, cfg: run.cfg, ...o });
+    return offloadAdvice(plan, available + this.#weightsOnDevice(), { vaeTiling: this.vae.useTiling }, this.offloadStrategy());
   }
 
   #runShape(o: O, run: ResolvedRun): RunShape {
@@ -377,7 +401,12 @@ export abstract class DiffusionPipeline<O extends GenerateOptions, X> {
     const extra = this.validateExtra(options, run);
     throwIfAborted(options.signal, 0, run.steps);
     // refuse what cannot fit before anything is allocated
-    this.#planner.check(this.#runShape(options, run), this.vaeScaleFactor, `generate() at ${run.width}×${run.height} (${run.total} image${run.total === 1 ? "" : "s"}, ${this.dtype})`);
+    this.#planner.check(
+      this.#runShape(options, run),
+      this.vaeScaleFactor,
+      `generate() at ${run.width}×${run.height} (${run.total} image${run.total === 1 ? "" : "s"}, ${this.dtype})`,
+      (available) => this.#offloadAdvice(run, available),
+    );
     const { scheduler, owned, release } = acquireScheduler(options.scheduler, { ...this.schedulerConfig }, this.defaultScheduler);
     this.#running++;
     let cond: UNetConditioning | null = null;
@@ -391,63 +420,89 @@ export abstract class DiffusionPipeline<O extends GenerateOptions, X> {
         where,
       });
     let interrupt: ModuleAbortCheck | undefined;
+    let phase: string | null = null; // where an out-of-memory error during the run happened
     try {
       try {
-        scheduler.setTimesteps(run.steps); // host-side only: a schedule the scheduler rejects fails before any tensor work
-      } catch (e) {
-        throw new GenerateOptionsError("steps", (e as Error).message);
-      }
-      if (options.signal) interrupt = new ModuleAbortCheck(this.modules(), options.signal, run.steps);
-      cond = interruptible(interrupt, "prompt encoding", 0, () => tidy(() => this.encode(options, run, extra)));
-      if (this.unet.config.time_cond_proj_dim) {
-        // guidance-distilled UNets (LCM): w − 1 embedded per image instead of CFG
-        const w = guidanceScaleEmbedding(Array<number>(run.total).fill(run.guidanceScale - 1), this.unet.config.time_cond_proj_dim);
-        cond.timestepCond = w.to({ dtype: this.dtype, device: this.device });
-        w.dispose();
-      }
-      const latents = prepareLatents(run.seeds, run.latentShape, this.dtype, this.device, scheduler.initNoiseSigma, options.latents);
-      const final = await denoise(latents, {
-        unet: this.unet,
-        scheduler,
-        cond,
-        cfg: run.cfg,
-        guidanceScale: run.guidanceScale,
-        guidanceRescale: run.guidanceRescale,
-        stepOptions: { generator: stepNoise(run.seeds), eta: run.eta },
-        onStep: options.onStep,
-        signal: options.signal,
-        interrupt,
-        startedAt,
-        checkFinite: run.checkFinite,
-        explainNonFinite: causes("latents"),
-      });
-      if (run.outputType === "latent") return { images: [], latents: final };
-      let pixels: Tensor;
-      try {
-        const onNonFinite = (): never => {
-          throw new NonFiniteError("image", run.steps + 1, run.steps, causes("image")());
-        };
-        pixels = interruptible(interrupt, "decoding", run.steps, () => this.decode(final, run.checkFinite === false ? undefined : onNonFinite)); // [B·n, 3, H, W]
+        try {
+          scheduler.setTimesteps(run.steps); // host-side only: a schedule the scheduler rejects fails before any tensor work
+        } catch (e) {
+          throw new GenerateOptionsError("steps", (e as Error).message);
+        }
+        if (options.signal) interrupt = new ModuleAbortCheck(this.modules(), options.signal, run.steps);
+        phase = "prompt encoding";
+        cond = interruptible(interrupt, "prompt encoding", 0, () => tidy(() => this.encode(options, run, extra)));
+        phase = "denoising";
+        if (this.unet.config.time_cond_proj_dim) {
+          // guidance-distilled UNets (LCM): w − 1 embedded per image instead of CFG
+          const w = guidanceScaleEmbedding(Array<number>(run.total).fill(run.guidanceScale - 1), this.unet.config.time_cond_proj_dim);
+          cond.timestepCond = w.to({ dtype: this.dtype, device: this.device });
+          w.dispose();
+        }
+        const latents = prepareLatents(run.seeds, run.latentShape, this.dtype, this.device, scheduler.initNoiseSigma, options.latents);
+        const final = await denoise(latents, {
+          unet: this.unet,
+          scheduler,
+          cond,
+          cfg: run.cfg,
+          guidanceScale: run.guidanceScale,
+          guidanceRescale: run.guidanceRescale,
+          stepOptions: { generator: stepNoise(run.seeds), eta: run.eta },
+          onStep: options.onStep,
+          signal: options.signal,
+          interrupt,
+          startedAt,
+          checkFinite: run.checkFinite,
+          explainNonFinite: causes("latents"),
+        });
+        if (run.outputType === "latent") return { images: [], latents: final };
+        let pixels: Tensor;
+        phase = "decoding";
+        try {
+          const onNonFinite = (): never => {
+            throw new NonFiniteError("image", run.steps + 1, run.steps, causes("image")());
+          };
+          pixels = interruptible(interrupt, "decoding", run.steps, () => this.decode(final, run.checkFinite === false ? undefined : onNonFinite)); // [B·n, 3, H, W]
+        } finally {
+          final.dispose();
+        }
+        try {
+          const sampler = samplerName(scheduler);
+          const images = toGeneratedImages(pixels, (i) => this.parameters(options, run, extra, sampler, i));
+          if (run.outputType === "tensor") return { images, tensor: pixels };
+          pixels.dispose();
+          return { images };
+        } catch (e) {
+          pixels.dispose();
+          throw e;
+        }
       } finally {
-        final.dispose();
+        this.#running--;
+        interrupt?.remove();
+        if (cond) for (const t of Object.values(cond)) (t as Tensor | undefined)?.dispose();
+        release();
+        this.#features.afterRun(); // per-run feature state (caches keyed on this run's tensors) is freed
       }
-      try {
-        const sampler = samplerName(scheduler);
-        const images = toGeneratedImages(pixels, (i) => this.parameters(options, run, extra, sampler, i));
-        if (run.outputType === "tensor") return { images, tensor: pixels };
-        pixels.dispose();
-        return { images };
-      } catch (e) {
-        pixels.dispose();
-        throw e;
-      }
-    } finally {
-      this.#running--;
-      interrupt?.remove();
-      if (cond) for (const t of Object.values(cond)) (t as Tensor | undefined)?.dispose();
-      release();
-      this.#features.afterRun(); // per-run feature state (caches keyed on this run's tensors) is freed
+    } catch (e) {
+      // the run's tensors are freed by now: what is available is what a retry would have
+      if (e instanceof OutOfMemoryError && phase !== null) throw this.#explainOutOfMemory(e, phase, run);
+      throw e;
     }
+  }
+
+  /** An allocator's OutOfMemoryError restated with the phase, the run and the configuration that would fit. */
+  #explainOutOfMemory(e: OutOfMemoryError, phase: string, run: ResolvedRun): OutOfMemoryError {
+    const available = memoryAvailable(this.device)?.available ?? null;
+    let fits: string | null = null;
+    try {
+      fits = available === null ? null : this.#offloadAdvice(run, available);
+    } catch {
+      fits = null; // advice is best effort: the allocator's own message stays
+    }
+    const where = `generate() at ${run.width}×${run.height} (${run.total} image${run.total === 1 ? "" : "s"}, ${this.dtype}) ran out of memory while ${phase}`;
+    const advice = `${fits ? `${fits}; ` : ""}or lower the resolution or batch size`;
+    const err = new OutOfMemoryError(e.device, e.requestedBytes, e.liveBytes, e.limitBytes, advice, `${where}: ${e.message}; ${advice}`);
+    err.cause = e;
+    return err;
   }
 
   /** The A1111-style parameters of image i. */
@@ -521,4 +576,10 @@ function applyAttentionKind(m: Module, kind: AttentionKind, options: Partial<Att
   }
   const next = kind === "fused" && !Object.keys(options).length ? null : new AttnProcessorDefault(kind, options);
   setAttnProcessor(m, (_name, a) => (a.processor instanceof AttnProcessorDefault ? next : a.processor));
+}
+
+/** The look-ahead bytes recorded by the sequential offload feature (0 without prefetch or without the feature). */
+function prefetchBytesOf(options: Record<string, unknown> | undefined): number {
+  if (!options || options.prefetch === false) return 0;
+  return typeof options.prefetchBytes === "number" ? options.prefetchBytes : 0;
 }
