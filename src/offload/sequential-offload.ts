@@ -6,7 +6,7 @@
 // (CUDA: pinned staging ring, the compute stream waits on the copy stream's event before it reads them) and are
 // already there when their turn comes. Resident bytes are therefore at most
 //   max over leaves i of (bytes(i) + the following leaves that fit in prefetchBytes)
-// which is exactly plan-weights.ts `sequentialWindow`. A leaf entered out of order (a module called twice, DeepCache
+// which is exactly plan-weights.ts `sequentialWindow` (plus, briefly, a leaf whose weights a parent reads directly). A leaf entered out of order (a module called twice, DeepCache
 // skipping blocks) works: leaves outside the new window are released first, so the bound holds on any call order.
 
 import type { HookHandle, Module } from "../nn/module.ts";
@@ -79,6 +79,12 @@ export function installSequentialOffload(components: readonly Module[], device: 
     }
     return w;
   };
+  // a parent's forward may read a leaf's weights without calling it (CLIP's position embedding): the read brings the
+  // leaf in; it goes at the next leaf's entry (outside that window) or at the end of the run
+  const leafOf = new Map<Parameter, Leaf>();
+  for (const l of leaves) for (const p of l.params) leafOf.set(p, l);
+  const access: { remove(): void }[] = [];
+  for (const [p, l] of leafOf) access.push(p.setAccessHook(() => void (p.device === "cpu" && bring(l))));
   /** Leaves whose forward is running (a leaf with parameter-owning children stays resident through theirs). */
   const active = new Set<Leaf>();
   const handles: HookHandle[] = [];
@@ -106,8 +112,8 @@ export function installSequentialOffload(components: readonly Module[], device: 
       return residentBytes;
     },
     remove() {
-      for (const h of handles) h.remove();
-      handles.length = 0;
+      for (const h of [...handles, ...access]) h.remove();
+      handles.length = access.length = 0;
       for (const r of [...resident]) drop(r);
       weights.restore();
     },
