@@ -16,6 +16,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { makeTinyModel } from "../../scripts/make-tiny-model.ts";
+import { runGenerate } from "../../src/cli/generate.ts";
 import { hasBackend } from "../../src/backends/registry.ts";
 import { DEFAULT_PREFETCH_BYTES } from "../../src/offload/index.ts";
 import { type AnyPipeline, loadPipeline } from "../../src/pipelines/index.ts";
@@ -56,6 +57,12 @@ test("on the CPU the offload methods raise the clear error; bad options are reje
   } finally {
     pipe.dispose();
   }
+});
+
+test("bun-diffusion generate --offload: refused with --device cpu and with --fuse-qkv before the model loads", async () => {
+  const base = { model: path.join(tmp, "sd15"), prompt: "x", steps: 2, batch: 1, dtype: "float32", out: path.join(tmp, "out/") } as const;
+  await expect(runGenerate({ ...base, device: "cpu", offload: "model" }, () => {})).rejects.toThrow("--offload model needs --device cuda: on the CPU the weights already live in host memory");
+  await expect(runGenerate({ ...base, device: "cuda", offload: "sequential", fuseQkv: true }, () => {})).rejects.toThrow("--offload sequential and --fuse-qkv do not combine");
 });
 
 for (const preset of ["sd15", "sdxl"] as const)
