@@ -33,6 +33,8 @@ export async function runGeneration(o: GenerationRequest, post: (m: WorkerMessag
     if (o.fuseQkv) pipe.fuseQkvProjections();
     if (o.vaeSlicing) pipe.enableVaeSlicing();
     if (o.vaeTiling) pipe.enableVaeTiling();
+    if (o.offload === "model") pipe.enableModelCpuOffload();
+    if (o.offload === "sequential") pipe.enableSequentialCpuOffload();
     const features = pipe.features();
     log(`features: ${features.length ? formatFeatures(features) : "none"}`);
     const controller = new AbortController();

@@ -60,6 +60,7 @@ export async function runGenerate(o: GenerateCliOptions, log: (line: string) => 
     throw new Error(`${index.dir} holds a ${index.className}; bun-diffusion generates with StableDiffusionPipeline and StableDiffusionXLPipeline folders`);
   checkSteps(index, o.steps, o.scheduler);
   checkTome(o.tome);
+  checkOffload(o);
 
   const progress = progressReporter();
   const interrupt = handleInterrupts(() => progress.interrupt());
@@ -120,6 +121,9 @@ export function registerGenerate(program: Command): void {
     .option("--vae-slicing", "decode the batch one image at a time (less memory for --batch > 1)")
     .option("--vae-tiling", "decode in overlapping tiles of the VAE's sample size, as diffusers (less memory for large images)")
     .addOption(
+      new Option("--offload <strategy>", 'CPU offload (CUDA): "model" moves whole components to the GPU in turn, "sequential" each layer\'s weights with prefetch').choices(["none", "model", "sequential"]),
+    )
+    .addOption(
       new Option("--attention <kind>", 'attention implementation: "fused" (default; the backend\'s blockwise kernel), "naive" (materialised scores), "chunked" (online softmax from tensor ops)').choices(["fused", "naive", "chunked"]),
     )
     .action(async (opts: GenerateCliOptions) => {
@@ -137,4 +141,12 @@ export function registerGenerate(program: Command): void {
         }
       }
     });
+}
+
+/** --offload needs a CUDA device and does not combine with --fuse-qkv: say so before the model loads. */
+function checkOffload(o: GenerateCliOptions): void {
+  if (!o.offload || o.offload === "none") return;
+  if (o.device === "cpu")
+    throw new Error(`--offload ${o.offload} needs --device cuda: on the CPU the weights already live in host memory (drop --offload)`);
+  if (o.fuseQkv) throw new Error(`--offload ${o.offload} and --fuse-qkv do not combine (fused QKV's concatenated weights are not offloaded); drop one of them`);
 }

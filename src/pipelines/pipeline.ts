@@ -38,6 +38,7 @@ import {
   fuseQkvProjections,
   resolveDeepCacheOptions,
 } from "../speed/index.ts";
+import { assertOffloadDevice, installModelOffload, installSequentialOffload, resolveSequentialOptions } from "../offload/index.ts";
 import { type TokenMergingOptions, applyTokenMerging, removeTokenMerging, resolveTokenMergingOptions } from "../tome/index.ts";
 import { decodeLatents, toGeneratedImages } from "./decode.ts";
 import { type UNetConditioning, denoise, guidanceScaleEmbedding } from "./denoise.ts";
@@ -206,10 +207,64 @@ export abstract class DiffusionPipeline<O extends GenerateOptions, X> {
   fuseQkvProjections(opts: FuseQkvOptions = {}): void {
     this.#assertUsable();
     const options = { cacheCrossAttention: opts.cacheCrossAttention ?? true };
+    const offload = ["modelCpuOffload", "sequentialCpuOffload"].find((n) => this.#features.has(n));
+    if (offload)
+      throw new Error(`fuseQkvProjections: ${offload} is active; fused QKV's concatenated weights would not be offloaded. fused QKV and CPU offload do not combine; call disableOffload() to use fused QKV`);
     this.installFeature("fusedQkv", options, () => {
       const h = fuseQkvProjections([this.unet, this.vae], options);
       return { remove: () => h.remove(), afterRun: () => h.clear() };
     });
+  }
+
+  /** The components in pipeline order (text encoders, UNet, VAE): the order offload moves them in. */
+  #offloadOrder(): Module[] {
+    const encoders = this.modules().filter((m) => m instanceof CLIPTextModel || m instanceof CLIPTextModelWithProjection);
+    return [...encoders, this.unet, this.vae];
+  }
+
+  #assertOffloadable(method: string): void {
+    assertOffloadDevice(this.device, method);
+    if (this.#features.has("fusedQkv"))
+      throw new Error(`${method}: fused QKV projections are active; their concatenated weights live outside the modules' parameters and would stay on the device; fused QKV and CPU offload do not combine, call unfuseQkvProjections() first`);
+  }
+
+  /**
+   * Model CPU offload (diffusers enable_model_cpu_offload): whole components live in host memory and move to the
+   * device when their forward starts, in pipeline order (text encoders → UNet → VAE); the previous one goes back.
+   * Replaces sequential offload. Listed by features() as "modelCpuOffload". CUDA only.
+   */
+  enableModelCpuOffload(): void {
+    this.#assertUsable();
+    this.#assertOffloadable("enableModelCpuOffload");
+    this.#features.disable("sequentialCpuOffload");
+    this.installFeature("modelCpuOffload", {}, () => {
+      const h = installModelOffload(this.#offloadOrder(), this.device);
+      return { remove: () => h.remove(), afterRun: () => h.endRun() };
+    });
+  }
+
+  /**
+   * Sequential CPU offload (diffusers enable_sequential_cpu_offload): each parameter-owning module's weights are
+   * uploaded just before its forward and released after; with `prefetch` (default) the following modules' weights
+   * up to `prefetchBytes` (default DEFAULT_PREFETCH_BYTES) are uploaded ahead. Replaces model offload. Listed by
+   * features() as "sequentialCpuOffload". CUDA only.
+   */
+  enableSequentialCpuOffload(opts: { prefetch?: boolean; prefetchBytes?: number } = {}): void {
+    this.#assertUsable();
+    const options = resolveSequentialOptions(opts);
+    this.#assertOffloadable("enableSequentialCpuOffload");
+    this.#features.disable("modelCpuOffload");
+    this.installFeature("sequentialCpuOffload", { ...options }, () => {
+      const h = installSequentialOffload(this.#offloadOrder(), this.device, options);
+      return { remove: () => h.remove(), afterRun: () => h.endRun() };
+    });
+  }
+
+  /** Remove model or sequential offload (every weight back on the device); false when neither was enabled. */
+  disableOffload(): boolean {
+    const a = this.#features.disable("modelCpuOffload");
+    const b = this.#features.disable("sequentialCpuOffload");
+    return a || b;
   }
 
   /** Undo fuseQkvProjections(); false when it was not active. */

@@ -105,6 +105,7 @@ const LAYER_NAMES = [
   "src/tome",
   "src/speed",
   "src/schedulers",
+  "src/offload",
   "src/pipelines",
   "src/cli",
   "src/index.ts",
@@ -116,7 +117,7 @@ export const LAYERS: readonly { name: string; match: (file: string) => boolean }
 }));
 
 /** Layers that compute through tensor ops only: they may not reach a backend directly. */
-const TENSOR_OPS_ONLY = ["src/io", "src/tokenizer", "src/nn", "src/models", "src/tome", "src/speed", "src/schedulers"];
+const TENSOR_OPS_ONLY = ["src/io", "src/tokenizer", "src/nn", "src/models", "src/tome", "src/speed", "src/schedulers", "src/offload"];
 
 /** The layer index of a project file, or -1 for files outside every layer (package.json, ...). */
 export function layerOf(file: string): number {
