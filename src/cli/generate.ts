@@ -138,6 +138,7 @@ export function registerGenerate(program: Command): void {
     .option("--fuse-qkv", "fused q/k/v projections, and the prompt's cross-attention keys/values computed once per image")
     .option("--vae-slicing", "decode the batch one image at a time (less memory for --batch > 1)")
     .option("--vae-tiling", "decode in overlapping tiles of the VAE's sample size, as diffusers (less memory for large images)")
+    .option("--vae-tiling-seamless", "decode tile by tile layer by layer, equal to the untiled decode (no seams; activations kept in host memory)")
     .addOption(
       new Option("--attention <kind>", 'attention implementation: "fused" (default; the backend\'s blockwise kernel), "naive" (materialised scores), "chunked" (online softmax from tensor ops)').choices(["fused", "naive", "chunked"]),
     )
