@@ -164,18 +164,26 @@ export function convStep(ctx: SeamlessContext, x: HostActivation, conv: Conv2d, 
     const rr = region(r, H);
     const cc = region(c, W);
     let h = load(ctx, x.t, rr.src, cc.src);
+    const next = (t: Tensor) => {
+      h.dispose(); // each tile-sized intermediate is freed as soon as the next exists
+      h = t;
+    };
     if (o.norm) {
       const g = o.norm.gn;
       const stats = { count: x.stats!.count, mean: x.stats!.mean.to(ctx.device), m2: x.stats!.m2.to(ctx.device) };
-      h = groupNormWithStatistics(h, g.numGroups, stats, g.weight?.value, g.bias?.value, g.eps, { silu: o.norm.silu });
+      next(groupNormWithStatistics(h, g.numGroups, stats, g.weight?.value, g.bias?.value, g.eps, { silu: o.norm.silu }));
     }
-    if (o.upsample) h = upsampleNearest2x(h);
-    if (cc.before || cc.after || rr.before || rr.after) h = pad(h, [cc.before, cc.after, rr.before, rr.after]);
+    if (o.upsample) next(upsampleNearest2x(h));
+    if (cc.before || cc.after || rr.before || rr.after) next(pad(h, [cc.before, cc.after, rr.before, rr.after]));
     let y = conv2d(h, conv.weight.value, conv.bias?.value, { padding: 0 }); // [N, Cout, r.length, c.length]
+    h.dispose();
     if (o.residual) {
       const s = load(ctx, o.residual.src, r, c);
       const sc = o.residual.shortcut;
-      y = add(sc ? conv2d(s, sc.weight.value, sc.bias?.value) : s, y); // as ResnetBlock2D: skip + h
+      const skip = sc ? conv2d(s, sc.weight.value, sc.bias?.value) : s;
+      const sum = add(skip, y); // as ResnetBlock2D: skip + h
+      for (const t of [y, skip, s]) t.dispose();
+      y = sum;
     }
     return y;
   });

@@ -82,10 +82,19 @@ export function groupNormWithStatistics(
   return tidy(() => {
     const perChannel = (g: Tensor) => g.reshape([N, groups, 1]).expand([N, groups, C / groups]).reshape([N, C, ...ones]); // [N, C, 1…]
     const rstd = rsqrt(add(div(stats.m2, stats.count), eps)); // [N, G]
-    let y = mul(sub(f32(x), perChannel(stats.mean)), perChannel(rstd));
-    if (weight) y = mul(y, f32(weight).reshape([1, C, ...ones]));
-    if (bias) y = add(y, f32(bias).reshape([1, C, ...ones]));
-    if (opts.silu) y = siluOp(y);
-    return y.dtype === x.dtype ? y : y.to(x.dtype);
+    // each full-size intermediate is freed as soon as the next exists: at most two are alive
+    const xf = f32(x);
+    let y = sub(xf, perChannel(stats.mean));
+    if (xf !== x) xf.dispose();
+    const next = (t: Tensor) => {
+      y.dispose();
+      y = t;
+    };
+    next(mul(y, perChannel(rstd)));
+    if (weight) next(mul(y, f32(weight).reshape([1, C, ...ones])));
+    if (bias) next(add(y, f32(bias).reshape([1, C, ...ones])));
+    if (opts.silu) next(siluOp(y));
+    if (y.dtype !== x.dtype) next(y.to(x.dtype));
+    return y;
   });
 }
