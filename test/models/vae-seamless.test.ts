@@ -88,3 +88,27 @@ test("real-size SDXL VAE on meta: the seamless device peak is set by the tile, f
   expect(b.devicePeak).toBeLessThan(8 * 2 ** 30);
   vae.dispose();
 });
+
+test.skipIf(!testDevices().includes("cuda"))("cuda: the measured device peak of the seamless decode is bounded by the tile, below the untiled decode's, and falls further behind as the image grows", () => {
+  const entry = cases[0]!;
+  const vae = AutoencoderKL.fromPretrained(path.join(goldenDir, entry.meta.model!), { device: "cuda" });
+  const t = tilingOf(entry.meta);
+  const L = vae.config.latent_channels;
+  const peaks = (side: number) =>
+    tidy(() => {
+      const z = randn([1, L, side, side], { seed: 5 }).to("cuda");
+      const untiled = measureMemory("cuda", () => tidy(() => void vae.decode(z))).peak;
+      vae.enableTiling({ ...t, seamless: true });
+      const image = vae.config.out_channels * (side * vae.scaleFactor) ** 2 * 4; // the returned float32 image
+      const seamless = measureMemory("cuda", () => tidy(() => void vae.decode(z))).peak - image;
+      vae.disableTiling();
+      return { untiled, seamless };
+    });
+  const [a, b] = [peaks(2 * t.tileLatentMinSize), peaks(4 * t.tileLatentMinSize)];
+  console.log(`cuda peaks, ${t.tileLatentMinSize}-latent tiles: ${2 * t.tileLatentMinSize}² untiled ${a.untiled} B, seamless ${a.seamless} B; ${4 * t.tileLatentMinSize}² untiled ${b.untiled} B, seamless ${b.seamless} B (without the output image)`);
+  expect(b.seamless).toBeLessThan(b.untiled / 2);
+  // 4× the pixels: the untiled peak grows ~4×, the seamless one only by the attention's keys and values
+  const C = vae.config.block_out_channels.at(-1)!;
+  expect(b.seamless - a.seamless).toBeLessThanOrEqual(2 * C * ((4 * t.tileLatentMinSize) ** 2 - (2 * t.tileLatentMinSize) ** 2) * 4);
+  vae.dispose();
+});
