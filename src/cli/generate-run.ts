@@ -32,7 +32,7 @@ export async function runGeneration(o: GenerationRequest, post: (m: WorkerMessag
     if (o.deepcache !== undefined) pipe.enableDeepCache({ interval: o.deepcache });
     if (o.fuseQkv) pipe.fuseQkvProjections();
     if (o.vaeSlicing) pipe.enableVaeSlicing();
-    if (o.vaeTiling) pipe.enableVaeTiling();
+    if (o.vaeTiling || o.vaeTilingSeamless) pipe.enableVaeTiling(o.vaeTilingSeamless ? { seamless: true } : {});
     if (o.offload === "model") pipe.enableModelCpuOffload();
     if (o.offload === "sequential") pipe.enableSequentialCpuOffload();
     const features = pipe.features();

@@ -120,6 +120,7 @@ export function registerGenerate(program: Command): void {
     .option("--fuse-qkv", "fused q/k/v projections, and the prompt's cross-attention keys/values computed once per image")
     .option("--vae-slicing", "decode the batch one image at a time (less memory for --batch > 1)")
     .option("--vae-tiling", "decode in overlapping tiles of the VAE's sample size, as diffusers (less memory for large images)")
+    .option("--vae-tiling-seamless", "decode tile by tile layer by layer, equal to the untiled decode (no seams; activations kept in host memory)")
     .addOption(
       new Option("--offload <strategy>", 'CPU offload (CUDA): "model" moves whole components to the GPU in turn, "sequential" each layer\'s weights with prefetch').choices(["none", "model", "sequential"]),
     )

@@ -36,6 +36,8 @@ export interface GenerationRequest {
   vaeTiling?: boolean;
   /** CPU offload strategy (pipe.enableModelCpuOffload / enableSequentialCpuOffload); "none" or absent: off. */
   offload?: "none" | "model" | "sequential";
+  /** Seamless VAE tiling: layer by layer over tiles, equal to the untiled decode (pipe.enableVaeTiling({ seamless: true })). */
+  vaeTilingSeamless?: boolean;
   /** Int32Array over a SharedArrayBuffer: [0] becomes 1 when the user asks to stop (Ctrl-C). */
   interrupt: SharedArrayBuffer;
 }

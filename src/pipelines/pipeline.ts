@@ -294,12 +294,14 @@ export abstract class DiffusionPipeline<O extends GenerateOptions, X> {
   /**
    * Decode (and encode) images larger than a tile tile by tile with blended overlaps (diffusers
    * enable_vae_tiling): `tileSize` in pixels (default the VAE's sample_size), `overlap` the fraction of a
-   * tile shared with its neighbour (default 0.25). Listed by features() as "vaeTiling" with both values.
+   * tile shared with its neighbour (default 0.25). `seamless: true` decodes layer by layer over tiles instead
+   * (models/vae/seamless-decode.ts: equal to the untiled decode). Listed by features() as "vaeTiling" with its values.
    */
   enableVaeTiling(opts: VaeTilingFeatureOptions = {}): void {
     this.#assertUsable();
     const t = resolveVaeTiling(this.vae, opts); // option errors before anything changes
-    this.installFeature("vaeTiling", { tileSize: t.tileSampleMinSize, overlap: t.tileOverlapFactor }, () => installVaeTiling(this.vae, t));
+    const shown = { tileSize: t.tileSampleMinSize, overlap: t.tileOverlapFactor, ...(t.seamless === true ? { seamless: true } : {}) };
+    this.installFeature("vaeTiling", shown, () => installVaeTiling(this.vae, t));
   }
 
   /** Remove VAE tiling; false when it was not enabled. */

@@ -9,12 +9,15 @@ export interface VaeTilingFeatureOptions {
   tileSize?: number;
   /** Fraction of a tile overlapping its neighbour, 0 ≤ overlap < 1 (default 0.25). */
   overlap?: number;
+  /** Decode layer by layer over tiles, equal to the untiled decode (no seams; the encode stays blended). */
+  seamless?: boolean;
 }
 
 /** The VAE tile settings for the feature options (errors name the option). */
 export function resolveVaeTiling(vae: AutoencoderKL, opts: VaeTilingFeatureOptions): VaeTilingOptions {
   for (const k of Object.keys(opts))
-    if (k !== "tileSize" && k !== "overlap") throw new TypeError(`enableVaeTiling: unknown option ${JSON.stringify(k)} (tileSize, overlap)`);
+    if (k !== "tileSize" && k !== "overlap" && k !== "seamless")
+      throw new TypeError(`enableVaeTiling: unknown option ${JSON.stringify(k)} (tileSize, overlap, seamless)`);
   const d = vae.defaultTiling();
   const f = vae.scaleFactor;
   const tileSize = opts.tileSize ?? d.tileSampleMinSize;
@@ -22,7 +25,9 @@ export function resolveVaeTiling(vae: AutoencoderKL, opts: VaeTilingFeatureOptio
     throw new RangeError(`enableVaeTiling: tileSize must be a positive multiple of the VAE scale factor ${f} (pixels), got ${tileSize}`);
   const overlap = opts.overlap ?? d.tileOverlapFactor;
   if (typeof overlap !== "number" || !(overlap >= 0 && overlap < 1)) throw new RangeError(`enableVaeTiling: overlap must be in [0, 1), got ${overlap}`);
-  return { tileSampleMinSize: tileSize, tileLatentMinSize: tileSize / f, tileOverlapFactor: overlap };
+  const seamless = opts.seamless ?? false;
+  if (typeof seamless !== "boolean") throw new TypeError(`enableVaeTiling: seamless must be true or false, got ${JSON.stringify(seamless)}`);
+  return { tileSampleMinSize: tileSize, tileLatentMinSize: tileSize / f, tileOverlapFactor: overlap, ...(seamless ? { seamless } : {}) };
 }
 
 /** Turn tiling on with `t`; the remover restores the previous state. */

@@ -16,3 +16,4 @@ export * from "./ops/shape-ops.ts";
 export * from "./ops/indexing.ts";
 export * from "./ops/attention.ts";
 export * from "./ops/copy.ts";
+export * from "./ops/group-stats.ts";

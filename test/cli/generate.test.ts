@@ -95,6 +95,14 @@ describe("bun-diffusion generate", () => {
     expect(readPngText(new Uint8Array(readFileSync(out))).parameters!).toMatch(/Features: vaeSlicing; vaeTiling\(/);
   }, 60_000);
 
+  test("--vae-tiling-seamless installs seamless VAE tiling: printed and carried in the PNG parameters", () => {
+    const out = path.join(tmp, "vae-seamless.png");
+    const r = cli("--model", model, "--prompt", "a red circle", "--steps", "2", "--seed", "1", "--width", "128", "--height", "128", "--vae-tiling-seamless", "--out", out);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/features: vaeTiling\(tileSize=\d+ overlap=[\d.]+ seamless=true\)/);
+    expect(readPngText(new Uint8Array(readFileSync(out))).parameters!).toMatch(/Features: vaeTiling\(tileSize=\d+ overlap=[\d.]+ seamless=true\)/);
+  }, 60_000);
+
   test("--deepcache and --fuse-qkv install the speed features: printed and carried in the PNG parameters", () => {
     const out = path.join(tmp, "speed.png");
     const r = cli("--model", model, "--prompt", "a red circle", "--steps", "3", "--seed", "1", "--deepcache", "3", "--fuse-qkv", "--out", out);

@@ -5,7 +5,9 @@
 // checkpoints that name the mid-block attention `query/key/value/proj_attn` load too (renamed on load,
 // as diffusers' _convert_deprecated_attention_blocks does). As diffusers' model, it carries the
 // memory switches: enableSlicing() (a batch one image at a time, slicing.ts) and enableTiling() (inputs
-// larger than a tile are encoded / decoded tile by tile with blended overlaps, tiling.ts).
+// larger than a tile are encoded / decoded tile by tile with blended overlaps, tiling.ts; with
+// `seamless: true` the decode runs layer by layer over tiles and equals the untiled decode,
+// seamless-decode.ts, while the encode stays diffusers' blended tiled encode).
 
 import { type DType, type Device, type Tensor, tidy } from "../../tensor/index.ts";
 import { DIFFUSERS_WEIGHTS, loadPretrained, type PretrainedOptions } from "../../io/model-folder.ts";
@@ -18,6 +20,7 @@ import { type AutoencoderKLConfig, parseAutoencoderKLConfig, vaeScaleFactor } fr
 import { Decoder } from "./decoder.ts";
 import { DiagonalGaussianDistribution, type GeneratorArg } from "./distribution.ts";
 import { Encoder } from "./encoder.ts";
+import { seamlessDecode } from "./seamless-decode.ts";
 import { slicedApply } from "./slicing.ts";
 import { type VaeTilingOptions, checkTilingOptions, decodeGeometry, encodeGeometry, encodedLength, tiledApply } from "./tiling.ts";
 
@@ -180,10 +183,20 @@ export class AutoencoderKL extends Module<[Tensor, AutoencoderKLForwardOptions?]
   #decodeOne(z: Tensor): Tensor {
     const t = this.#tiling;
     if (this.#useTiling && (z.shape[3]! > t.tileLatentMinSize || z.shape[2]! > t.tileLatentMinSize)) {
+      if (t.seamless === true) return this.seamlessDecode(z).image;
       const f = this.scaleFactor;
       return tiledApply(z, decodeGeometry(t), (tile) => this.#decode1(tile), (n) => n * f);
     }
     return this.#decode1(z);
+  }
+
+  /**
+   * The seamless tiled decode of z [B, L, h, w] (tiles of tiling.tileLatentMinSize latents; seamless-decode.ts),
+   * whatever the switches, with the device peak of its tile steps; decode() uses it when tiling is seamless.
+   */
+  seamlessDecode(z: Tensor): { image: Tensor; devicePeak: number } {
+    this.#checkInput("decode", z, this.config.latent_channels);
+    return seamlessDecode(this, z, { tileLatent: this.#tiling.tileLatentMinSize });
   }
 
   #decode1(z: Tensor): Tensor {

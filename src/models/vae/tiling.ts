@@ -18,8 +18,13 @@ export interface VaeTilingOptions {
   tileSampleMinSize: number;
   /** Latent tile size; latents larger than this on either side are decoded tile by tile. */
   tileLatentMinSize: number;
-  /** Fraction of a tile that overlaps its neighbour (0 ≤ f < 1). */
+  /** Fraction of a tile that overlaps its neighbour (0 ≤ f < 1); the seamless decode does not overlap. */
   tileOverlapFactor: number;
+  /**
+   * Decode layer by layer over tiles (seamless-decode.ts): equal to the untiled decode, no blending. The
+   * encode stays the blended tiled encode of diffusers (its tiles do see only their own neighbourhood).
+   */
+  seamless?: boolean;
 }
 
 /** One direction of tiling, in the input's and the output's units. */
@@ -50,6 +55,7 @@ export function encodeGeometry(t: VaeTilingOptions): TileGeometry {
 export function checkTilingOptions(t: VaeTilingOptions): void {
   for (const k of ["tileSampleMinSize", "tileLatentMinSize"] as const)
     if (!Number.isInteger(t[k]) || t[k] < 1) throw new RangeError(`AutoencoderKL tiling: ${k} must be a positive integer, got ${t[k]}`);
+  if (t.seamless !== undefined && typeof t.seamless !== "boolean") throw new TypeError(`AutoencoderKL tiling: seamless must be true or false, got ${JSON.stringify(t.seamless)}`);
   const f = t.tileOverlapFactor;
   if (typeof f !== "number" || !(f >= 0 && f < 1)) throw new RangeError(`AutoencoderKL tiling: tileOverlapFactor must be in [0, 1), got ${f}`);
   for (const g of [decodeGeometry(t), encodeGeometry(t)])
