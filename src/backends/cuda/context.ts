@@ -13,6 +13,7 @@ import { MemoryTracker } from "../../core/memory-stats.ts";
 import { contiguousStrides, formatShape, numel } from "../../core/shape.ts";
 import { Storage } from "../../core/storage.ts";
 import { CachingAllocator } from "./allocator.ts";
+import { DeferredErrors } from "./deferred-errors.ts";
 import { CudaStreams, PinnedStaging } from "./streams.ts";
 
 export type Kernels = CudaLibraries["kernels"]["symbols"];
@@ -31,6 +32,8 @@ export interface CudaContext {
   cudnn: number;
   /** The numerics policy (see setAllowTf32). */
   allowTf32: boolean;
+  /** Device-side error flags checked at the next synchronisation (index bounds). */
+  errors: DeferredErrors;
 }
 
 /** Statistics of the CUDA device; the tracker exists before the device is initialised (memoryStats is then 0). */
@@ -83,9 +86,11 @@ export function createContext(libs: CudaLibraries, device: number, allowTf32 = f
   libs.cudnnCheck(libs.cudnn.symbols.cudnnCreate(out), "cudnnCreate");
   const cudnn = Number(out[0]);
   libs.cudnnCheck(libs.cudnn.symbols.cudnnSetStream(cudnn, streams.compute), "cudnnSetStream");
+  const staging = new PinnedStaging(libs, streams);
+  const errors = new DeferredErrors(libs, streams.compute, () => streams.synchronize(streams.compute));
+  staging.deferred = errors;
   current = {
-    libs, device, rt, k: libs.kernels.symbols, streams, stream: streams.compute, allocator,
-    staging: new PinnedStaging(libs, streams), cublas, cudnn, allowTf32,
+    libs, device, rt, k: libs.kernels.symbols, streams, stream: streams.compute, allocator, staging, cublas, cudnn, allowTf32, errors,
   };
   setAllowTf32(allowTf32);
   return current;

@@ -236,6 +236,8 @@ export function cudaAllowTf32(): boolean {
 /** Wait for all queued work on the compute and copy streams. */
 export function cudaSynchronize(): void {
   const c = cudaContext();
+  c.errors.queueReadback();
   c.streams.synchronize(c.streams.compute);
   c.streams.synchronize(c.streams.copy);
+  c.errors.verify(); // a deferred device error (an out-of-range index) raised since the last sync
 }
