@@ -20,6 +20,7 @@ import { ATTENTION_PARAMS, AttentionParamsBuffer } from "../../ffi/cuda/kernels.
 import type { Backend, BinaryOp, ReduceOp, UnaryOp } from "../../src/backends/backend.ts";
 import { cpuBackend } from "../../src/backends/cpu/index.ts";
 import { cudaContext } from "../../src/backends/cuda/context.ts";
+import { SMALL_UPLOAD_BYTES } from "../../src/backends/cuda/small-uploads.ts";
 import { cudaAvailable, cudaBackend, cudaInfo, cudaSynchronize, initCuda } from "../../src/backends/cuda/index.ts";
 import { hasBackend } from "../../src/backends/registry.ts";
 import { resolveDevice } from "../../src/backends/select.ts";
@@ -485,13 +486,19 @@ describe.skipIf(!HAS_CUDA)("CUDA errors, streams, transfers", () => {
       v.getInt32(ATTENTION_PARAMS.causal, true), v.getInt32(ATTENTION_PARAMS.maskType, true)]).toEqual([6n, 2n ** 40n, 0.5, 1, 4]);
   });
 
-  test("streams and events: uploads run on the copy stream and the compute stream waits for them", () => {
+  test("streams and events: large uploads run on the copy stream and the compute stream waits for them; small ones on compute", () => {
     const c = cudaContext();
     expect(c.streams.compute).not.toBe(c.streams.copy);
-    const rec0 = c.streams.recorded;
+    let rec0 = c.streams.recorded;
     tidy(() => {
-      const t = tensor(Float32Array.from({ length: 100 }, (_, i) => i), { device: "cuda" }); // upload: copy waits for compute, then compute for copy
+      const big = tensor(new Float32Array(SMALL_UPLOAD_BYTES / 4 + 1), { device: "cuda" }); // copy waits for compute, then compute for copy
       expect(c.streams.recorded - rec0).toBe(3); // compute→copy event, one chunk event, copy→compute event
+      rec0 = c.streams.recorded;
+      const small0 = c.staging.small.stats.uploads;
+      const t = tensor(Float32Array.from({ length: 100 }, (_, i) => i), { device: "cuda" }); // on the compute stream itself
+      expect(c.streams.recorded - rec0).toBe(1); // the event that guards its arena bytes
+      expect(c.staging.small.stats.uploads - small0).toBe(1);
+      expect(values(big.add(1))[0]).toBe(1);
       const y = t.mul(2); // a kernel on the compute stream after the upload
       expect(values(y)[99]).toBe(198); // the download waits for compute (event) and syncs the copy stream
       cudaSynchronize();

@@ -10,11 +10,17 @@
 import { toArrayBuffer, type Pointer } from "bun:ffi";
 import type { CudaLibraries } from "../../../ffi/cuda/index.ts";
 import { cudaError, cudaMemcpyKind } from "../../../ffi/cuda/cudart.ts";
-import type { CudaStreams } from "./streams.ts";
 
 export const SMALL_UPLOAD_BYTES = 64 << 10;
 const ARENA_BYTES = 1 << 20;
 const ALIGN = 256;
+
+/** What this needs of streams.ts's CudaStreams (not imported: streams.ts imports this file). */
+interface Streams {
+  readonly compute: number;
+  createEvent(): number;
+  record(event: number, stream: number): void;
+}
 
 interface Region {
   start: number;
@@ -34,7 +40,7 @@ export class SmallUploads {
 
   constructor(
     private readonly libs: CudaLibraries,
-    private readonly streams: CudaStreams,
+    private readonly streams: Streams,
   ) {}
 
   private arena(): Uint8Array {
