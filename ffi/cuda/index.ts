@@ -187,7 +187,7 @@ export function cudaEnvironment(opts: DiscoverOptions = {}): CudaEnvironmentRepo
       if (libraries.cudart.path && report.runtimeVersion) {
         const rt = openLibrary("cudart", libraries.cudart.path, CUDART).symbols;
         const problem = cudaVersionProblem(readCudaVersions(rt, v[0]!), { cudart: libraries.cudart.path, kernels: libraries.kernels.path! });
-        if (problem) problems.push((report.versionProblem = problem));
+        if (problem && report.driver.version) problems.push((report.versionProblem = problem)); // no driver: cudart already says so
       }
     });
   report.available = Object.values(libraries).every((l) => l.path && !l.error) && report.devices.length > 0 && !report.versionProblem;
