@@ -4,6 +4,8 @@
 //   const char* bdk_abi()             "bdk 1;emulated=0|1;strided=<size>,<ndim>,<nargs>,<numel>,<shape>,<stride>;
 //                                      dims=8;args=4;unary=neg,...;binary=add,...;reduce=sum,..."
 //   const char* bdk_last_error()      emulator: message of the last failed launch (deadlock, bad configuration)
+//   int bdk_cudart_version()          the CUDA runtime version the library was built against (CUDART_VERSION,
+//                                     e.g. 13000; its libcudart.so.<major> is NEEDED); 0 for the emulated build
 #include <stddef.h>
 #include <stdio.h>
 #include "common.cuh"
@@ -32,5 +34,13 @@ BDK_API const char* bdk_last_error() {
   return cuda_emu::last_error_msg();
 #else
   return "";
+#endif
+}
+
+BDK_API int bdk_cudart_version() {
+#if defined(CUDA_EMU) || !defined(CUDART_VERSION)
+  return 0;
+#else
+  return CUDART_VERSION;
 #endif
 }

@@ -1,6 +1,8 @@
 // index.cu -- index_select, gather and scatter_add (torch semantics; indices int32 or int64). Out-of-range
-// indices cannot throw on a GPU: they set *bad = 1 (when `bad`, a device int32, is not null), gather and
-// index_select write 0 there and scatter_add skips the element. Values move as raw elements (bit-exact);
+// indices cannot throw on a GPU: when `bad` (a device long long[2], a slot of the deferred error flags of
+// src/backends/cuda/deferred-errors.ts) is not null they set bad[0] = 1 and bad[1] = the offending index (one of
+// them, when several are), gather and index_select write 0 there and scatter_add skips the element; the host
+// reads the flags at its next synchronisation. Values move as raw elements (bit-exact);
 // scatter_add accumulates atomically in the output dtype (16-bit floats round at every add, as torch's CUDA
 // scatter_add), so its order of additions is not deterministic.
 //
@@ -18,16 +20,19 @@
 #include "common.cuh"
 
 namespace bd {
+__device__ __forceinline__ void raise_bad(long long* bad, int64_t index) {
+  if (bad) bad[1] = (long long)index, bad[0] = 1;
+}
 // ================================================================ kernels
 template <class U, class I>
 __global__ void index_select_kernel(U* __restrict__ out, const U* __restrict__ x, const I* __restrict__ idx, int64_t outer,
-                                    int64_t dim, int64_t inner, int64_t nidx, int* bad) {
+                                    int64_t dim, int64_t inner, int64_t nidx, long long* bad) {
   int64_t n = outer * nidx * inner, step = (int64_t)gridDim.x * blockDim.x;
   for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += step) {
     int64_t k = i % inner, t = i / inner, j = t % nidx, o = t / nidx, s = (int64_t)idx[j];
     if (s < 0 || s >= dim) {
       out[i] = 0;
-      if (bad) *bad = 1;
+      raise_bad(bad, s);
     } else {
       out[i] = x[(o * dim + s) * inner + k];
     }
@@ -36,12 +41,12 @@ __global__ void index_select_kernel(U* __restrict__ out, const U* __restrict__ x
 
 template <class U, class I>
 __global__ void gather_kernel(Strided p, U* __restrict__ out, const U* __restrict__ x, const I* __restrict__ idx,
-                              int64_t dim_stride, int64_t dim, int* bad) {
+                              int64_t dim_stride, int64_t dim, long long* bad) {
   for_each_strided<3>(p, [&](const int64_t* off) {
     int64_t s = (int64_t)idx[off[1]];
     if (s < 0 || s >= dim) {
       out[off[0]] = 0;
-      if (bad) *bad = 1;
+      raise_bad(bad, s);
     } else {
       out[off[0]] = x[off[2] + s * dim_stride];
     }
@@ -71,11 +76,11 @@ __device__ __forceinline__ void atomic_add(bf16* p, bf16 v) { atomic_add16(p, __
 
 template <class T, class I>
 __global__ void scatter_add_kernel(Strided p, T* out, const I* __restrict__ idx, const T* __restrict__ src,
-                                   int64_t dim_stride, int64_t dim, int* bad) {
+                                   int64_t dim_stride, int64_t dim, long long* bad) {
   for_each_strided<3>(p, [&](const int64_t* off) {
     int64_t s = (int64_t)idx[off[1]];
     if (s < 0 || s >= dim) {
-      if (bad) *bad = 1;
+      raise_bad(bad, s);
     } else {
       atomic_add(out + off[0] + s * dim_stride, src[off[2]]);
     }
@@ -84,7 +89,7 @@ __global__ void scatter_add_kernel(Strided p, T* out, const I* __restrict__ idx,
 
 template <class T, class I>
 __global__ void scatter_add_lines_kernel(Strided p, T* out, const I* __restrict__ idx, const T* __restrict__ src, int64_t n,
-                                         int64_t idx_ds, int64_t src_ds, int64_t out_ds, int64_t dim, int* bad) {
+                                         int64_t idx_ds, int64_t src_ds, int64_t out_ds, int64_t dim, long long* bad) {
   for_each_strided<3>(p, [&](const int64_t* off) {
     T* o = out + off[0];
     const I* ix = idx + off[1];
@@ -92,7 +97,7 @@ __global__ void scatter_add_lines_kernel(Strided p, T* out, const I* __restrict_
     for (int64_t j = 0; j < n; ++j) {
       int64_t s = (int64_t)ix[j * idx_ds];
       if (s < 0 || s >= dim) {
-        if (bad) *bad = 1;
+        raise_bad(bad, s);
         continue;
       }
       T* d = o + s * out_ds;
@@ -105,7 +110,7 @@ __global__ void scatter_add_lines_kernel(Strided p, T* out, const I* __restrict_
 // ================================================================ launchers
 template <class T>
 int index_select_launch(void* out, const void* x, const void* idx, int64_t outer, int64_t dim, int64_t inner,
-                        int64_t nidx, int i64, int* bad, cudaStream_t st) {
+                        int64_t nidx, int i64, long long* bad, cudaStream_t st) {
   typedef typename uint_of<sizeof(T)>::type U;
   if (outer < 0 || dim < 0 || inner < 0 || nidx < 0) return cudaErrorInvalidValue;
   int64_t n = outer * nidx * inner;
@@ -119,7 +124,7 @@ int index_select_launch(void* out, const void* x, const void* idx, int64_t outer
 }
 template <class T>
 int gather_launch(const Strided* pp, void* out, const void* x, const void* idx, int64_t dim_stride, int64_t dim, int i64,
-                  int* bad, cudaStream_t st) {
+                  long long* bad, cudaStream_t st) {
   typedef typename uint_of<sizeof(T)>::type U;
   if (!pp || dim < 0) return cudaErrorInvalidValue;
   Strided p = *pp;
@@ -134,7 +139,7 @@ int gather_launch(const Strided* pp, void* out, const void* x, const void* idx, 
 }
 template <class T>
 int scatter_add_launch(const Strided* pp, void* out, const void* idx, const void* src, int64_t dim_stride, int64_t dim,
-                       int i64, int* bad, cudaStream_t st) {
+                       int i64, long long* bad, cudaStream_t st) {
   if (!pp || dim < 0) return cudaErrorInvalidValue;
   Strided p = *pp;
   if (!prepare(p, 3)) return cudaErrorInvalidValue;
@@ -148,7 +153,7 @@ int scatter_add_launch(const Strided* pp, void* out, const void* idx, const void
 }
 template <class T>
 int scatter_add_lines_launch(const Strided* pp, void* out, const void* idx, const void* src, int64_t n, int64_t idx_ds,
-                             int64_t src_ds, int64_t out_ds, int64_t dim, int i64, int* bad, cudaStream_t st) {
+                             int64_t src_ds, int64_t out_ds, int64_t dim, int i64, long long* bad, cudaStream_t st) {
   if (!pp || dim < 0 || n < 0) return cudaErrorInvalidValue;
   Strided p = *pp;
   if (!prepare(p, 3)) return cudaErrorInvalidValue;
@@ -165,23 +170,23 @@ int scatter_add_lines_launch(const Strided* pp, void* out, const void* idx, cons
 using bd::Strided;
 #define BD_SELECT_EXPORTS(tag, T)                                                                                \
   BDK_API int bdk_index_select_##tag(void* out, const void* x, const void* idx, int64_t outer, int64_t dim,      \
-                                     int64_t inner, int64_t nidx, int i64, int* bad, cudaStream_t st) {          \
+                                     int64_t inner, int64_t nidx, int i64, long long* bad, cudaStream_t st) {          \
     return bd::index_select_launch<T>(out, x, idx, outer, dim, inner, nidx, i64, bad, st);                       \
   }                                                                                                              \
   BDK_API int bdk_gather_##tag(const Strided* p, void* out, const void* x, const void* idx, int64_t dim_stride,  \
-                               int64_t dim, int i64, int* bad, cudaStream_t st) {                                \
+                               int64_t dim, int i64, long long* bad, cudaStream_t st) {                                \
     return bd::gather_launch<T>(p, out, x, idx, dim_stride, dim, i64, bad, st);                                  \
   }
 BD_ALL_TYPES(BD_SELECT_EXPORTS)
 
 #define BD_SCATTER_EXPORTS(tag, T)                                                                              \
   BDK_API int bdk_scatter_add_##tag(const Strided* p, void* out, const void* idx, const void* src,              \
-                                    int64_t dim_stride, int64_t dim, int i64, int* bad, cudaStream_t st) {      \
+                                    int64_t dim_stride, int64_t dim, int i64, long long* bad, cudaStream_t st) {      \
     return bd::scatter_add_launch<T>(p, out, idx, src, dim_stride, dim, i64, bad, st);                          \
   }                                                                                                             \
   BDK_API int bdk_scatter_add_lines_##tag(const Strided* p, void* out, const void* idx, const void* src,        \
                                           int64_t n, int64_t idx_ds, int64_t src_ds, int64_t out_ds,            \
-                                          int64_t dim, int i64, int* bad, cudaStream_t st) {                    \
+                                          int64_t dim, int i64, long long* bad, cudaStream_t st) {                    \
     return bd::scatter_add_lines_launch<T>(p, out, idx, src, n, idx_ds, src_ds, out_ds, dim, i64, bad, st);     \
   }
 BD_FLOAT_TYPES(BD_SCATTER_EXPORTS)

@@ -46,8 +46,10 @@ __device__ __forceinline__ long long block_arg(float sign, float v, long long i,
   return i;
 }
 
+// (1024, 1): with the minimum-blocks hint sm_100's ptxas (CUDA 13.0) allocates without the 4-byte spill it
+// makes under __launch_bounds__(1024) alone; the other architectures build the same either way
 template <class T, class O>
-__global__ void __launch_bounds__(1024) reduce_rows_kernel(int op, O* __restrict__ out, const T* __restrict__ x, int64_t rows, int64_t r,
+__global__ void __launch_bounds__(1024, 1) reduce_rows_kernel(int op, O* __restrict__ out, const T* __restrict__ x, int64_t rows, int64_t r,
                                    float correction) {
   __shared__ float red[32];
   __shared__ long long redi[32];

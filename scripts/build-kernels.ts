@@ -1,7 +1,10 @@
 #!/usr/bin/env bun
 // Builds our CUDA kernels from the same kernels/*.cu twice (ARCHITECTURE.md decisions 2 and 4):
-//   real:     nvcc, one object per .cu for sm_75/80/86/89/90 + compute_90 PTX (explicit -gencode), spill
-//             warnings (-Xptxas -warn-spills) reported -> kernels/build/libbdkernels.so
+//   real:     nvcc, one object per .cu with SASS for sm_75/80/86/89/90 and, where this nvcc supports them
+//             (`nvcc --list-gpu-code`), sm_100/sm_120, plus PTX of the newest of them for later GPUs (explicit
+//             -gencode); spill warnings (-Xptxas -warn-spills) reported; linked against the *shared* CUDA runtime
+//             (-cudart shared: libcudart.so.<major> is NEEDED, so the process has one runtime, the one
+//             ffi/cuda/discover.ts found and loaded first) -> kernels/build/libbdkernels.so
 //   emulated: g++ against kernels/emu (CPU fibers) -> kernels/build/emu/libbdkernels.so, plus the shim libraries
 //             libcudart.so, libcublas.so, libcudnn.so in the same folder (BD_CUDA_EMULATE=1 uses them)
 // Every object and library is rebuilt only when its inputs (sources, headers, flags, compiler) change: a hash
@@ -19,8 +22,22 @@ import { EMULATED_DIR, KERNELS_BUILD_DIR, PROJECT_ROOT, findCudaToolkit, type Cu
 
 const KERNELS = join(PROJECT_ROOT, "kernels");
 const EMU_SRC = join(KERNELS, "emu");
+/** SASS targets: every nvcc that builds us has these. */
 export const ARCHS = [75, 80, 86, 89, 90];
-const GENCODE = [...ARCHS.flatMap((a) => ["-gencode", `arch=compute_${a},code=sm_${a}`]), "-gencode", "arch=compute_90,code=compute_90"];
+/** Added where `nvcc --list-gpu-code` offers them (CUDA 12.8+: Blackwell data-centre and consumer parts). */
+export const OPTIONAL_ARCHS = [100, 120];
+
+/** The SASS architectures this nvcc builds: ARCHS plus the OPTIONAL_ARCHS it lists. */
+export function targetArchs(nvcc: string): number[] {
+  const r = Bun.spawnSync([nvcc, "--list-gpu-code"], { stdout: "pipe", stderr: "pipe" });
+  const listed = new Set(r.exitCode === 0 ? r.stdout.toString().split(/\s+/).filter((c) => /^sm_\d+$/.test(c)).map((c) => Number(c.slice(3))) : []);
+  return [...ARCHS, ...OPTIONAL_ARCHS.filter((a) => listed.has(a))];
+}
+/** -gencode flags: SASS for each arch, PTX of the newest (JIT-compiled by drivers for GPUs newer than all of them). */
+export function gencodeFlags(archs: readonly number[]): string[] {
+  const newest = Math.max(...archs);
+  return [...archs.flatMap((a) => ["-gencode", `arch=compute_${a},code=sm_${a}`]), "-gencode", `arch=compute_${newest},code=compute_${newest}`];
+}
 
 export interface BuildOptions {
   emu?: boolean;
@@ -115,6 +132,15 @@ class Builder {
     }
   }
 
+  /** The real library must need the shared runtime (libcudart.so.<major>), not carry a static copy. */
+  async checkSharedRuntime(lib: string): Promise<void> {
+    const r = await run(["readelf", "-d", lib]).catch(() => null);
+    if (r && r.code === 0 && !/NEEDED.*\[libcudart\.so\.\d+\]/.test(r.output)) {
+      this.report.ok = false;
+      this.report.errors.push(`${lib} does not link the shared CUDA runtime (no libcudart.so.<major> in its NEEDED entries); link with -cudart shared`);
+    }
+  }
+
   async emulated(jobs: number, headers: string, shimHeaders: string): Promise<void> {
     const gxx = await version(["g++", "--version"]);
     if (!gxx) {
@@ -181,7 +207,8 @@ class Builder {
     const objDir = join(KERNELS_BUILD_DIR, "obj", "real");
     mkdirSync(objDir, { recursive: true });
     const threads = Math.max(1, Math.min(2, Math.floor(availableParallelism() / jobs)));
-    const flags = ["-std=c++17", "-O3", "--threads", String(threads), "-Xcompiler", "-fPIC,-fvisibility=hidden", "-Xptxas", "-warn-spills", ...GENCODE];
+    const archs = targetArchs(tk.nvcc);
+    const flags = ["-std=c++17", "-O3", "--threads", String(threads), "-Xcompiler", "-fPIC,-fvisibility=hidden", "-Xptxas", "-warn-spills", ...gencodeFlags(archs)];
     const sources = listFiles(KERNELS, ".cu");
     const keys: string[] = [];
     await inParallel(sources, jobs, async (src) => {
@@ -199,9 +226,13 @@ class Builder {
     if (!this.report.ok) return;
     const objs = sources.map((s) => join(objDir, basename(s, ".cu") + ".o"));
     const lib = join(KERNELS_BUILD_DIR, "libbdkernels.so");
-    const link = ["-shared", "-Xlinker", "-soname=libbdkernels.so"];
-    if ((await this.produce("libbdkernels.so (sm_" + ARCHS.join("/") + " + PTX)", lib, sha(nvccVersion, link.join(" "), ...keys), (tmp) => [tk.nvcc, ...link, ...objs, "-o", tmp])) !== null)
+    // the shared runtime: a static one (nvcc's default) would be a second runtime beside the libcudart that
+    // discovery loads, and one that needs a driver of this toolkit's version even when the loaded one would not
+    const link = ["-shared", "-cudart", "shared", "-Xlinker", "-soname=libbdkernels.so"];
+    if ((await this.produce("libbdkernels.so (sm_" + archs.join("/") + " + PTX, shared cudart)", lib, sha(nvccVersion, link.join(" "), ...keys), (tmp) => [tk.nvcc, ...link, ...objs, "-o", tmp])) !== null) {
       await this.checkTls(lib);
+      await this.checkSharedRuntime(lib);
+    }
   }
 }
 

@@ -71,5 +71,7 @@ export { GeneratedImage, formatParameters, parseParameters, type GenerationParam
 export { openSafetensors, writeSafetensors } from "./io/safetensors.ts";
 export { openCheckpoint } from "./io/safetensors-index.ts";
 export { saveTensors, entryToTensor } from "./io/tensor-io.ts";
-export { initCuda, cudaAvailable, cudaEmptyCache, cudaSynchronize, CudaUnavailableError } from "./backends/cuda/index.ts";
+export {
+  initCuda, cudaAvailable, cudaEmptyCache, cudaSynchronize, CudaUnavailableError, setCudaAllowTf32, cudaAllowTf32,
+} from "./backends/cuda/index.ts";
 export { resolveDevice } from "./backends/select.ts";

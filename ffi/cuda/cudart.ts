@@ -56,12 +56,16 @@ export const CUDART = {
   cudaEventSynchronize: { args: ["ptr"], returns: S },
   cudaEventQuery: { args: ["ptr"], returns: S },
   cudaEventElapsedTime: { args: ["ptr", "ptr", "ptr"], returns: S },
+  // the emulated runtime only, for tests: host synchronisations so far (kernels/emu/cudart.cpp)
+  bdemu_sync_count: { args: [], returns: "u64", optional: true },
 } as const satisfies SymbolTable;
 
 export type Cudart = NativeLibrary<typeof CUDART>;
 
 /** Bytes to allocate for cudaGetDeviceProperties (the struct is 1008 bytes in CUDA 13, smaller before). */
 export const PROP_BUFFER_BYTES = 4096;
+/** Byte offset of cudaDeviceProp.totalGlobalMem (size_t), stable since CUDA 10 (kernels/emu/abi_check.cpp asserts it). */
+export const PROP_TOTAL_GLOBAL_MEM = 288;
 
 /** cudaError_t values used by callers (driver_types.h). */
 export const cudaError = {

@@ -1,16 +1,22 @@
 // The CUDA libraries in one call: discover (discover.ts), bind (bind.ts + the symbol tables), check the kernels
-// library's ABI, and give each library its check(). cudaEnvironment() is the report behind `bun-diffusion info`.
+// library's ABI, and give each library its check(), and the version check (versions.ts) initCuda runs.
+// cudaEnvironment() is the report behind `bun-diffusion info`: per device it queries only cudaGetDeviceProperties
+// (name, total memory) and cudaDeviceGetAttribute (compute capability, SMs), which create no context; free memory
+// is not reported there (cudaMemGetInfo needs a context on the device).
 
 import { getOpenBlas } from "../openblas.ts";
 import { applyEmulatedMemoryEnv } from "./emu-memory.ts";
 import { openLibrary, type StatusCheck } from "./bind.ts";
 import { CUBLAS, cublasCheck, type Cublas } from "./cublas.ts";
-import { CUDART, PROP_BUFFER_BYTES, cudaDevAttr, cudartCheck, type Cudart } from "./cudart.ts";
+import { CUDART, PROP_BUFFER_BYTES, PROP_TOTAL_GLOBAL_MEM, cudaDevAttr, cudartCheck, type Cudart } from "./cudart.ts";
 import { CUDNN, cudnnCheck, type Cudnn } from "./cudnn.ts";
 import {
   type CudaLibrary, type CudaToolkit, type DiscoverOptions, discoverCuda, findCudaToolkit, requireLibraries,
 } from "./discover.ts";
 import { KERNELS, checkKernelAbi, type KernelAbi, type Kernels } from "./kernels.ts";
+import { type CudaVersions, cudaVersionProblem, formatCudaVersion, readCudaVersions } from "./versions.ts";
+
+export { type CudaVersions, cudaVersionProblem, formatCudaVersion, readCudaVersions } from "./versions.ts";
 
 export interface CudaLibraries {
   emulated: boolean;
@@ -59,6 +65,20 @@ export function loadCuda(opts: DiscoverOptions = {}): CudaLibraries {
   return libs;
 }
 
+/** The runtime, driver and kernels-build versions of loaded libraries. */
+export function cudaVersions(libs: CudaLibraries): CudaVersions {
+  const k = libs.kernels;
+  return readCudaVersions(libs.cudart.symbols, k.has("bdk_cudart_version") ? (k.symbols.bdk_cudart_version!() as number) : 0);
+}
+
+/** Throws an Error naming the versions and the fix when runtime, driver and kernels cannot work together. */
+export function checkCudaVersions(libs: CudaLibraries): CudaVersions {
+  const v = cudaVersions(libs);
+  const problem = cudaVersionProblem(v, libs.paths);
+  if (problem) throw new Error(problem);
+  return v;
+}
+
 // ---- the environment report
 
 export interface CudaDeviceInfo {
@@ -67,7 +87,6 @@ export interface CudaDeviceInfo {
   computeCapability: string;
   multiprocessors: number;
   totalMemoryBytes: number;
-  freeMemoryBytes: number;
 }
 export interface CudaLibraryReport {
   path: string | null;
@@ -86,13 +105,17 @@ export interface CudaEnvironmentReport {
   libraries: Record<CudaLibrary, CudaLibraryReport>;
   driver: { path: string | null; version?: string };
   runtimeVersion?: string;
+  /** The CUDA runtime the kernels library was built against (absent for the emulated build). */
+  kernelsRuntimeVersion?: string;
+  /** Why the runtime, driver and kernels versions cannot work together (initCuda would throw it). */
+  versionProblem?: string;
   devices: CudaDeviceInfo[];
   /** nvcc, for building kernels. */
   toolkit: CudaToolkit | null;
   problems: string[];
 }
 
-const cudaVersion = (v: number) => `${Math.floor(v / 1000)}.${Math.floor((v % 1000) / 10)}`;
+const cudaVersion = formatCudaVersion;
 
 /** What was found where, versions and devices; never throws. Loads libraries that are found. */
 export function cudaEnvironment(opts: DiscoverOptions = {}): CudaEnvironmentReport {
@@ -127,20 +150,20 @@ export function cudaEnvironment(opts: DiscoverOptions = {}): CudaEnvironmentRepo
       if (rt.cudaDriverGetVersion(i32) === 0 && i32[0]) report.driver.version = cudaVersion(i32[0]!);
       const st = rt.cudaGetDeviceCount(i32);
       if (st !== 0) throw new Error(`no usable device: ${rt.cudaGetErrorName(st)}: ${rt.cudaGetErrorString(st)}`);
+      // no context per device: attributes and properties only (cudaSetDevice + cudaMemGetInfo would create a
+      // primary context, hundreds of MiB, on every GPU of the machine just to print them)
       const prop = new Uint8Array(PROP_BUFFER_BYTES);
-      const mem = new BigUint64Array(2);
+      const props = new DataView(prop.buffer);
       for (let i = 0; i < i32[0]!; i++) {
         const attr = (a: number) => (rt.cudaDeviceGetAttribute(i32.subarray(1), a, i) === 0 ? i32[1]! : 0);
-        rt.cudaGetDeviceProperties(prop, i);
-        rt.cudaSetDevice(i);
-        rt.cudaMemGetInfo(mem.subarray(0, 1), mem.subarray(1, 2));
+        prop.fill(0);
+        const ok = rt.cudaGetDeviceProperties(prop, i) === 0;
         report.devices.push({
           index: i,
           name: new TextDecoder().decode(prop.subarray(0, Math.max(0, prop.indexOf(0)))),
           computeCapability: `${attr(cudaDevAttr.computeCapabilityMajor)}.${attr(cudaDevAttr.computeCapabilityMinor)}`,
           multiprocessors: attr(cudaDevAttr.multiProcessorCount),
-          totalMemoryBytes: Number(mem[1]),
-          freeMemoryBytes: Number(mem[0]),
+          totalMemoryBytes: ok ? Number(props.getBigUint64(PROP_TOTAL_GLOBAL_MEM, true)) : 0,
         });
       }
     });
@@ -159,11 +182,19 @@ export function cudaEnvironment(opts: DiscoverOptions = {}): CudaEnvironmentRepo
     });
   if (libraries.kernels.path)
     attempt("kernels", () => {
-      const k = openLibrary("kernels", libraries.kernels.path!, { bdk_abi: KERNELS.bdk_abi! });
+      const k = openLibrary("kernels", libraries.kernels.path!, { bdk_abi: KERNELS.bdk_abi!, bdk_cudart_version: KERNELS.bdk_cudart_version! });
       const abi = checkKernelAbi(k.symbols.bdk_abi() as string | null, libraries.kernels.path!);
       libraries.kernels.version = `bdk ${abi.version}${abi.emulated ? " (emulated)" : ""}`;
+      const v = new Int32Array(1);
+      if (k.has("bdk_cudart_version")) v[0] = k.symbols.bdk_cudart_version() as number;
+      if (v[0]) report.kernelsRuntimeVersion = cudaVersion(v[0]);
+      if (libraries.cudart.path && report.runtimeVersion) {
+        const rt = openLibrary("cudart", libraries.cudart.path, CUDART).symbols;
+        const problem = cudaVersionProblem(readCudaVersions(rt, v[0]!), { cudart: libraries.cudart.path, kernels: libraries.kernels.path! });
+        if (problem && report.driver.version) problems.push((report.versionProblem = problem)); // no driver: cudart already says so
+      }
     });
-  report.available = Object.values(libraries).every((l) => l.path && !l.error) && report.devices.length > 0;
+  report.available = Object.values(libraries).every((l) => l.path && !l.error) && report.devices.length > 0 && !report.versionProblem;
   return report;
 }
 export { parseByteSize, setEmulatedMemoryLimit } from "./emu-memory.ts";

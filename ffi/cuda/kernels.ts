@@ -126,6 +126,7 @@ function buildTable(): Record<string, SymbolSpec> {
   const t: Record<string, SymbolSpec> = {
     bdk_abi: { args: [], returns: "cstring" },
     bdk_last_error: { args: [], returns: "cstring" },
+    bdk_cudart_version: { args: [], returns: "i32", optional: true }, // CUDART_VERSION built against (0: emulated)
   };
   for (const g of TAGS) {
     t[`bdk_unary_${g}`] = spec("i32", P, P, P, "f32", "f32", P); // (op, p{out,x}, out, x, p0, p1, stream)

@@ -16,6 +16,8 @@ BD_CUDART_DEVICE_ATTRS(BD_SAME)
 BD_CUDART_POOL_ATTRS(BD_SAME)
 BD_CUDART_FLAGS(BD_SAME)
 static_assert(offsetof(cudaDeviceProp, name) == 0, "cudaDeviceProp.name");
+// ffi/cuda/cudart.ts PROP_TOTAL_GLOBAL_MEM (the same since CUDA 10, when uuid / luid were added before it)
+static_assert(offsetof(cudaDeviceProp, totalGlobalMem) == 288, "cudaDeviceProp.totalGlobalMem is not at byte 288");
 #define BD_API_TYPES_ONLY
 namespace bd_min {
 #include "api/cudart.h"  // our declarations, in a namespace, to compare struct layouts

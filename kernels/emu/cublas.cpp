@@ -4,7 +4,9 @@
 // Arguments are validated as cuBLAS documents (CUBLAS_STATUS_INVALID_VALUE for bad sizes / leading dimensions /
 // operations, CUBLAS_STATUS_NOT_SUPPORTED for unsupported type combinations). Beyond cuBLAS, every matrix range
 // (ld, stride and batch included) must lie inside one device allocation: where a GPU would read garbage or
-// fault, this returns CUBLAS_STATUS_EXECUTION_FAILED and says why on stderr.
+// fault, this returns CUBLAS_STATUS_EXECUTION_FAILED and says why on stderr. TF32 as on sm_80+: float32
+// operands are rounded to TF32 (half.h tf32_round) under CUBLAS_COMPUTE_32F_FAST_TF32, or under CUBLAS_COMPUTE_32F
+// when the handle's math mode is CUBLAS_TF32_TENSOR_OP_MATH; accumulation stays float32.
 #ifdef BD_REAL_CUDA_HEADERS
 #include <cublas_v2.h>  // signature check only
 #include "api/cublas_values.h"
@@ -26,10 +28,11 @@ namespace {
 size_t elem_size(cudaDataType t) { return t == CUDA_R_32F ? 4 : 2; }
 // A column-major rows x cols matrix with leading dimension ld spans ld * (cols - 1) + rows elements.
 size_t span(int rows, int cols, int ld) { return rows && cols ? (size_t)ld * (cols - 1) + rows : 0; }
-void widen(const void* src, cudaDataType t, size_t n, std::vector<float>& out) {
+void widen(const void* src, cudaDataType t, size_t n, std::vector<float>& out, bool tf32 = false) {
   out.resize(n);
   const uint16_t* h = (const uint16_t*)src;
-  if (t == CUDA_R_32F) std::copy((const float*)src, (const float*)src + n, out.begin());
+  if (t == CUDA_R_32F && tf32) for (size_t i = 0; i < n; ++i) out[i] = cuda_emu::tf32_round(((const float*)src)[i]);
+  else if (t == CUDA_R_32F) std::copy((const float*)src, (const float*)src + n, out.begin());
   else if (t == CUDA_R_16F) for (size_t i = 0; i < n; ++i) out[i] = cuda_emu::f16_to_f32(h[i]);
   else for (size_t i = 0; i < n; ++i) out[i] = cuda_emu::bf16_to_f32(h[i]);
 }
@@ -72,6 +75,8 @@ cublasStatus_t gemm(const char* fn, cublasHandle_t h, cublasOperation_t ta, cubl
   if (m == 0 || n == 0 || batch == 0) return CUBLAS_STATUS_SUCCESS;
   if (!bdemu::sgemm()) return CUBLAS_STATUS_NOT_INITIALIZED;
   float al = *(const float*)alpha, be = *(const float*)beta;
+  bool tf32 = at == CUDA_R_32F && (compute == CUBLAS_COMPUTE_32F_FAST_TF32 ||
+                                   (compute == CUBLAS_COMPUTE_32F && (h->math & 0xf) == CUBLAS_TF32_TENSOR_OP_MATH));
   size_t na = span(rows_a, cols_a, lda), nb = span(rows_b, cols_b, ldb), nc = span(m, n, ldc);
   auto whole = [&](size_t one, long long stride, cudaDataType t) {  // bytes from the first to the last batch's end
     return one ? ((size_t)std::max(0LL, stride) * (batch - 1) + one) * elem_size(t) : 0;
@@ -89,8 +94,8 @@ cublasStatus_t gemm(const char* fn, cublasHandle_t h, cublasOperation_t ta, cubl
     if (k == 0) {
       for (float& v : fc) v *= be;
     } else {
-      widen(a, at, na, fa);
-      widen(b, bt, nb, fb);
+      widen(a, at, na, fa, tf32);
+      widen(b, bt, nb, fb, tf32);
       bdemu::sgemm()(bdemu::CblasColMajor, ta == CUBLAS_OP_N ? bdemu::CblasNoTrans : bdemu::CblasTrans,
                      tb == CUBLAS_OP_N ? bdemu::CblasNoTrans : bdemu::CblasTrans, m, n, k, al, fa.data(), lda, fb.data(),
                      ldb, be, fc.data(), ldc);

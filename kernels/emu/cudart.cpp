@@ -7,6 +7,11 @@
 //   - streams run synchronously (work is complete when a call returns); events record their order and a host
 //     timestamp, so cudaEventElapsedTime measures host time between the two records.
 //   - errors set the sticky-free "last error" as the real runtime does (cudaGetLastError / PeekAtLastError).
+//   - what a test can change through the C environment (read on every call; ffi/libc.ts setCEnv):
+//     BD_EMU_DRIVER_VERSION / BD_EMU_RUNTIME_VERSION (default 13000 each, as cudaDriverGetVersion /
+//     cudaRuntimeGetVersion report them) and BD_EMU_COMPUTE_CAPABILITY ("8.0" by default, e.g. "7.5").
+//   - host synchronisations are counted (cudaDeviceSynchronize, cudaStreamSynchronize, cudaEventSynchronize,
+//     cudaMemcpy, which is synchronous): bdemu_sync_count() returns the count (tests).
 // Exports bdemu_device_range() for the other shims (libcublas / libcudnn link to this library).
 #ifdef BD_REAL_CUDA_HEADERS
 #include <cuda_runtime_api.h>  // signature check only (scripts/build-kernels.ts, -fsyntax-only)
@@ -52,6 +57,21 @@ size_t capacity() {  // read on every call: the C environment is what a test can
   const char* e = getenv("BD_EMU_MEMORY_BYTES");
   unsigned long long v = e ? strtoull(e, nullptr, 10) : 0;
   return v ? (size_t)v : (size_t)8 << 30;
+}
+int env_int(const char* name, int fallback) {
+  const char* e = getenv(name);
+  return e && *e ? atoi(e) : fallback;
+}
+// BD_EMU_COMPUTE_CAPABILITY "major.minor" (default 8.0)
+void compute_capability(int* major, int* minor) {
+  const char* e = getenv("BD_EMU_COMPUTE_CAPABILITY");
+  *major = 8, *minor = 0;
+  if (e && *e) sscanf(e, "%d.%d", major, minor);
+}
+uint64_t g_syncs = 0;  // host synchronisations so far
+void count_sync() {
+  Lock g(S().mu);
+  ++g_syncs;
 }
 cudaError_t fail(cudaError_t e) {
   S().last = e;
@@ -138,6 +158,11 @@ __attribute__((visibility("default"))) int bdemu_device_range(const void* p, siz
   Lock g(S().mu);
   return device_range(p, bytes) ? 0 : 1;
 }
+// ---------------------------------------------------------------- for tests (not a CUDA API)
+unsigned long long bdemu_sync_count(void) {
+  Lock g(S().mu);
+  return g_syncs;
+}
 
 // ---------------------------------------------------------------- device, versions, errors
 cudaError_t cudaGetDeviceCount(int* count) {
@@ -166,7 +191,7 @@ cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp* prop, int device) {
   prop->maxThreadsPerBlock = 1024;
   prop->maxThreadsDim[0] = prop->maxThreadsDim[1] = 1024, prop->maxThreadsDim[2] = 64;
   prop->maxGridSize[0] = 2147483647, prop->maxGridSize[1] = prop->maxGridSize[2] = 65535;
-  prop->major = 8, prop->minor = 0;
+  compute_capability(&prop->major, &prop->minor);
   prop->multiProcessorCount = (int)std::thread::hardware_concurrency();
   return cudaSuccess;
 }
@@ -180,8 +205,8 @@ cudaError_t cudaDeviceGetAttribute(int* value, enum cudaDeviceAttr attr, int dev
     case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = 227 << 10; break;
     case cudaDevAttrWarpSize: *value = 32; break;
     case cudaDevAttrMultiProcessorCount: *value = (int)std::thread::hardware_concurrency(); break;
-    case cudaDevAttrComputeCapabilityMajor: *value = 8; break;
-    case cudaDevAttrComputeCapabilityMinor: *value = 0; break;
+    case cudaDevAttrComputeCapabilityMajor: { int mi; compute_capability(value, &mi); break; }
+    case cudaDevAttrComputeCapabilityMinor: { int ma; compute_capability(&ma, value); break; }
     case cudaDevAttrMaxThreadsPerMultiProcessor: *value = 2048; break;
     case cudaDevAttrL2CacheSize: *value = 4 << 20; break;
     case cudaDevAttrClockRate: case cudaDevAttrMemoryClockRate: *value = 1000000; break;  // kHz
@@ -193,7 +218,10 @@ cudaError_t cudaDeviceGetAttribute(int* value, enum cudaDeviceAttr attr, int dev
   }
   return cudaSuccess;
 }
-cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
+cudaError_t cudaDeviceSynchronize(void) {
+  count_sync();
+  return cudaSuccess;
+}
 cudaError_t cudaDeviceReset(void) {
   State& s = S();
   Lock g(s.mu);
@@ -204,12 +232,12 @@ cudaError_t cudaDeviceReset(void) {
 }
 cudaError_t cudaDriverGetVersion(int* v) {
   CHECK(v, cudaErrorInvalidValue);
-  *v = 13000;
+  *v = env_int("BD_EMU_DRIVER_VERSION", 13000);
   return cudaSuccess;
 }
 cudaError_t cudaRuntimeGetVersion(int* v) {
   CHECK(v, cudaErrorInvalidValue);
-  *v = 13000;
+  *v = env_int("BD_EMU_RUNTIME_VERSION", 13000);
   return cudaSuccess;
 }
 #define BD_ERROR_STRING(name, value, text) \
@@ -313,12 +341,15 @@ cudaError_t cudaHostUnregister(void* p) {
   CHECK(S().pinned.erase((uintptr_t)p), cudaErrorHostMemoryNotRegistered);
   return cudaSuccess;
 }
-cudaError_t cudaMemcpy(void* dst, const void* src, size_t n, enum cudaMemcpyKind kind) { return copy(dst, src, n, kind); }
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t n, enum cudaMemcpyKind kind) {
+  count_sync();
+  return copy(dst, src, n, kind);
+}
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t n, enum cudaMemcpyKind kind, cudaStream_t st) {
   CHECK(valid_stream(st), cudaErrorInvalidResourceHandle);
   return copy(dst, src, n, kind);
 }
-cudaError_t cudaMemset(void* p, int value, size_t n) { return set(p, value, n); }
+cudaError_t cudaMemset(void* p, int value, size_t n) { return set(p, value, n); }  // async for device memory
 cudaError_t cudaMemsetAsync(void* p, int value, size_t n, cudaStream_t st) {
   CHECK(valid_stream(st), cudaErrorInvalidResourceHandle);
   return set(p, value, n);
@@ -341,6 +372,7 @@ cudaError_t cudaStreamDestroy(cudaStream_t st) {
 }
 cudaError_t cudaStreamSynchronize(cudaStream_t st) {
   CHECK(valid_stream(st), cudaErrorInvalidResourceHandle);
+  count_sync();
   return cudaSuccess;
 }
 cudaError_t cudaStreamQuery(cudaStream_t st) {
@@ -377,6 +409,7 @@ cudaError_t cudaEventRecord(cudaEvent_t ev, cudaStream_t st) {
 }
 cudaError_t cudaEventSynchronize(cudaEvent_t ev) {
   CHECK(event_of(ev), cudaErrorInvalidResourceHandle);
+  count_sync();
   return cudaSuccess;
 }
 cudaError_t cudaEventQuery(cudaEvent_t ev) {

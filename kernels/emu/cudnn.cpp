@@ -7,7 +7,8 @@
 // does not match cudnnGetConvolution2dForwardOutputDim, and a workspace smaller than the algorithm needs.
 // cudnnGetLastErrorString says which rule failed. Algorithms: IMPLICIT_GEMM needs no workspace;
 // IMPLICIT_PRECOMP_GEMM and GEMM use the caller's workspace for the im2col matrix; the others are
-// CUDNN_STATUS_NOT_SUPPORTED here.
+// CUDNN_STATUS_NOT_SUPPORTED here. TF32 as on sm_80+: float data under any math type but CUDNN_FMA_MATH
+// (CUDNN_DEFAULT_MATH allows TF32 for float32 on Ampere and later) has x and w rounded to TF32 (half.h).
 #ifdef BD_REAL_CUDA_HEADERS
 #include <cudnn.h>  // signature check only
 #include "api/cudnn_values.h"
@@ -126,6 +127,8 @@ void run(const Shape& s, const cudnnConvolutionStruct& cd, const cudnnTensorStru
          const cudnnFilterStruct& wd, const void* w, const cudnnTensorStruct& yd, void* y, float alpha, float beta,
          float* col) {
   const int P = s.OH * s.OW, CRS = s.Cg * s.R * s.S, Kg = s.K / s.G;
+  const bool tf32 = xd.dt == CUDNN_DATA_FLOAT && cd.math != CUDNN_FMA_MATH;
+  auto operand = [tf32](float v) { return tf32 ? cuda_emu::tf32_round(v) : v; };
   std::vector<float> wf((size_t)s.K * CRS), out((size_t)Kg * P);
   for (int k = 0; k < s.K; ++k)  // dense [K, Cg, R, S] float
     for (int c = 0; c < s.Cg; ++c)
@@ -133,7 +136,7 @@ void run(const Shape& s, const cudnnConvolutionStruct& cd, const cudnnTensorStru
         for (int q = 0; q < s.S; ++q) {
           size_t src = wd.fmt == CUDNN_TENSOR_NCHW ? (((size_t)k * s.Cg + c) * s.R + r) * s.S + q
                                                     : (((size_t)k * s.R + r) * s.S + q) * s.Cg + c;
-          wf[(((size_t)k * s.Cg + c) * s.R + r) * s.S + q] = load(w, wd.dt, src);
+          wf[(((size_t)k * s.Cg + c) * s.R + r) * s.S + q] = operand(load(w, wd.dt, src));
         }
   for (int n = 0; n < s.N; ++n)
     for (int g = 0; g < s.G; ++g) {
@@ -148,7 +151,7 @@ void run(const Shape& s, const cudnnConvolutionStruct& cd, const cudnnTensorStru
                 int ih = oh * cd.u - cd.ph + rr * cd.dh, iw = ow * cd.v - cd.pw + qq * cd.dw;
                 bool in = ih >= 0 && ih < s.H && iw >= 0 && iw < s.W;
                 row[oh * s.OW + ow] =
-                    in ? load(x, xd.dt, n * xd.ns + (g * s.Cg + c) * xd.cs + ih * xd.hs + iw * xd.ws) : 0.f;
+                    in ? operand(load(x, xd.dt, n * xd.ns + (g * s.Cg + c) * xd.cs + ih * xd.hs + iw * xd.ws)) : 0.f;
               }
           }
       // out (column-major P x Kg) = col (P x CRS, ld P) · w_g (CRS x Kg, ld CRS)

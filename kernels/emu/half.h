@@ -30,4 +30,12 @@ inline uint16_t f32_to_bf16(float f) {
   return (uint16_t)((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
 }
 inline float bf16_to_f32(uint16_t b) { return u2f((uint32_t)b << 16); }
+// TF32 (what sm_80+ tensor cores read for float32 operands): float32 with a 10-bit mantissa, rounded to nearest
+// with ties away from zero as PTX cvt.rna.tf32.f32; NaN and infinity pass through. The shims apply it to the
+// operands of a float32 GEMM / convolution whose math mode allows TF32.
+inline float tf32_round(float f) {
+  uint32_t x = f2u(f);
+  if ((x & 0x7f800000u) == 0x7f800000u) return f;
+  return u2f((x + 0x1000u) & ~0x1fffu);
+}
 }  // namespace cuda_emu

@@ -227,7 +227,7 @@ try {
 const ctx: CudaContext = cudaContext();
 const rt = ctx.rt;
 const EMULATED = info.emulated;
-const devEnv = env.devices.find((d) => d.index === opts.device);
+const freeAtStart = ctx.allocator.deviceMemInfo()[0]; // cudaMemGetInfo on the device this process uses
 
 const i32 = new Int32Array(1);
 function attribute(attr: number): number | null {
@@ -945,7 +945,7 @@ const report = {
     sm_count: info.multiprocessors,
     memory_total_bytes: info.totalMemoryBytes,
     memory_total_gib: round(info.totalMemoryBytes / 2 ** 30, 2),
-    memory_free_bytes_at_start: devEnv?.freeMemoryBytes ?? null,
+    memory_free_bytes_at_start: freeAtStart,
     l2_cache_bytes: L2_BYTES || null,
     clock_mhz: clockKHz ? round(clockKHz / 1000, 0) : null,
     memory_clock_mhz: memClockKHz ? round(memClockKHz / 1000, 0) : null,

@@ -90,6 +90,12 @@ export interface Backend {
   /** What can still be allocated; absent on backends that hold no memory (meta). */
   availableMemory?(): DeviceMemory;
 
+  /**
+   * Why this device cannot hold tensors of `dtype` (e.g. bfloat16 on a GPU before compute capability 8.0), or
+   * null; absent when every dtype is supported. Checked whenever a tensor is allocated or moved there.
+   */
+  dtypeProblem?(dtype: DType): string | null;
+
   /** Allocate uninitialised storage. Throws OutOfMemoryError when it cannot. */
   allocate(byteLength: number): Storage;
   /** Storage holding a copy of host bytes, or (CPU, `borrow`) wrapping them without a copy. */

@@ -1,6 +1,8 @@
 // `bun-diffusion info`: the runtime, the backends and devices, and the native libraries found
 // (OpenBLAS; cudart, cuBLAS, cuDNN, our kernels: versions and where they were found, or where we
-// looked), as text or JSON. BD_CUDA_EMULATE=1 reports the emulated device instead.
+// looked), as text or JSON; the CUDA runtime version beside the CUDA version the driver supports, and the runtime
+// the kernels were built against, with the mismatch initCuda would refuse. Devices are listed without creating a
+// context on any of them (ffi/cuda/index.ts cudaEnvironment). BD_CUDA_EMULATE=1 reports the emulated device instead.
 
 import { cpuInfo } from "../../ffi/cpuid.ts";
 import { getOpenBlas, openBlasStatus } from "../../ffi/openblas.ts";
@@ -45,7 +47,9 @@ export function formatInfo(r: InfoReport): string {
     ...r.cuda.devices.map(
       (d) => `  device ${d.index}   ${d.name} (sm ${d.computeCapability}, ${d.multiprocessors} SMs, ${(d.totalMemoryBytes / 2 ** 30).toFixed(1)} GiB)`,
     ),
-    `  driver     ${r.cuda.driver.path ?? "not found"}${r.cuda.driver.version ? ` (supports CUDA ${r.cuda.driver.version})` : ""}`,
+    `  driver     ${r.cuda.driver.path ?? (r.cuda.emulated ? "emulated" : "not found")}${r.cuda.driver.version ? ` (supports CUDA ${r.cuda.driver.version})` : ""}`,
+    `  runtime    ${r.cuda.runtimeVersion ?? "unknown"}${r.cuda.kernelsRuntimeVersion ? ` (kernels built against ${r.cuda.kernelsRuntimeVersion})` : ""}`,
+    ...(r.cuda.versionProblem ? [`  versions   PROBLEM: ${r.cuda.versionProblem}`] : []),
     ...Object.entries(r.cuda.libraries).map(
       ([name, l]) => `  ${name.padEnd(10)} ${l.path ? `${l.path}${l.version ? ` (${l.version})` : ""}${l.error ? ` — ${l.error}` : ""}` : l.error ?? "not found"}`,
     ),

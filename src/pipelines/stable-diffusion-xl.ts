@@ -267,7 +267,9 @@ export class StableDiffusionXLPipeline extends DiffusionPipeline<StableDiffusion
         pooled = outs[outs.length - 1]!.pooled; // the last (projection) encoder's text_embeds
       }
       const rows = (t: Tensor) => repeatPerImage(t, run.perPrompt);
-      const idsRow = (v: number[]) => tensor(Float32Array.from(v), { shape: [1, 6], dtype: this.dtype, device: this.device });
+      // host scalars stay on the host: the UNet reads the ids on the host every step (sinusoidal embedding), so a
+      // CPU tensor (in the compute dtype, rounded as before) costs no device synchronisation per step
+      const idsRow = (v: number[]) => tensor(Float32Array.from(v), { shape: [1, 6], dtype: this.dtype, device: "cpu" });
       // add_time_ids.repeat(B·n, 1) as diffusers: [neg, pos] rows tiled (the same rows unless negative sizes differ)
       const tile = (t: Tensor) => t.unsqueeze(0).expand([run.total, ...t.shape]).reshape([run.total * t.shape[0]!, 6]);
       if (!run.cfg) return { encoderHiddenStates: rows(pos), textEmbeds: rows(pooled), timeIds: tile(idsRow(x.timeIds)) };

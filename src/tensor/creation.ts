@@ -8,7 +8,7 @@ import { TensorError } from "../core/errors.ts";
 import { f32ArrayToBf16, f32ArrayToF16 } from "../core/half.ts";
 import { TorchGenerator } from "./random/torch-normal.ts";
 import { type Shape, formatShape, numel } from "../core/shape.ts";
-import { Tensor } from "./tensor.ts";
+import { Tensor, requireSupportedDType } from "./tensor.ts";
 
 export interface CreateOptions {
   dtype?: DType;
@@ -128,6 +128,7 @@ export const fromArray = tensor;
 export function fromRaw(bytes: Uint8Array, shape: Shape, dtype: DType, device: Device = "cpu"): Tensor {
   assertDType(dtype);
   const backend = getBackend(device);
+  requireSupportedDType(backend, dtype);
   const expected = numel(shape) * dtypeBytes(dtype);
   if (bytes.byteLength !== expected)
     throw new TensorError(`fromRaw: ${bytes.byteLength} bytes do not hold ${dtype}${formatShape(shape)} (${expected} bytes)`);

@@ -54,7 +54,8 @@ export class Tensor implements TensorView {
     for (const d of shape)
       if (!Number.isInteger(d) || d < 0) throw new TensorError(`invalid shape ${formatShape(shape)}: dims must be non-negative integers`);
     const backend = getBackend(device);
-    const storage = backend.allocate(numel(shape) * dtypeBytes(assertDType(dtype)));
+    requireSupportedDType(backend, assertDType(dtype));
+    const storage = backend.allocate(numel(shape) * dtypeBytes(dtype));
     return new Tensor(storage, dtype, shape);
   }
 
@@ -310,6 +311,7 @@ export class Tensor implements TensorView {
       if (this.device === "meta" || device === "meta") {
         moved = Tensor.empty(this.shape, this.dtype, device);
       } else {
+        requireSupportedDType(dst, dtype); // the bytes travel in this.dtype only as an intermediate
         const bytes = getBackend(this.device).toHostBytes(src);
         moved = new Tensor(dst.fromHostBytes(bytes, false), this.dtype, this.shape);
       }
@@ -448,4 +450,10 @@ export function viewStrides(oldShape: Shape, oldStrides: readonly number[], newS
   }
   if (viewD !== -1) return null;
   return newStrides;
+}
+
+/** Throws a TensorError when `backend`'s device cannot hold `dtype` tensors (Backend.dtypeProblem). */
+export function requireSupportedDType(backend: ReturnType<typeof getBackend>, dtype: DType): void {
+  const problem = backend.dtypeProblem?.(dtype);
+  if (problem) throw new TensorError(problem);
 }

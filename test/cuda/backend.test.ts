@@ -20,6 +20,7 @@ import { ATTENTION_PARAMS, AttentionParamsBuffer } from "../../ffi/cuda/kernels.
 import type { Backend, BinaryOp, ReduceOp, UnaryOp } from "../../src/backends/backend.ts";
 import { cpuBackend } from "../../src/backends/cpu/index.ts";
 import { cudaContext } from "../../src/backends/cuda/context.ts";
+import { SMALL_UPLOAD_BYTES } from "../../src/backends/cuda/small-uploads.ts";
 import { cudaAvailable, cudaBackend, cudaInfo, cudaSynchronize, initCuda } from "../../src/backends/cuda/index.ts";
 import { hasBackend } from "../../src/backends/registry.ts";
 import { resolveDevice } from "../../src/backends/select.ts";
@@ -435,16 +436,23 @@ describe.skipIf(!HAS_CUDA)("CUDA backend vs CPU backend", () => {
         });
   });
 
-  test("an out-of-range index is an error naming the op, the index and the dim (as on the CPU)", () => {
+  test("an out-of-range index is an error naming the op, the index and the dim (as on the CPU; on CUDA at the next sync)", () => {
     for (const dev of ["cpu", "cuda"] as const)
       tidy(() => {
         const b = dev === "cpu" ? cpuBackend : cudaBackend;
+        // the CPU throws in the op; CUDA raises a device flag the next download reports (deferred-errors.ts)
+        const synced = (o: Tensor, run: (o: Tensor) => void) => () => {
+          run(o);
+          b.toHostBytes(o);
+        };
         const x = input(dev, [4, 3], "float32", 120);
         const i = tensor(Int32Array.from([1, 4, 0]), { device: dev });
-        expect(() => b.indexSelect(x, 0, i, out(dev, [3, 3], "float32"))).toThrow("indexSelect: index 4 is out of range for dim 0 of size 4");
+        expect(synced(out(dev, [3, 3], "float32"), (o) => b.indexSelect(x, 0, i, o))).toThrow("indexSelect: index 4 is out of range for dim 0 of size 4");
         const g = tensor(BigInt64Array.from([0n, -1n]), { shape: [2, 1], device: dev });
-        expect(() => b.gather(x, 0, g, out(dev, [2, 1], "float32"))).toThrow("gather: index -1 is out of range for dim 0 of size 4");
-        expect(() => b.scatterAdd(out(dev, [4, 3], "float16"), 0, g, input(dev, [2, 1], "float16", 121))).toThrow("scatterAdd: index -1 is out of range");
+        expect(synced(out(dev, [2, 1], "float32"), (o) => b.gather(x, 0, g, o))).toThrow("gather: index -1 is out of range for dim 0 of size 4");
+        const src = input(dev, [2, 1], "float16", 121);
+        expect(synced(out(dev, [4, 3], "float16"), (o) => b.scatterAdd(o, 0, g, src))).toThrow("scatterAdd: index -1 is out of range");
+        expect(b.toHostBytes(x).byteLength).toBe(48); // reported once: the flags are clear again
       });
   });
 });
@@ -478,13 +486,19 @@ describe.skipIf(!HAS_CUDA)("CUDA errors, streams, transfers", () => {
       v.getInt32(ATTENTION_PARAMS.causal, true), v.getInt32(ATTENTION_PARAMS.maskType, true)]).toEqual([6n, 2n ** 40n, 0.5, 1, 4]);
   });
 
-  test("streams and events: uploads run on the copy stream and the compute stream waits for them", () => {
+  test("streams and events: large uploads run on the copy stream and the compute stream waits for them; small ones on compute", () => {
     const c = cudaContext();
     expect(c.streams.compute).not.toBe(c.streams.copy);
-    const rec0 = c.streams.recorded;
+    let rec0 = c.streams.recorded;
     tidy(() => {
-      const t = tensor(Float32Array.from({ length: 100 }, (_, i) => i), { device: "cuda" }); // upload: copy waits for compute, then compute for copy
+      const big = tensor(new Float32Array(SMALL_UPLOAD_BYTES / 4 + 1), { device: "cuda" }); // copy waits for compute, then compute for copy
       expect(c.streams.recorded - rec0).toBe(3); // compute→copy event, one chunk event, copy→compute event
+      rec0 = c.streams.recorded;
+      const small0 = c.staging.small.stats.uploads;
+      const t = tensor(Float32Array.from({ length: 100 }, (_, i) => i), { device: "cuda" }); // on the compute stream itself
+      expect(c.streams.recorded - rec0).toBe(1); // the event that guards its arena bytes
+      expect(c.staging.small.stats.uploads - small0).toBe(1);
+      expect(values(big.add(1))[0]).toBe(1);
       const y = t.mul(2); // a kernel on the compute stream after the upload
       expect(values(y)[99]).toBe(198); // the download waits for compute (event) and syncs the copy stream
       cudaSynchronize();

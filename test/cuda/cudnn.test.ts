@@ -3,7 +3,7 @@
 // algorithm queries and workspace rule, and rejection of what cuDNN rejects.
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { ALGO_PERF, cudnnConvolutionFwdAlgo as ALGO, cudnnConvolutionMode, cudnnDataType, cudnnTensorFormat } from "../../ffi/cuda/cudnn.ts";
+import { ALGO_PERF, cudnnConvolutionFwdAlgo as ALGO, cudnnConvolutionMode, cudnnDataType, cudnnMathType, cudnnTensorFormat } from "../../ffi/cuda/cudnn.ts";
 import type { CudaLibraries } from "../../ffi/cuda/index.ts";
 import { BUILD_TIMEOUT, Device, EPS, type FLOAT_TAGS, HAS_GXX, decode, emulatedCuda, encode, errorRatio, random } from "./setup.ts";
 
@@ -79,6 +79,9 @@ describe.skipIf(!HAS_GXX)("emulated cuDNN", () => {
     cu.cudnnCheck(s.cudnnSetConvolution2dDescriptor(d, c.pad[0], c.pad[1], c.stride[0], c.stride[1], c.dil[0], c.dil[1],
       cudnnConvolutionMode.crossCorrelation, compute), "cudnnSetConvolution2dDescriptor");
     cu.cudnnCheck(s.cudnnSetConvolutionGroupCount(d, c.groups), "cudnnSetConvolutionGroupCount");
+    // FMA math, as the backend's float32 policy without TF32: CUDNN_DEFAULT_MATH allows TF32 on sm_80+, which
+    // the shim emulates by rounding float operands (test/cuda/numerics.test.ts checks that mode)
+    cu.cudnnCheck(s.cudnnSetConvolutionMathType(d, cudnnMathType.fma), "cudnnSetConvolutionMathType");
     return d;
   };
 

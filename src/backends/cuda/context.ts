@@ -13,6 +13,7 @@ import { MemoryTracker } from "../../core/memory-stats.ts";
 import { contiguousStrides, formatShape, numel } from "../../core/shape.ts";
 import { Storage } from "../../core/storage.ts";
 import { CachingAllocator } from "./allocator.ts";
+import { DeferredErrors } from "./deferred-errors.ts";
 import { CudaStreams, PinnedStaging } from "./streams.ts";
 
 export type Kernels = CudaLibraries["kernels"]["symbols"];
@@ -29,6 +30,10 @@ export interface CudaContext {
   staging: PinnedStaging;
   cublas: number;
   cudnn: number;
+  /** The numerics policy (see setAllowTf32). */
+  allowTf32: boolean;
+  /** Device-side error flags checked at the next synchronisation (index bounds). */
+  errors: DeferredErrors;
 }
 
 /** Statistics of the CUDA device; the tracker exists before the device is initialised (memoryStats is then 0). */
@@ -45,7 +50,7 @@ export function hasCudaContext(): boolean {
 }
 
 /** Create streams, handles, allocator and staging on `device` (the libraries are loaded). */
-export function createContext(libs: CudaLibraries, device: number): CudaContext {
+export function createContext(libs: CudaLibraries, device: number, allowTf32 = false): CudaContext {
   const rt = libs.cudart.symbols;
   libs.check(rt.cudaSetDevice(device), "cudaSetDevice", `device ${device}`);
   const streams = new CudaStreams(libs);
@@ -78,15 +83,32 @@ export function createContext(libs: CudaLibraries, device: number): CudaContext 
   libs.cublasCheck(libs.cublas.symbols.cublasCreate_v2(out), "cublasCreate_v2");
   const cublas = Number(out[0]);
   libs.cublasCheck(libs.cublas.symbols.cublasSetStream_v2(cublas, streams.compute), "cublasSetStream_v2");
-  libs.cublasCheck(libs.cublas.symbols.cublasSetMathMode(cublas, cublasMath.default), "cublasSetMathMode");
   libs.cudnnCheck(libs.cudnn.symbols.cudnnCreate(out), "cudnnCreate");
   const cudnn = Number(out[0]);
   libs.cudnnCheck(libs.cudnn.symbols.cudnnSetStream(cudnn, streams.compute), "cudnnSetStream");
+  const staging = new PinnedStaging(libs, streams);
+  const errors = new DeferredErrors(libs, streams.compute, () => streams.synchronize(streams.compute));
+  staging.deferred = errors;
   current = {
-    libs, device, rt, k: libs.kernels.symbols, streams, stream: streams.compute, allocator,
-    staging: new PinnedStaging(libs, streams), cublas, cudnn,
+    libs, device, rt, k: libs.kernels.symbols, streams, stream: streams.compute, allocator, staging, cublas, cudnn, allowTf32, errors,
   };
+  setAllowTf32(allowTf32);
   return current;
+}
+
+/**
+ * The one numerics switch for float32 on tensor-core GPUs (sm_80+): whether float32 GEMMs and convolutions may
+ * read their operands as TF32 (10-bit mantissa, ~1e-3 relative per product). Off (the default): cuBLAS runs
+ * CUBLAS_COMPUTE_32F under CUBLAS_DEFAULT_MATH and cuDNN float32 convolutions under CUDNN_FMA_MATH, so float32
+ * results match the CPU backend to summation order. On: CUBLAS_COMPUTE_32F_FAST_TF32 with
+ * CUBLAS_TF32_TENSOR_OP_MATH, and CUDNN_DEFAULT_MATH. float16 / bfloat16 always use tensor cores (float32
+ * accumulation). Convolution plans are keyed by it, so switching takes effect on the next call.
+ */
+export function setAllowTf32(on: boolean): void {
+  const c = cudaContext();
+  const mode = on ? cublasMath.tf32TensorOp : cublasMath.default;
+  c.libs.cublasCheck(c.libs.cublas.symbols.cublasSetMathMode(c.cublas, mode), "cublasSetMathMode");
+  c.allowTf32 = on;
 }
 
 // ---- storages and views

@@ -1,5 +1,7 @@
 // CUDA conv2d through cuDNN's forward convolution (NCHW, cross-correlation as torch, float32 compute; tensor-op
-// math for float16/bfloat16). Per distinct shape (dtype, x, w, stride, padding, dilation, groups) the descriptors
+// math for float16/bfloat16; float32 under the context's allowTf32 policy: CUDNN_FMA_MATH when off, so no TF32,
+// CUDNN_DEFAULT_MATH when on). The math type of the algorithm cuDNN returns is set on the convolution descriptor
+// before it runs (a float32 plan without TF32 takes only FMA-math entries, or forces FMA math on the first usable). Per distinct shape (dtype, x, w, stride, padding, dilation, groups) the descriptors
 // and the algorithm are made once and cached: cudnnGetConvolutionForwardAlgorithm_v7's ranking, first algorithm
 // whose workspace is at most BD_CUDNN_WORKSPACE_MB (default 1024) — or, with BD_CUDNN_BENCHMARK=1 on a real GPU,
 // cudnnFindConvolutionForwardAlgorithmEx's measured ranking. The workspace comes from our caching allocator for
@@ -75,7 +77,9 @@ function makePlan(c: CudaContext, key: string, dtype: number, x: TensorView, w: 
     ck(s.cudnnSetConvolution2dDescriptor(cd, p.padding[0], p.padding[1], p.stride[0], p.stride[1], p.dilation[0], p.dilation[1],
       cudnnConvolutionMode.crossCorrelation, cudnnDataType.float), "cudnnSetConvolution2dDescriptor");
     if (p.groups !== 1) ck(s.cudnnSetConvolutionGroupCount(cd, p.groups), "cudnnSetConvolutionGroupCount");
-    ck(s.cudnnSetConvolutionMathType(cd, dtype === cudnnDataType.float ? cudnnMathType.default : cudnnMathType.tensorOp), "cudnnSetConvolutionMathType");
+    const strictF32 = dtype === cudnnDataType.float && !c.allowTf32;
+    const math = dtype !== cudnnDataType.float ? cudnnMathType.tensorOp : strictF32 ? cudnnMathType.fma : cudnnMathType.default;
+    ck(s.cudnnSetConvolutionMathType(cd, math), "cudnnSetConvolutionMathType");
     const perf = new Uint8Array(ALGO_PERF.bytes * 8);
     const count = new Int32Array(1);
     if (BENCHMARK && !c.libs.emulated && !heuristicOnly) {
@@ -91,14 +95,20 @@ function makePlan(c: CudaContext, key: string, dtype: number, x: TensorView, w: 
     }
     const view = new DataView(perf.buffer);
     let chosen = -1;
-    for (let i = 0; i < count[0]! && chosen < 0; i++) {
-      const at = i * ALGO_PERF.bytes;
-      const memory = Number(view.getBigUint64(at + ALGO_PERF.memory, true));
-      if (view.getInt32(at + ALGO_PERF.status, true) === 0 && memory <= WORKSPACE_LIMIT) {
+    let chosenMath: number = math;
+    // usable entries in cuDNN's order; without TF32 a float32 plan prefers entries whose math type is FMA
+    for (const fmaOnly of strictF32 ? [true, false] : [false]) {
+      for (let i = 0; i < count[0]! && chosen < 0; i++) {
+        const at = i * ALGO_PERF.bytes;
+        const memory = Number(view.getBigUint64(at + ALGO_PERF.memory, true));
+        const entryMath = view.getInt32(at + ALGO_PERF.mathType, true);
+        if (view.getInt32(at + ALGO_PERF.status, true) !== 0 || memory > WORKSPACE_LIMIT || (fmaOnly && entryMath !== cudnnMathType.fma)) continue;
         chosen = view.getInt32(at + ALGO_PERF.algo, true);
+        chosenMath = strictF32 ? cudnnMathType.fma : entryMath;
         plan.algo = chosen;
       }
     }
+    if (chosen >= 0) ck(s.cudnnSetConvolutionMathType(cd, chosenMath), "cudnnSetConvolutionMathType");
     if (chosen < 0) throw new Error(`conv2d: cuDNN offers no usable algorithm for ${op} (within a ${WORKSPACE_LIMIT >> 20} MiB workspace)`);
     const need = new BigUint64Array(1);
     ck(s.cudnnGetConvolutionForwardWorkspaceSize(c.cudnn, xd, wd, cd, yd, chosen, need), "cudnnGetConvolutionForwardWorkspaceSize");
@@ -123,7 +133,7 @@ export function conv2d(x: TensorView, w: TensorView, bias: TensorView | null, ou
   const xc = contiguousAs(x);
   const wc = contiguousAs(w);
   try {
-    const key = planKey(x, w, p);
+    const key = planKey(c, x, w, p);
     const plan = plans.get(key) ?? makePlan(c, key, dtype, xc.view, wc.view, out, p, op);
     const ws = plan.workspace > 0 ? temp([plan.workspace], "uint8") : null;
     try {
@@ -144,8 +154,8 @@ export function conv2d(x: TensorView, w: TensorView, bias: TensorView | null, ou
   }
 }
 
-function planKey(x: TensorView, w: TensorView, p: Conv2dParams): string {
-  return `${x.dtype}|${x.shape.join(",")}|${w.shape.join(",")}|${p.stride.join(",")}|${p.padding.join(",")}|${p.dilation.join(",")}|${p.groups}`;
+function planKey(c: CudaContext, x: TensorView, w: TensorView, p: Conv2dParams): string {
+  return `${x.dtype}|${c.allowTf32 ? "tf32" : ""}|${x.shape.join(",")}|${w.shape.join(",")}|${p.stride.join(",")}|${p.padding.join(",")}|${p.dilation.join(",")}|${p.groups}`;
 }
 
 /**
@@ -159,7 +169,7 @@ export function conv2dScratchBytes(x: TensorView, w: TensorView, out: TensorView
   const dtype = DATA_TYPE[x.dtype];
   if (dtype === undefined) return 0;
   const c = cudaContext();
-  const key = planKey(x, w, p);
+  const key = planKey(c, x, w, p);
   let plan = plans.get(key);
   let workspace: number;
   if (plan) workspace = plan.workspace;

@@ -10,11 +10,11 @@ import { registerBackend } from "../registry.ts";
 import { CudaLibraryLoadError } from "../../../ffi/cuda/bind.ts";
 import { PROP_BUFFER_BYTES, cudaDevAttr } from "../../../ffi/cuda/cudart.ts";
 import { type CudaLibrary, CudaNotFoundError, type DiscoverOptions, discoverCuda, isEmulated } from "../../../ffi/cuda/discover.ts";
-import { type CudaLibraries, loadCuda } from "../../../ffi/cuda/index.ts";
+import { type CudaLibraries, checkCudaVersions, loadCuda } from "../../../ffi/cuda/index.ts";
 import { checkAttentionLayout } from "../../../ffi/cuda/kernels.ts";
 import { attention } from "./attention.ts";
 import { type AllocatorCounters } from "./allocator.ts";
-import { allocateStorage, createContext, cudaContext, cudaMemory, hasCudaContext } from "./context.ts";
+import { allocateStorage, createContext, cudaContext, cudaMemory, hasCudaContext, setAllowTf32 } from "./context.ts";
 import { conv2d, conv2dScratchBytes } from "./conv.ts";
 import { cudaStackFacts, describeCudaStack } from "./diagnose.ts";
 import { binary, binaryScalar, copy, fill, unary, where } from "./elementwise.ts";
@@ -34,6 +34,21 @@ export const cudaBackend: Backend = {
     const a = cudaContext().allocator;
     const [free, total] = a.deviceMemInfo();
     return { available: free + a.cachedBytes, total, maxAllocation: null, source: "cudaMemGetInfo free memory plus the allocator's cache" };
+  },
+  /**
+   * bfloat16 needs compute capability 8.0+: cuBLAS and cuDNN reject it before Ampere, so a bfloat16 model on a
+   * Turing GPU (sm_75) fails when it is created or moved there, not with a status code mid-generation. The
+   * capability is read from the device on each bfloat16 allocation (cudaDeviceGetAttribute: cheap, no sync).
+   */
+  dtypeProblem(dtype) {
+    if (dtype !== "bfloat16") return null;
+    const c = cudaContext();
+    const i32 = new Int32Array(1);
+    const attr = (a: number) => (c.rt.cudaDeviceGetAttribute(i32, a, c.device) === 0 ? i32[0]! : 0);
+    const major = attr(cudaDevAttr.computeCapabilityMajor);
+    if (major >= 8) return null;
+    return `bfloat16 needs an NVIDIA GPU of compute capability 8.0 or newer (cuBLAS and cuDNN reject it before Ampere), ` +
+      `but CUDA device ${c.device} is ${major}.${attr(cudaDevAttr.computeCapabilityMinor)}: use dtype "float16" instead (CLI: --dtype float16)`;
   },
   allocate: allocateStorage,
   /** Always a copy (device memory cannot borrow host bytes): host → pinned staging → device on the copy stream. */
@@ -86,6 +101,11 @@ export interface InitCudaOptions {
   device?: number;
   /** Environment for library discovery (default process.env). */
   env?: DiscoverOptions["env"];
+  /**
+   * Let float32 GEMMs and convolutions use TF32 tensor cores on sm_80+ (default false; BD_CUDA_TF32=1 turns it
+   * on). One switch for cuBLAS and cuDNN alike: see setCudaAllowTf32.
+   */
+  allowTf32?: boolean;
 }
 
 /** CUDA cannot be used: no libraries, no driver, or no device. The message says what was searched and what to do. */
@@ -129,6 +149,11 @@ function probe(opts: InitCudaOptions): { libs: CudaLibraries; count: number } {
     );
   }
   if (n[0]! < 1) throw new CudaUnavailableError("no CUDA device found (cudaGetDeviceCount = 0)");
+  try {
+    checkCudaVersions(libs);
+  } catch (e) {
+    throw new CudaUnavailableError((e as Error).message);
+  }
   return { libs, count: n[0]! };
 }
 
@@ -152,7 +177,7 @@ export function initCuda(opts: InitCudaOptions = {}): CudaBackendInfo {
   if (!Number.isInteger(device) || device < 0 || device >= count)
     throw new CudaUnavailableError(`CUDA device ${device} does not exist (${count} device${count === 1 ? "" : "s"} found)`);
   checkAttentionLayout(libs.kernels.symbols.bdk_attention_params_layout!() as string | null, libs.paths.kernels);
-  createContext(libs, device);
+  createContext(libs, device, opts.allowTf32 ?? (opts.env ?? process.env).BD_CUDA_TF32 === "1");
   const rt = libs.cudart.symbols;
   const prop = new Uint8Array(PROP_BUFFER_BYTES);
   libs.check(rt.cudaGetDeviceProperties(prop, device), "cudaGetDeviceProperties");
@@ -200,9 +225,20 @@ export function cudaAllocatorStats(): AllocatorCounters & { cachedBytes: number;
   return { ...a.counters, cachedBytes: a.cachedBytes, liveBlocks: a.liveBlocks };
 }
 
+/** The numerics policy for float32 (context.ts setAllowTf32): TF32 tensor cores allowed or not, from now on. */
+export function setCudaAllowTf32(on: boolean): void {
+  setAllowTf32(on);
+}
+/** Whether float32 GEMMs and convolutions may use TF32 (false until turned on). */
+export function cudaAllowTf32(): boolean {
+  return hasCudaContext() && cudaContext().allowTf32;
+}
+
 /** Wait for all queued work on the compute and copy streams. */
 export function cudaSynchronize(): void {
   const c = cudaContext();
+  c.errors.queueReadback();
   c.streams.synchronize(c.streams.compute);
   c.streams.synchronize(c.streams.copy);
+  c.errors.verify(); // a deferred device error (an out-of-range index) raised since the last sync
 }

@@ -1,10 +1,11 @@
 // CUDA index ops (kernels/index.cu, sort.cu): indexSelect, gather, scatterAdd and a stable argsort. Indices are
 // int32 or int64 read on the device; an out-of-range index cannot throw inside a kernel, so the kernels raise a
-// device flag that is read back after the launch (one 4-byte synchronous download), and the error names the first
-// bad index, as the CPU backend's does. scatterAdd is deterministic: one thread per line along `dim` adds in index
-// order (bdk_scatter_add_lines, no atomics), so float sums equal the CPU backend's sequential float32 ones bit for bit
-// and repeat exactly (torch's CUDA scatter_add does not); float16/bfloat16 accumulate in a float32 copy and round
-// once, as on the CPU; uint8/bool run on the CPU backend.
+// deferred device flag (deferred-errors.ts: no host synchronisation per launch) that the next synchronisation point
+// (a download, cudaSynchronize) turns into an Error naming the op and an offending index. scatterAdd is
+// deterministic: one thread per line along `dim` adds in index order (bdk_scatter_add_lines, no atomics), so float
+// sums equal the CPU backend's sequential float32 ones bit for bit and repeat exactly (torch's CUDA scatter_add
+// does not); float16/bfloat16 accumulate in a float32 copy and round once, as on the CPU; uint8/bool run on the
+// CPU backend.
 
 import type { TensorView } from "../backend.ts";
 import { cpuBackend } from "../cpu/index.ts";
@@ -12,27 +13,12 @@ import { isHalf } from "../../core/dtype.ts";
 import { numel } from "../../core/shape.ts";
 import { type Temp, cudaContext, dptr, launch, requireDType, stridedParams, tagOf, temp } from "./context.ts";
 import { copy, stridedFor } from "./elementwise.ts";
-import { downloadView, viaCpu } from "./fallback.ts";
+import { viaCpu } from "./fallback.ts";
 import { contiguousAs } from "./reduce.ts";
 
-/** A zeroed device int32 flag for a launch; after it, throws naming the first bad index when the flag was set. */
-function withBadFlag(op: string, index: TensorView, size: number, dim: number, run: (flag: number) => void): void {
-  const c = cudaContext();
-  const flag = temp([1], "int32");
-  try {
-    c.libs.check(c.rt.cudaMemsetAsync(dptr(flag), 0, 4, c.stream), "cudaMemsetAsync", `${op} index flag`);
-    run(dptr(flag));
-    const bad = new Int32Array(downloadView(flag).buffer)[0];
-    if (bad) {
-      const raw = downloadView(index);
-      const vals = index.dtype === "int64" ? Array.from(new BigInt64Array(raw.buffer, raw.byteOffset, numel(index.shape)), Number)
-        : Array.from(new Int32Array(raw.buffer, raw.byteOffset, numel(index.shape)));
-      const i = vals.find((v) => !(v >= 0 && v < size));
-      throw new Error(`${op}: index ${i} is out of range for dim ${dim} of size ${size}`);
-    }
-  } finally {
-    flag.free();
-  }
+/** A deferred error slot for one launch of `op` whose indices must lie in [0, size) along `dim`. */
+function badFlag(op: string, index: TensorView, size: number, dim: number): number {
+  return cudaContext().errors.slot(op, `for dim ${dim} of size ${size} (${index.dtype}[${index.shape.join(", ")}] index)`);
 }
 
 export function indexSelect(x: TensorView, dim: number, index: TensorView, out: TensorView): void {
@@ -45,10 +31,8 @@ export function indexSelect(x: TensorView, dim: number, index: TensorView, out: 
   const xc = contiguousAs(x);
   const ic = contiguousAs(index);
   try {
-    withBadFlag("indexSelect", ic.view, size, dim, (flag) =>
-      launch(`bdk_index_select_${tagOf(x.dtype)}`, `indexSelect along dim ${dim}`, [x, index, out], dptr(out), dptr(xc.view), dptr(ic.view),
-        outer, size, inner, n, index.dtype === "int64" ? 1 : 0, flag, cudaContext().stream),
-    );
+    launch(`bdk_index_select_${tagOf(x.dtype)}`, `indexSelect along dim ${dim}`, [x, index, out], dptr(out), dptr(xc.view), dptr(ic.view),
+      outer, size, inner, n, index.dtype === "int64" ? 1 : 0, badFlag("indexSelect", index, size, dim), cudaContext().stream);
   } finally {
     xc.temp?.free();
     ic.temp?.free();
@@ -63,10 +47,8 @@ export function gather(x: TensorView, dim: number, index: TensorView, out: Tenso
   xs[dim] = 0;
   const p = stridedFor(P_GATHER, index.shape, [out.strides, index.strides, xs]);
   const size = x.shape[dim]!;
-  withBadFlag("gather", index, size, dim, (flag) =>
-    launch(`bdk_gather_${tagOf(x.dtype)}`, `gather along dim ${dim}`, [x, index, out], p, dptr(out), dptr(x), dptr(index), x.strides[dim]!, size,
-      index.dtype === "int64" ? 1 : 0, flag, cudaContext().stream),
-  );
+  launch(`bdk_gather_${tagOf(x.dtype)}`, `gather along dim ${dim}`, [x, index, out], p, dptr(out), dptr(x), dptr(index), x.strides[dim]!, size,
+    index.dtype === "int64" ? 1 : 0, badFlag("gather", index, size, dim), cudaContext().stream);
 }
 
 const P_SCATTER = stridedParams();
@@ -101,10 +83,9 @@ export function scatterAdd(out: TensorView, dim: number, index: TensorView, src:
     lines[dim] = 1;
     const p = stridedFor(P_SCATTER, lines, [os, index.strides, s.strides]);
     const size = out.shape[dim]!;
-    withBadFlag("scatterAdd", index, size, dim, (flag) =>
-      launch(`bdk_scatter_add_lines_${tagOf(acc.dtype)}`, `scatterAdd along dim ${dim}`, [out, index, src], p, dptr(acc), dptr(index), dptr(s),
-        n, index.strides[dim]!, s.strides[dim]!, acc.strides[dim]!, size, index.dtype === "int64" ? 1 : 0, flag, cudaContext().stream),
-    );
+    launch(`bdk_scatter_add_lines_${tagOf(acc.dtype)}`, `scatterAdd along dim ${dim}`, [out, index, src], p, dptr(acc), dptr(index), dptr(s),
+      n, index.strides[dim]!, s.strides[dim]!, acc.strides[dim]!, size, index.dtype === "int64" ? 1 : 0, badFlag("scatterAdd", index, size, dim),
+      cudaContext().stream);
     if (half) copy(acc, out);
   } finally {
     for (const t of temps) t.free();

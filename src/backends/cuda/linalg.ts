@@ -1,5 +1,5 @@
 // CUDA matmul through cuBLAS (cublasGemmEx / cublasGemmStridedBatchedEx), float32 compute for every dtype (16-bit
-// inputs use tensor cores; BD_CUDA_TF32=1 lets float32 use TF32 tensor cores too). cuBLAS is column-major; a
+// inputs use tensor cores; float32 uses TF32 tensor cores only under the context's allowTf32, context.ts). cuBLAS is column-major; a
 // row-major C[M, N] = A[M, K]·B[K, N] is the column-major Cᵀ[N, M] = Bᵀ·Aᵀ, so cuBLAS gets m = N, n = M, k = K with
 // B in the first operand slot and A in the second. Each operand is passed as it lies: a row-major view (unit
 // column stride) is its own transpose in column-major terms (op N, ld = row stride), a transposed view (unit row
@@ -17,7 +17,6 @@ import { copy, fill } from "./elementwise.ts";
 const DATA_TYPE: Partial<Record<DType, number>> = { float32: cudaDataType.R_32F, float16: cudaDataType.R_16F, bfloat16: cudaDataType.R_16BF };
 const ONE = new Float32Array([1]);
 const ZERO = new Float32Array([0]);
-const TF32 = process.env.BD_CUDA_TF32 === "1";
 
 /** How cuBLAS reads a [R, C] matrix with strides (sr, sc): op and leading dim, or null when it must be copied. */
 interface Operand {
@@ -76,7 +75,7 @@ export function matmul(a: TensorView, b: TensorView, out: TensorView): void {
     const c = cudaContext();
     const s = c.libs.cublas.symbols;
     const bytes = a.dtype === "float32" ? 4 : 2;
-    const compute = a.dtype === "float32" && TF32 ? cublasComputeType.F32_FAST_TF32 : cublasComputeType.F32;
+    const compute = a.dtype === "float32" && c.allowTf32 ? cublasComputeType.F32_FAST_TF32 : cublasComputeType.F32;
     const algo = a.dtype === "float32" ? cublasGemmAlgo.default : cublasGemmAlgo.defaultTensorOp;
     const idx = new Array<number>(dims.length).fill(0);
     for (let o = 0; o < outerCount; o++) {

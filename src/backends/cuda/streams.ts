@@ -6,9 +6,11 @@
 //   upload:   compute → event → copy waits (the destination may be memory whose previous use is still queued);
 //             per chunk: wait for the slot's last copy, memcpy host → slot, cudaMemcpyAsync slot → device on copy,
 //             record the slot's event; finally compute waits for the copy stream. Returns without waiting for
-//             the device: the source bytes were copied into the ring.
+//             the device: the source bytes were copied into the ring. Uploads of at most 64 KiB go through
+//             small-uploads.ts instead (compute stream, no blocking wait for a slot).
 //   download: copy waits for compute; chunks device → slot on copy; the host drains slot i while chunk i+1 is in
-//             flight. Synchronous (returns the bytes).
+//             flight. Synchronous (returns the bytes): a synchronisation point, so the deferred device errors
+//             (deferred-errors.ts) are read back on compute before it and checked after it.
 //
 // Ring: BD_CUDA_STAGING_BYTES per slot (default 8 MiB), 2 slots, allocated on first use with cudaMallocHost and
 // read / written from JavaScript through a zero-copy ArrayBuffer over the pinned memory.
@@ -16,6 +18,7 @@
 import { toArrayBuffer, type Pointer } from "bun:ffi";
 import type { CudaLibraries } from "../../../ffi/cuda/index.ts";
 import { cudaEventDisableTiming, cudaMemcpyKind, cudaStreamNonBlocking } from "../../../ffi/cuda/cudart.ts";
+import { SmallUploads } from "./small-uploads.ts";
 
 type Rt = CudaLibraries["cudart"]["symbols"];
 
@@ -86,13 +89,18 @@ export class PinnedStaging {
   private next = 0;
   /** Bytes moved each way (tests, benchmarks). */
   readonly stats = { uploads: 0, uploadBytes: 0, downloads: 0, downloadBytes: 0, chunks: 0 };
+  /** Checked around each download (the context sets it). */
+  deferred: { queueReadback(): void; verify(): void } | null = null;
+  readonly small: SmallUploads;
 
   constructor(
     private readonly libs: CudaLibraries,
     private readonly streams: CudaStreams,
     readonly slotBytes = Number(process.env.BD_CUDA_STAGING_BYTES) || 8 << 20,
     readonly slotCount = 2,
-  ) {}
+  ) {
+    this.small = new SmallUploads(libs, streams);
+  }
 
   private ring(): Slot[] {
     if (this.slots) return this.slots;
@@ -122,6 +130,11 @@ export class PinnedStaging {
   upload(dst: number, src: Uint8Array): void {
     const n = src.byteLength;
     if (n === 0) return;
+    if (this.small.upload(dst, src)) {
+      this.stats.uploads++;
+      this.stats.uploadBytes += n;
+      return;
+    }
     const rt = this.libs.cudart.symbols;
     const { compute, copy } = this.streams;
     this.streams.wait(copy, compute);
@@ -144,6 +157,7 @@ export class PinnedStaging {
     if (n === 0) return into;
     const rt = this.libs.cudart.symbols;
     const { compute, copy } = this.streams;
+    this.deferred?.queueReadback();
     this.streams.wait(copy, compute);
     const pending: { s: Slot; off: number; len: number }[] = [];
     const drain = () => {
@@ -165,6 +179,7 @@ export class PinnedStaging {
     while (pending.length) drain();
     this.stats.downloads++;
     this.stats.downloadBytes += n;
+    this.deferred?.verify();
     return into;
   }
 }

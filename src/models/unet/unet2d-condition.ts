@@ -31,7 +31,10 @@ import type { CrossAttentionInputs } from "./transformer.ts";
 export interface UNetForwardOptions {
   /** SDXL ("text_time"): pooled text embeddings [B, P]. */
   textEmbeds?: Tensor | null;
-  /** SDXL ("text_time"): [B, 6] = (orig_h, orig_w, crop_top, crop_left, target_h, target_w) in pixels. */
+  /**
+   * SDXL ("text_time"): [B, 6] = (orig_h, orig_w, crop_top, crop_left, target_h, target_w) in pixels. Read on the
+   * host each call: pass a CPU tensor (as the SDXL pipeline does); one on a GPU costs a synchronisation per step.
+   */
   timeIds?: Tensor | null;
   /** LCM-distilled UNets (time_cond_proj_dim): guidance embedding [B, time_cond_proj_dim]. */
   timestepCond?: Tensor | null;
