@@ -35,6 +35,8 @@ export async function runGeneration(o: GenerationRequest, post: (m: WorkerMessag
     if (o.vaeTiling || o.vaeTilingSeamless) pipe.enableVaeTiling(o.vaeTilingSeamless ? { seamless: true } : {});
     if (o.offload === "model") pipe.enableModelCpuOffload();
     if (o.offload === "sequential") pipe.enableSequentialCpuOffload();
+    // one generate() per image below: the budget is for a single image at the requested size
+    if (o.offload === "auto") log(`offload: ${pipe.enableOffload({ maxVram: "auto", width: o.width, height: o.height, cfg: o.cfg === undefined || o.cfg > 1 }).reason}`);
     const features = pipe.features();
     log(`features: ${features.length ? formatFeatures(features) : "none"}`);
     const controller = new AbortController();

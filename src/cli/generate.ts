@@ -122,7 +122,7 @@ export function registerGenerate(program: Command): void {
     .option("--vae-tiling", "decode in overlapping tiles of the VAE's sample size, as diffusers (less memory for large images)")
     .option("--vae-tiling-seamless", "decode tile by tile layer by layer, equal to the untiled decode (no seams; activations kept in host memory)")
     .addOption(
-      new Option("--offload <strategy>", 'CPU offload (CUDA): "model" moves whole components to the GPU in turn, "sequential" each layer\'s weights with prefetch').choices(["none", "model", "sequential"]),
+      new Option("--offload <strategy>", 'CPU offload (CUDA): "model" moves whole components to the GPU in turn, "sequential" each layer\'s weights with prefetch, "auto" the cheapest that fits the free GPU memory (the planner\'s choice is printed)').choices(["none", "model", "sequential", "auto"]),
     )
     .addOption(
       new Option("--attention <kind>", 'attention implementation: "fused" (default; the backend\'s blockwise kernel), "naive" (materialised scores), "chunked" (online softmax from tensor ops)').choices(["fused", "naive", "chunked"]),

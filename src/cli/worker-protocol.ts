@@ -34,8 +34,8 @@ export interface GenerationRequest {
   vaeSlicing?: boolean;
   /** Decode in overlapping tiles of the VAE's sample size (pipe.enableVaeTiling). */
   vaeTiling?: boolean;
-  /** CPU offload strategy (pipe.enableModelCpuOffload / enableSequentialCpuOffload); "none" or absent: off. */
-  offload?: "none" | "model" | "sequential";
+  /** CPU offload strategy (pipe.enableModelCpuOffload / enableSequentialCpuOffload; "auto": pipe.enableOffload); "none" or absent: off. */
+  offload?: "none" | "model" | "sequential" | "auto";
   /** Seamless VAE tiling: layer by layer over tiles, equal to the untiled decode (pipe.enableVaeTiling({ seamless: true })). */
   vaeTilingSeamless?: boolean;
   /** Int32Array over a SharedArrayBuffer: [0] becomes 1 when the user asks to stop (Ctrl-C). */

@@ -14,7 +14,10 @@ export interface OffloadCandidate {
 }
 
 export interface OffloadChoice extends OffloadCandidate {
+  /** The bytes the plans were held to. */
   budget: number;
+  /** The call(s) that enable the choice, e.g. "enableModelCpuOffload()" or "no offload". */
+  description?: string;
   /** Every configuration planned, in the order tried. */
   tried: OffloadCandidate[];
   /** One sentence: what was chosen and why. */
@@ -68,4 +71,34 @@ export function offloadAdvice(plan: (o: Partial<PlanRequest>) => MemoryPlan, bud
     return `even enableSequentialCpuOffload() + enableVaeTiling() needs ${formatBytes(least.peak)}`;
   }
   return null;
+}
+
+/** pipe.enableOffload's options. */
+export interface OffloadRequest {
+  /** The device bytes the pipeline may use, or "auto": the memory available now plus the weights it holds. */
+  maxVram: number | "auto";
+  /** The run the budget is for (defaults: the model's native size, one image, guidance on). */
+  width?: number;
+  height?: number;
+  batch?: number;
+  cfg?: boolean;
+}
+
+/** Check enableOffload's options and fill in the run's defaults. */
+export function resolveOffloadRequest(o: OffloadRequest, nativeSize: number): Required<OffloadRequest> {
+  if (o === null || typeof o !== "object") throw new Error('enableOffload: pass { maxVram: bytes | "auto" }');
+  const known = new Set(["maxVram", "width", "height", "batch", "cfg"]);
+  for (const k of Object.keys(o)) if (!known.has(k)) throw new Error(`enableOffload: unknown option "${k}" (options: ${[...known].join(", ")})`);
+  const v = o.maxVram;
+  if (v !== "auto" && (typeof v !== "number" || !Number.isFinite(v) || v <= 0))
+    throw new Error(`enableOffload: maxVram must be a positive number of bytes or "auto", got ${JSON.stringify(v)}`);
+  const size = (name: "width" | "height") => {
+    const x = o[name] ?? nativeSize;
+    if (!Number.isInteger(x) || x <= 0 || x % 8 !== 0) throw new Error(`enableOffload: ${name} must be a positive multiple of 8, got ${JSON.stringify(x)}`);
+    return x;
+  };
+  const batch = o.batch ?? 1;
+  if (!Number.isInteger(batch) || batch <= 0) throw new Error(`enableOffload: batch must be a positive integer, got ${JSON.stringify(batch)}`);
+  if (o.cfg !== undefined && typeof o.cfg !== "boolean") throw new Error(`enableOffload: cfg must be true or false, got ${JSON.stringify(o.cfg)}`);
+  return { maxVram: v, width: size("width"), height: size("height"), batch, cfg: o.cfg ?? true };
 }

@@ -28,8 +28,8 @@ import { AttnProcessorDefault } from "../nn/attention.ts";
 import { setAttnProcessor } from "../nn/attention-processors.ts";
 import type { Module } from "../nn/module.ts";
 import type { Scheduler } from "../schedulers/index.ts";
-import { type DType, type Device, type Tensor, memoryAvailable, tidy } from "../tensor/index.ts";
-import { OutOfMemoryError } from "../core/errors.ts";
+import { type DType, type Device, type Tensor, memoryAvailable, memoryStats, tidy } from "../tensor/index.ts";
+import { OutOfMemoryError, formatBytes } from "../core/errors.ts";
 import {
   type DeepCacheOptions,
   type FuseQkvOptions,
@@ -38,21 +38,24 @@ import {
   fuseQkvProjections,
   resolveDeepCacheOptions,
 } from "../speed/index.ts";
-import { assertOffloadDevice, installModelOffload, installSequentialOffload, resolveSequentialOptions } from "../offload/index.ts";
+import { DEFAULT_PREFETCH_BYTES, assertOffloadDevice, installModelOffload, installSequentialOffload, resolveSequentialOptions } from "../offload/index.ts";
 import { type TokenMergingOptions, applyTokenMerging, removeTokenMerging, resolveTokenMergingOptions } from "../tome/index.ts";
 import { decodeLatents, toGeneratedImages } from "./decode.ts";
 import { type UNetConditioning, denoise, guidanceScaleEmbedding } from "./denoise.ts";
 import { GenerateOptionsError, NonFiniteError, PipelineBusyError, throwIfAborted } from "./errors.ts";
 import { allFinite, nonFiniteCauses } from "./finite.ts";
-import { MemoryPlanner, type RunShape } from "./memory-plan.ts";
+import { MemoryPlanner, type RunShape, SCHEDULER_LATENTS } from "./memory-plan.ts";
 import { MetaModels, type MemoryPlan, type OffloadStrategy, type PlanRequest, planMemory } from "./plan.ts";
-import { offloadAdvice } from "./offload-choice.ts";
+import { type OffloadChoice, type OffloadRequest, chooseOffload, describeCandidate, offloadAdvice, resolveOffloadRequest } from "./offload-choice.ts";
 import { ModuleAbortCheck, interruptible } from "./interrupt.ts";
 import { type ActiveFeature, type FeatureHooks, PipelineFeatures, formatFeatures } from "./features.ts";
 import { prepareLatents, stepNoise } from "./latents.ts";
 import { type VaeTilingFeatureOptions, installVaeSlicing, installVaeTiling, resolveVaeTiling } from "./vae-features.ts";
 import { GENERATE_OPTION_KEYS, type GenerateOptions, type GenerateResult, type ModelFacts, type ResolvedRun, validateCommon } from "./options.ts";
 import { acquireScheduler, pickScheduler, samplerName } from "./scheduler-choice.ts";
+
+/** The planner's agreement with measured peaks (tests: within 5 %): enableOffload keeps this margin free. */
+const PLAN_MARGIN = 0.05;
 
 export interface PipelineParts {
   modelDir: string;
@@ -234,10 +237,14 @@ export abstract class DiffusionPipeline<O extends GenerateOptions, X> {
    * Replaces sequential offload. Listed by features() as "modelCpuOffload". CUDA only.
    */
   enableModelCpuOffload(): void {
+    this.#installModelOffload({});
+  }
+
+  #installModelOffload(shown: Record<string, unknown>): void {
     this.#assertUsable();
     this.#assertOffloadable("enableModelCpuOffload");
     this.#features.disable("sequentialCpuOffload");
-    this.installFeature("modelCpuOffload", {}, () => {
+    this.installFeature("modelCpuOffload", shown, () => {
       const h = installModelOffload(this.#offloadOrder(), this.device);
       return { remove: () => h.remove(), afterRun: () => h.endRun() };
     });
@@ -250,14 +257,59 @@ export abstract class DiffusionPipeline<O extends GenerateOptions, X> {
    * features() as "sequentialCpuOffload". CUDA only.
    */
   enableSequentialCpuOffload(opts: { prefetch?: boolean; prefetchBytes?: number } = {}): void {
+    this.#installSequentialOffload(opts, {});
+  }
+
+  #installSequentialOffload(opts: { prefetch?: boolean; prefetchBytes?: number }, shown: Record<string, unknown>): void {
     this.#assertUsable();
     const options = resolveSequentialOptions(opts);
     this.#assertOffloadable("enableSequentialCpuOffload");
     this.#features.disable("modelCpuOffload");
-    this.installFeature("sequentialCpuOffload", { ...options }, () => {
+    this.installFeature("sequentialCpuOffload", { ...options, ...shown }, () => {
       const h = installSequentialOffload(this.#offloadOrder(), this.device, options);
       return { remove: () => h.remove(), afterRun: () => h.endRun() };
     });
+  }
+
+  /**
+   * Pick the cheapest memory strategy whose planned peak (plan()) fits `maxVram` bytes of device memory — in order
+   * no offload, enableModelCpuOffload(), enableSequentialCpuOffload() (with prefetch), each with enableVaeTiling()
+   * as well when the decode is the phase that does not fit — and enable it. `maxVram: "auto"` is the device memory
+   * available now plus the weights this pipeline already holds there. The budget is for a run of `width` × `height`
+   * (default the model's native size), `batch` images (1) with guidance (`cfg`, default true); the scheduler's
+   * latents and the planner's 5 % accuracy margin are kept free. Returns what was chosen and why; features() shows
+   * the chosen offload feature with `maxVram` and `reason`. Throws when even the smallest configuration does not fit
+   * (nothing changes then). CUDA only.
+   */
+  enableOffload(opts: OffloadRequest): OffloadChoice {
+    this.#assertUsable();
+    const req = resolveOffloadRequest(opts, this.baseFacts().sampleSize * this.vaeScaleFactor);
+    assertOffloadDevice(this.device, "enableOffload");
+    const run = { width: req.width, height: req.height, batch: req.batch, cfg: req.cfg };
+    const plan = (o: Partial<PlanRequest>) => this.plan({ ...run, ...o });
+    const latents = SCHEDULER_LATENTS * req.batch * this.unet.config.in_channels * (req.height / this.vaeScaleFactor) * (req.width / this.vaeScaleFactor) * 4;
+    let total: number;
+    if (req.maxVram === "auto") {
+      const dev = memoryAvailable(this.device);
+      if (!dev) throw new Error(`enableOffload: the ${this.device} device does not report its free memory; pass maxVram in bytes`);
+      total = dev.available + this.#weightsOnDevice();
+    } else total = req.maxVram;
+    const budget = Math.floor((total - latents) / (1 + PLAN_MARGIN));
+    const what = `enableOffload(${req.maxVram === "auto" ? `maxVram "auto" = ${formatBytes(total)}` : `maxVram ${formatBytes(total)}`}) at ${req.width}×${req.height}, ${req.batch} image${req.batch === 1 ? "" : "s"}`;
+    const choice = budget > 0 ? chooseOffload(plan, budget, { vaeTiling: this.vae.useTiling }) : null;
+    if (!choice) {
+      const least = plan({ offload: "sequential", vaeTiling: true }).peak;
+      throw new OutOfMemoryError(this.device, least, memoryStats(this.device).live, total,
+        "lower the resolution or batch size, or use float16 / bfloat16",
+        `${what}: nothing fits — even enableSequentialCpuOffload() + enableVaeTiling() needs ${formatBytes(least)} plus ${formatBytes(latents)} of scheduler latents and the planner's ${PLAN_MARGIN * 100} % margin; lower the resolution or batch size, or use float16 / bfloat16`);
+    }
+    const reason = `${choice.reason} (${what}, less ${formatBytes(latents)} of scheduler latents and the planner's ${PLAN_MARGIN * 100} % margin)`;
+    const shown = { maxVram: req.maxVram, reason };
+    if (choice.vaeTiling && !this.vae.useTiling) this.enableVaeTiling();
+    if (choice.offload === "model") this.#installModelOffload(shown);
+    else if (choice.offload === "sequential") this.#installSequentialOffload({}, shown);
+    else this.disableOffload();
+    return { ...choice, budget, reason, description: describeCandidate(choice) };
   }
 
   /** Remove model or sequential offload (every weight back on the device); false when neither was enabled. */
@@ -635,8 +687,9 @@ function applyAttentionKind(m: Module, kind: AttentionKind, options: Partial<Att
   setAttnProcessor(m, (_name, a) => (a.processor instanceof AttnProcessorDefault ? next : a.processor));
 }
 
-/** The look-ahead bytes recorded by the sequential offload feature (0 without prefetch or without the feature). */
+/** The look-ahead bytes of the sequential offload feature (0 without prefetch; enableSequentialCpuOffload()'s default when it is off). */
 function prefetchBytesOf(options: Record<string, unknown> | undefined): number {
-  if (!options || options.prefetch === false) return 0;
+  if (!options) return DEFAULT_PREFETCH_BYTES; // what enableSequentialCpuOffload() would use ("what if" plans)
+  if (options.prefetch === false) return 0;
   return typeof options.prefetchBytes === "number" ? options.prefetchBytes : 0;
 }

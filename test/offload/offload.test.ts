@@ -50,6 +50,7 @@ test("on the CPU the offload methods raise the clear error; bad options are reje
   try {
     expect(() => pipe.enableModelCpuOffload()).toThrow("CPU offload needs a CUDA device: on the CPU the weights already live in host memory");
     expect(() => pipe.enableSequentialCpuOffload()).toThrow("CPU offload needs a CUDA device");
+    expect(() => pipe.enableOffload({ maxVram: "auto" })).toThrow("enableOffload: CPU offload needs a CUDA device");
     expect(() => pipe.enableSequentialCpuOffload({ prefetchBytes: -1 })).toThrow("prefetchBytes must be a whole number");
     expect(() => pipe.enableSequentialCpuOffload({ prefetch: false, prefetchBytes: 10 })).toThrow("drop one of them");
     expect(() => pipe.enableSequentialCpuOffload({ prefetchbytes: 1 } as never)).toThrow('unknown option "prefetchbytes"');

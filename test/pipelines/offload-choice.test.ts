@@ -93,6 +93,63 @@ describe.skipIf(!hasBackend("cuda") || !cudaInfo()?.emulated)("out of memory on 
     expect(memoryStats("cuda").live).toBe(live0 + Object.values(plain.componentWeights).reduce((a, b) => a + b, 0));
   });
 
+  test("enableOffload: a limit that refuses the plain run, then maxVram \"auto\" picks what fits and the run succeeds", async () => {
+    const size = 64;
+    const args = { prompt: "a red circle", width: size, height: size, steps: 2, seed: 5 };
+    const ref = await pipe.generate({ ...args, outputType: "tensor" });
+    const refPixels = ref.tensor!.toFloat32Array();
+    ref.tensor!.dispose();
+    const weights = (p: { componentWeights: Record<string, number> }) => Object.values(p.componentWeights).reduce((a, b) => a + b, 0);
+    const none = pipe.plan({ width: size, height: size });
+    const model = pipe.plan({ width: size, height: size, offload: "model" });
+    const latents = 8 * 4 * (size / 8) ** 2 * 4; // SCHEDULER_LATENTS float32 latent copies, one image
+    // room for model offload's peak with the margins enableOffload keeps, well short of the plain run's tensors
+    const extra = Math.ceil(model.peak * 1.1 + latents) - weights(none);
+    expect(extra).toBeLessThan(none.peak - weights(none));
+    limitTo(extra);
+    try {
+      const refused = await pipe.generate(args).then(() => null, (e: unknown) => e);
+      expect(refused).toBeInstanceOf(OutOfMemoryError);
+      const choice = pipe.enableOffload({ maxVram: "auto", width: size, height: size });
+      expect(choice.offload === "none" && !choice.vaeTiling).toBe(false);
+      expect(choice.peak * 1.05 + latents).toBeLessThanOrEqual(memoryStats("cuda").reserved + extra + weights(none));
+      expect(choice.reason).toContain(choice.description!);
+      console.log(`[offload-choice] ${choice.reason}`);
+      const shown = pipe.features().find((f) => f.name === "modelCpuOffload" || f.name === "sequentialCpuOffload");
+      if (choice.offload !== "none") expect(shown?.options).toMatchObject({ maxVram: "auto", reason: choice.reason });
+      const out = await pipe.generate({ ...args, outputType: "tensor" });
+      const pixels = out.tensor!.toFloat32Array();
+      out.tensor!.dispose();
+      // offload moves weights only: bit-identical on the same device; VAE tiling (if chosen) changes the decode
+      if (!choice.vaeTiling) expect(Buffer.from(pixels.buffer).equals(Buffer.from(refPixels.buffer))).toBe(true);
+    } finally {
+      setEmulatedMemoryLimit(null);
+      pipe.disableOffload();
+      pipe.disableVaeTiling();
+    }
+    expect(memoryStats("cuda").live).toBe(live0 + weights(none));
+  });
+
+  test("enableOffload: an ample budget keeps everything resident; one too small changes nothing and says what the least needs; bad options", () => {
+    const none = pipe.plan();
+    const ample = pipe.enableOffload({ maxVram: none.peak * 4 });
+    expect(ample).toMatchObject({ offload: "none", vaeTiling: false });
+    expect(pipe.features().map((f) => f.name)).not.toContain("modelCpuOffload");
+    pipe.enableModelCpuOffload();
+    const before = pipe.features();
+    expect(() => pipe.enableOffload({ maxVram: 1024 })).toThrow(/enableOffload\(maxVram [0-9.]+ KiB\).*nothing fits — even enableSequentialCpuOffload\(\) \+ enableVaeTiling\(\) needs/);
+    expect(pipe.features()).toEqual(before);
+    pipe.disableOffload();
+    for (const [bad, msg] of [
+      [{ maxVram: -1 }, /maxVram must be a positive number of bytes or "auto"/],
+      [{ maxVram: "lots" }, /maxVram must be a positive number/],
+      [{ maxVram: "auto", width: 100 }, /width must be a positive multiple of 8/],
+      [{ maxVram: "auto", batch: 0 }, /batch must be a positive integer/],
+      [{ maxVram: "auto", vram: 1 }, /unknown option "vram"/],
+    ] as const)
+      expect(() => pipe.enableOffload(bad as never)).toThrow(msg);
+  });
+
   test("raised by the allocator mid-run: the phase is named, nothing stays live", async () => {
     const before = memoryStats("cuda").live;
     const err = await pipe
