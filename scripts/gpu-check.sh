@@ -5,7 +5,7 @@
 #   2. prints the environment (`bun-diffusion info`, nvidia-smi);
 #   3. runs the CUDA test suite on the real device (test/cuda, test/ops, test/backends, test/offload);
 #   4. runs compute-sanitizer memcheck and racecheck over the kernel tests when the tool exists;
-#   5. runs the benchmarks that exist (scripts/bench/cuda-ops.ts, attention.ts, tome.ts, memory.ts,
+#   5. runs the benchmarks that exist (scripts/bench/cuda-ops.ts, attention.ts, offload-steps.ts, tome.ts, memory.ts,
 #      host-overhead.ts, ladder.ts);
 #   each step under its own time limit, all of it within 8 minutes (a step gets what is left when that is less), and
 #   writes bench/results/<gpu>-<date>.json and .md (scripts/gpu-check-report.ts) with every step's status, time,
@@ -141,6 +141,7 @@ fi
 # ---- 5. benchmarks -----------------------------------------------------------------------------------------------
 bench bench-cuda-ops 45 scripts/bench/cuda-ops.ts
 bench bench-attention 45 scripts/bench/attention.ts
+bench bench-offload 90 scripts/bench/offload-steps.ts --device=cuda
 bench bench-host-overhead 30 scripts/bench/host-overhead.ts
 bench bench-tome 45 scripts/bench/tome.ts --sizes 512 --device=cuda
 bench bench-ladder 60 scripts/bench/ladder.ts --device=cuda
