@@ -143,7 +143,7 @@ bench bench-cuda-ops 45 scripts/bench/cuda-ops.ts
 bench bench-attention 45 scripts/bench/attention.ts
 bench bench-offload 90 scripts/bench/offload-steps.ts --device=cuda
 bench bench-host-overhead 30 scripts/bench/host-overhead.ts
-bench bench-tome 45 scripts/bench/tome.ts --sizes 512 --device=cuda
+bench bench-tome 60 scripts/bench/tome.ts --sizes 512,768,1024 --attention fused,naive --reps 3 --device=cuda
 bench bench-ladder 60 scripts/bench/ladder.ts --device=cuda
 step bench-memory 30 0 "$BUN" scripts/bench/memory.ts
 

@@ -5,13 +5,21 @@
 // 1), with the time spent inside ToMe (computing the matchings, merging, unmerging: host clock, synchronous on the
 // CPU) and the speed-up over plain (wall clock, and process CPU time: user + sys of all threads, less swayed by other
 // jobs on a shared machine). Runs in the order given, each after one untimed call at that size.
-// Usage: bun scripts/bench/tome.ts [--sizes 512] [--reps 1] [--modes plain,tome0.25,tome0.5,tome0.75,todo2] [--golden DIR]
+// --device cuda runs it on the CUDA device (float16 unless --dtype; each step ends by reading the output, so it
+// waits for the device; the inside-ToMe times are then host enqueue times, not device times); --attention
+// fused,naive repeats every mode with the memory-efficient kernel and with materialised scores.
+// Usage: bun scripts/bench/tome.ts [--sizes 512] [--reps 1] [--modes plain,tome0.25,tome0.5,tome0.75,todo2]
+//        [--device cpu|cuda] [--dtype float32|float16|bfloat16] [--attention fused,naive] [--golden DIR]
 
 import path from "node:path";
 import { cpuInfo } from "../../ffi/cpuid.ts";
 import { gemmBackendName } from "../../src/backends/cpu/index.ts";
 import { UNet2DConditionModel } from "../../src/models/unet/index.ts";
-import { memoryStats, randn, resetPeakMemory, tidy } from "../../src/tensor/index.ts";
+import { cudaAvailable, cudaInfo, initCuda } from "../../src/backends/cuda/index.ts";
+import { AttnProcessorDefault } from "../../src/nn/attention.ts";
+import type { AttentionKind } from "../../src/nn/attention-dispatch.ts";
+import { setAttnProcessor } from "../../src/nn/attention-processors.ts";
+import { type DType, type Device, memoryStats, randn, resetPeakMemory, tidy } from "../../src/tensor/index.ts";
 import { type TokenMergingOptions, applyTokenMerging, removeTokenMerging } from "../../src/tome/index.ts";
 import { median, round } from "./bench-util.ts";
 import { fillRandom, manifestConfig } from "./random-weights.ts";
@@ -24,6 +32,16 @@ const opt = (name: string) => {
 const SIZES = (opt("--sizes") ?? "512").split(",").map(Number);
 const REPS = Number(opt("--reps") ?? 1);
 const MODES = (opt("--modes") ?? "plain,tome0.25,tome0.5,tome0.75,todo2").split(",");
+const DEVICE = (opt("--device") ?? "cpu") as Device;
+const DTYPE = (opt("--dtype") ?? (DEVICE === "cpu" ? "float32" : "float16")) as DType;
+const ATTENTION = (opt("--attention") ?? "fused").split(",") as AttentionKind[];
+if (DEVICE !== "cpu" && DEVICE !== "cuda") throw new Error(`--device: cpu or cuda, got ${DEVICE}`);
+if (DEVICE === "cuda") {
+  const a = cudaAvailable();
+  if (!a.ok) throw new Error(`--device cuda: no CUDA device (real, or the emulated one with BD_CUDA_EMULATE=1): ${a.reason}`);
+  initCuda();
+}
+for (const k of ATTENTION) if (k !== "fused" && k !== "naive") throw new Error(`--attention: fused or naive, got ${k}`);
 const GOLDEN = path.resolve(opt("--golden") ?? process.env.BD_GOLDEN_DIR ?? path.join(import.meta.dir, "../../../shared/golden"));
 for (const px of SIZES) if (!(Number.isInteger(px) && px > 0 && px % 8 === 0)) throw new Error(`--sizes: ${px} is not a positive multiple of 8 pixels`);
 
@@ -41,18 +59,21 @@ const cfg = manifestConfig(GOLDEN, "sd15_unet");
 const t0 = performance.now();
 const unet = new UNet2DConditionModel(cfg, { device: "meta" });
 fillRandom(unet);
+unet.to({ device: DEVICE, dtype: DTYPE });
 const cross = cfg.cross_attention_dim as number;
-tidy(() => void unet.call(randn([2, 4, 8, 8], { seed: 1 }), 981, randn([2, 77, cross], { seed: 2 }))); // loads OpenBLAS, JIT
+const input = (shape: number[], seed: number) => tidy(() => randn(shape, { seed }).to({ device: DEVICE, dtype: DTYPE }));
+tidy(() => void unet.call(input([2, 4, 8, 8], 1), 981, input([2, 77, cross], 2)).toFloat32Array()); // loads OpenBLAS, JIT, kernels
 
 const results: Record<string, unknown>[] = [];
-for (const px of SIZES) {
+for (const px of SIZES) for (const attention of ATTENTION) {
+  setAttnProcessor(unet, new AttnProcessorDefault(attention));
   const h = px / 8;
-  const sample = randn([2, 4, h, h], { seed: 3 });
-  const ehs = randn([2, 77, cross], { seed: 4 });
+  const sample = input([2, 4, h, h], 3);
+  const ehs = input([2, 77, cross], 4);
   const step = () =>
     tidy(() => {
       const out = unet.call(sample, 981, ehs);
-      if (!out.toFloat32Array().every(Number.isFinite)) throw new Error("UNet output is not finite");
+      if (!out.toFloat32Array().every(Number.isFinite)) throw new Error("UNet output is not finite"); // also waits for the device
     });
   let plainSeconds = Number.NaN;
   let plainCpuSeconds = Number.NaN;
@@ -61,8 +82,8 @@ for (const px of SIZES) {
     const handle = o ? applyTokenMerging(unet, o) : null;
     step(); // untimed call at this size
     const timing0 = handle ? { ...handle.timing } : null;
-    resetPeakMemory("cpu");
-    const live0 = memoryStats("cpu").live;
+    resetPeakMemory(DEVICE);
+    const live0 = memoryStats(DEVICE).live;
     const times: number[] = [];
     const cpuTimes: number[] = []; // process CPU time (user + sys, all threads): a second view on a loaded machine
     for (let r = 0; r < REPS; r++) {
@@ -88,8 +109,9 @@ for (const px of SIZES) {
           }
         : undefined;
     results.push({
-      name: `unet_sd15_${px}_${mode}`,
+      name: `unet_sd15_${px}_${attention}_${mode}`,
       mode,
+      attention,
       options: handle ? JSON.parse(JSON.stringify(handle.options, (_k, v) => (typeof v === "bigint" ? v.toString() : v))) : null,
       input: `sample [2, 4, ${h}, ${h}], encoder_hidden_states [2, 77, ${cross}]`,
       seconds: round(seconds, 3),
@@ -98,7 +120,7 @@ for (const px of SIZES) {
       cpu_seconds: round(cpuSeconds, 3),
       cpu_speedup_vs_plain: Number.isNaN(plainCpuSeconds) ? null : round(plainCpuSeconds / cpuSeconds, 3),
       tome,
-      peak_activation_mb: Math.round((memoryStats("cpu").peak - live0) / 2 ** 20),
+      peak_activation_mb: Math.round((memoryStats(DEVICE).peak - live0) / 2 ** 20),
     });
     console.error(JSON.stringify(results[results.length - 1]));
     removeTokenMerging(unet);
@@ -110,7 +132,7 @@ unet.dispose();
 
 console.log(
   JSON.stringify(
-    { bench: "tome", date: new Date().toISOString(), cpu: cpuInfo().model, gemm: gemmBackendName(), dtype: "float32", batch: 2, reps: REPS, total_seconds: round((performance.now() - t0) / 1e3, 1), results },
+    { bench: "tome", date: new Date().toISOString(), cpu: cpuInfo().model, gemm: gemmBackendName(), device: DEVICE === "cuda" ? cudaInfo() && { name: cudaInfo()!.name, emulated: cudaInfo()!.emulated } : "cpu", dtype: DTYPE, batch: 2, reps: REPS, total_seconds: round((performance.now() - t0) / 1e3, 1), results },
     null,
     2,
   ),
