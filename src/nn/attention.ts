@@ -95,6 +95,12 @@ export class Attention extends Module<[Tensor, (Tensor | null)?, AttentionCallOp
   }
 
   /** Install `p` (null: the default processor with the "fused" kernel). */
+  /** Free the parameters and what the processor owns (e.g. fused QKV's weight and K/V cache). */
+  override dispose(): void {
+    super.dispose();
+    this.#processor.dispose?.();
+  }
+
   setProcessor(p: AttnProcessor | null): void {
     this.#processor = p ?? DEFAULT_PROCESSOR;
   }
@@ -163,6 +169,8 @@ export interface AttnProcessor {
   readonly name: string;
   /** hidden [B, S, C] or [B, C, H, W]; encoder [B, Sk, cross] or null -> hidden's shape. Runs inside tidy(). */
   process(attn: Attention, hidden: Tensor, encoder: Tensor | null, call: AttentionCallOptions): Tensor;
+  /** Free what the processor owns (fused weights, caches); called when its module is disposed. */
+  dispose?(): void;
 }
 
 /** diffusers' AttnProcessor2_0: projections, scaled dot-product attention by `kind`, output projection. */
