@@ -22,11 +22,10 @@ import { UNet2DConditionModel } from "../../src/models/unet/index.ts";
 import type { AttentionKind } from "../../src/nn/attention-dispatch.ts";
 import { AttnProcessorDefault } from "../../src/nn/attention.ts";
 import { setAttnProcessor } from "../../src/nn/attention-processors.ts";
-import { knownPlanModels } from "../../src/pipelines/index.ts";
 import { applyDeepCache, fuseQkvProjections } from "../../src/speed/index.ts";
-import { type DType, type Device, type Tensor, randn, tensor, tidy } from "../../src/tensor/index.ts";
+import { type DType, type Device, tidy } from "../../src/tensor/index.ts";
 import { round } from "./bench-util.ts";
-import { fillRandom } from "./random-weights.ts";
+import { randomUNet, unetCall, unetInputs } from "./unet-bench.ts";
 
 const args = process.argv.slice(2);
 const opt = (name: string) => {
@@ -78,37 +77,22 @@ const RUNGS: Rung[] = [
 const rows: Record<string, unknown>[] = [];
 for (const arch of MODELS) {
   const px = SIZE ?? NATIVE[arch]!;
-  const cfg = knownPlanModels(arch, "float32").unet;
-  const unet = new UNet2DConditionModel(cfg, { device: "meta" });
-  fillRandom(unet);
-  unet.to({ device: DEVICE });
-  const h = px / 8;
-  const cross = (Array.isArray(cfg.cross_attention_dim) ? cfg.cross_attention_dim[0] : cfg.cross_attention_dim) as number;
-  const sdxl = cfg.addition_embed_type === "text_time";
+  const unet = randomUNet(arch, DEVICE, "float32");
   const state = { dtype: "float32" as DType };
-  const inputs = () => {
-    const dev = (shape: number[], seed: number) => tidy(() => randn(shape, { seed }).to({ device: DEVICE, dtype: state.dtype }));
-    return {
-      sample: dev([2, 4, h, h], 3),
-      ehs: dev([2, 77, cross], 4),
-      textEmbeds: sdxl ? dev([2, (cfg.projection_class_embeddings_input_dim as number) - 6 * (cfg.addition_time_embed_dim as number)], 5) : null,
-      timeIds: sdxl ? tensor(new Float32Array([px, px, 0, 0, px, px, px, px, 0, 0, px, px]), { shape: [2, 6] }) : null,
-    };
-  };
   /** `n` UNet calls with one prompt embedding (one DeepCache run); returns seconds. */
   const image = (n: number) => {
-    const x = inputs();
+    const x = unetInputs(unet, px, 2);
     try {
       const t = performance.now();
       for (let i = 0; i < n; i++)
         tidy(() => {
-          const out: Tensor = unet.call(x.sample, 999 - i * Math.floor(1000 / n), x.ehs, sdxl ? { textEmbeds: x.textEmbeds, timeIds: x.timeIds } : {});
+          const out = unetCall(unet, x, 999 - i * Math.floor(1000 / n));
           if (i === n - 1 && !out.toFloat32Array().every(Number.isFinite)) throw new Error("UNet output is not finite");
         });
       if (DEVICE === "cuda") cudaSynchronize();
       return (performance.now() - t) / 1e3;
     } finally {
-      for (const v of Object.values(x)) v?.dispose();
+      x.dispose();
     }
   };
   let first = Number.NaN;

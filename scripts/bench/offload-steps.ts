@@ -14,12 +14,11 @@
 
 import os from "node:os";
 import { cudaAvailable, cudaSynchronize, initCuda } from "../../src/backends/cuda/index.ts";
-import { UNet2DConditionModel } from "../../src/models/unet/index.ts";
 import { DEFAULT_PREFETCH_BYTES, installSequentialOffload } from "../../src/offload/index.ts";
 import { MetaModels, knownPlanModels, planMemory } from "../../src/pipelines/index.ts";
-import { type DType, type Device, type Tensor, memoryStats, randn, resetPeakMemory, tensor, tidy } from "../../src/tensor/index.ts";
+import { type DType, type Device, memoryStats, resetPeakMemory, tidy } from "../../src/tensor/index.ts";
 import { median, round } from "./bench-util.ts";
-import { fillRandom } from "./random-weights.ts";
+import { randomUNet, unetCall, unetInputs } from "./unet-bench.ts";
 
 const args = process.argv.slice(2);
 const opt = (name: string) => {
@@ -45,22 +44,11 @@ for (const arch of CASES) {
   if (!(arch in NATIVE)) throw new Error(`offload-steps: unknown case ${JSON.stringify(arch)} (sd15, sdxl)`);
   const px = SIZE ?? NATIVE[arch]!;
   const pm = knownPlanModels(arch, DTYPE);
-  const cfg = pm.unet;
-  const unet = new UNet2DConditionModel(cfg, { device: "meta" });
-  fillRandom(unet);
-  unet.to({ device: DEVICE, dtype: DTYPE });
-  const h = px / 8;
-  const cross = (Array.isArray(cfg.cross_attention_dim) ? cfg.cross_attention_dim[0] : cfg.cross_attention_dim) as number;
-  const onDevice = (shape: number[], seed: number) => tidy(() => randn(shape, { seed }).to({ device: DEVICE, dtype: DTYPE })); // the CPU draw is freed
-  const sample = onDevice([2, 4, h, h], 3);
-  const ehs = onDevice([2, 77, cross], 4);
-  const sdxl = cfg.addition_embed_type === "text_time";
-  const textEmbeds = sdxl ? onDevice([2, (cfg.projection_class_embeddings_input_dim as number) - 6 * (cfg.addition_time_embed_dim as number)], 5) : null;
-  const timeIds = sdxl ? tensor(new Float32Array([px, px, 0, 0, px, px, px, px, 0, 0, px, px]), { shape: [2, 6] }) : null; // host scalars
+  const unet = randomUNet(arch, DEVICE, DTYPE);
+  const x = unetInputs(unet, px, 2);
   const step = () =>
     tidy(() => {
-      const out: Tensor = unet.call(sample, 981, ehs, sdxl ? { textEmbeds, timeIds } : {});
-      void out;
+      void unetCall(unet, x, 981);
       cudaSynchronize();
     });
   const meta = new MetaModels(pm);
@@ -111,7 +99,7 @@ for (const arch of CASES) {
     }
   }
   meta.dispose();
-  for (const t of [sample, ehs, textEmbeds]) t?.dispose();
+  x.dispose();
   unet.dispose();
 }
 
