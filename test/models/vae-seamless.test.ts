@@ -5,7 +5,7 @@
 // tile (a real-size SDXL VAE planned on meta at 2048² and 4096²); switching back gives plain tiling and
 // the untiled decode bit for bit; live bytes return to the start.
 
-import { describe, expect, setDefaultTimeout, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { AutoencoderKL } from "../../src/models/vae/index.ts";
@@ -20,7 +20,6 @@ const rel = (a: Tensor, b: Tensor) => {
   const { maxAbs, maxRef } = maxError(f32(a), f32(b));
   return maxAbs / maxRef;
 };
-setDefaultTimeout(120_000); // tile-by-tile decodes of the golden VAEs on a shared 2-core CPU and the emulated device
 const TOL = 1e-4; // float32: the same arithmetic as the untiled decode, only summation orders differ
 
 function tilingOf(meta: Record<string, unknown>) {

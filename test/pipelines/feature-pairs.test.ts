@@ -77,7 +77,7 @@ describe(`feature pairs on ${device}`, () => {
       f.disable(pipe);
       expect(pipe.features()).toEqual([]);
     }
-  });
+  }, 300_000); // one generation per feature, before the pairs
   afterAll(() => {
     pipe?.dispose();
     expect(memoryStats(device).live).toBe(live0);

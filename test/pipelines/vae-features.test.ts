@@ -6,7 +6,7 @@
 // peak drops with slicing (batch of 4) and with tiling (a 32×32 latent, 6 × 6 tiles); CPU live bytes return to
 // the start (also checked by the fixture's afterAll).
 
-import { afterEach, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { afterEach, beforeAll, describe, expect, test } from "bun:test";
 import path from "node:path";
 import { decodeLatents } from "../../src/pipelines/decode.ts";
 import { StableDiffusionPipeline, StableDiffusionXLPipeline } from "../../src/pipelines/index.ts";
@@ -18,7 +18,6 @@ let tmp: string;
 let sd: StableDiffusionPipeline;
 let xl: StableDiffusionXLPipeline;
 
-setDefaultTimeout(60_000); // short runs and tile-by-tile decodes of the tiny models on a shared 2-core CPU
 const tiny = useTinyPipelines("vae-features", { sd15: 11, sdxl: 12 });
 beforeAll(() => void ({ tmp, sd, xl } = tiny));
 afterEach(() => {

@@ -2,13 +2,12 @@
 // listed with seamless=true and carried by the image parameters; the image equals the untiled run within
 // float32 rounding (1e-4 relative); an unknown or non-boolean option is refused; removing restores bit for bit.
 
-import { beforeAll, expect, setDefaultTimeout, test } from "bun:test";
+import { beforeAll, expect, test } from "bun:test";
 import type { StableDiffusionPipeline } from "../../src/pipelines/index.ts";
 import { memoryStats } from "../../src/tensor/index.ts";
 import { maxError } from "../helpers/golden.ts";
 import { useTinyPipelines } from "../helpers/tiny-pipelines.ts";
 
-setDefaultTimeout(120_000); // short runs and tile-by-tile decodes of the tiny model on a shared 2-core CPU
 let sd: StableDiffusionPipeline;
 const tiny = useTinyPipelines("vae-seamless", { sd15: 21, sdxl: 22 });
 beforeAll(() => void ({ sd } = tiny));
