@@ -24,7 +24,8 @@
 // 160 (every SD head), and 32, 128, 256 for the others (≤ 256; e.g. 59 → 64, 111 → 128). Key tile BK = 64 (DP ≤ 96),
 // 32 (≤ 192) or 16, so that both K/V buffers (2 · 2 · BK · (DP + 8) · 2 bytes: 28–86 KB) fit; more than 48 KB is
 // opted in with cudaFuncSetAttribute. Rows of shared memory are DP + 8 elements apart: 16-byte aligned rows, and
-// the K (32-bit, row g / pair t) and V (16-bit, rows 2t.., column g) fragment reads hit 32 distinct banks.
+// the K fragment reads (32-bit, row g / pair t) and the V ones (ldmatrix .trans, 8 rows of 16 bytes per matrix)
+// hit distinct banks.
 // sm_75: float16 runs as pairs of m16n8k8; bfloat16 has no mma there, so that kernel is compiled out (a trap) and
 // its launcher refuses devices before 8.0 (cudaErrorInvalidValue) — no path computes nothing silently.
 //
@@ -189,7 +190,8 @@ __device__ __forceinline__ void attention_tc_body(const AttentionParams& p, int 
         for (int n = 0; n < NO; ++n) o[n][2 * rr] *= alpha, o[n][2 * rr + 1] *= alpha;
       }
       // O += P·V: A fragment of keys 16·kk .. 16·kk + 15 = C fragments of n-tiles 2kk (a[0], a[1]) and 2kk + 1
-      // (a[2], a[3]); B fragment (k = key, n = column) = V[key][column] at keys 2t, 2t + 1 (+ 8)
+      // (a[2], a[3]); B fragments (k = key, n = column) of two column tiles from the row-major V tile by one
+      // ldmatrix .x4 .trans
 #pragma unroll
       for (int kk = 0; kk < BK / 16; ++kk) {
         const uint32_t pa[4] = {
@@ -198,11 +200,15 @@ __device__ __forceinline__ void attention_tc_body(const AttentionParams& p, int 
             tc::pack2(from_f32<T>(s[2 * kk + 1][0]), from_f32<T>(s[2 * kk + 1][1])),
             tc::pack2(from_f32<T>(s[2 * kk + 1][2]), from_f32<T>(s[2 * kk + 1][3])),
         };
-        const T* vr = Vs + (kk * 16 + 2 * t) * LDS + g;
+        // lane l addresses row l % 8 of matrix l / 8: keys 16·kk + 8·(m & 1) + r, columns 8·(n + (m >> 1)) ..
+        const T* vr = Vs + (kk * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * LDS + (lane >> 4) * 8;
 #pragma unroll
-        for (int n = 0; n < NO; ++n) {
-          const uint32_t bf[2] = {tc::pack2(vr[n * 8], vr[LDS + n * 8]), tc::pack2(vr[8 * LDS + n * 8], vr[9 * LDS + n * 8])};
-          tc::mma_m16n8k16<T>(o[n], pa, bf, o[n]);
+        for (int n = 0; n < NO; n += 2) {  // NO is even (DP is a multiple of 16)
+          uint32_t vf[4];  // B fragments of column tiles n (vf[0], vf[1]) and n + 1 (vf[2], vf[3])
+          tc::ldmatrix_x4_trans(vf, vr + n * 8);
+          const uint32_t b0[2] = {vf[0], vf[1]}, b1[2] = {vf[2], vf[3]};
+          tc::mma_m16n8k16<T>(o[n], pa, b0, o[n]);
+          tc::mma_m16n8k16<T>(o[n + 1], pa, b1, o[n + 1]);
         }
       }
       __syncthreads();  // every warp is done with buffer it & 1 before iteration it + 1 refills it

@@ -7,6 +7,11 @@
 //                                      sm_75 is a compile-time error (no such instruction; callers compile that path
 //                                      out and their launchers refuse bf16 before 8.0).
 //   tc::pack2<T>(lo, hi)              two 16-bit values into one fragment register (lo = the lower column / k index)
+//   tc::ldmatrix_x4_trans(r, row)     ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 (sm_75+): lane l passes the
+//                                      shared address of row l % 8 of 8×8 matrix l / 8 (8 contiguous 16-bit elements,
+//                                      16-byte aligned); r[i] = matrix i transposed into the fragment pattern: low half
+//                                      M_i[2(l % 4)][l / 4], high half M_i[2(l % 4) + 1][l / 4] — a B fragment of
+//                                      mma (k = matrix row) read from a row-major [k][n] tile
 //   tc::cp_async16(dst, src, bytes)   16-byte global → shared copy, the last 16 − bytes zero-filled (bytes ∈ {0, 16}):
 //                                      cp.async.cg on sm_80+, a plain 16-byte load/store before, a memcpy emulated
 //   tc::cp_async_commit() / tc::cp_async_wait<N>()   cp.async.commit_group / wait_group N (no-ops where the copy is
@@ -66,6 +71,13 @@ __device__ __forceinline__ void mma_m16n8k16(float (&d)[4], const uint32_t (&a)[
 #elif defined(__CUDA_ARCH__)
   static_assert(always_false<T>::value, "mma.sync m16n8k16 / m16n8k8 need sm_75 or newer");
 #endif
+}
+
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* smem_row) {
+  const unsigned addr = (unsigned)__cvta_generic_to_shared(smem_row);
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
 }
 
 // 16-byte global → shared copy with zero fill of the bytes not read (src_bytes 0 or 16).

@@ -163,6 +163,7 @@ function buildTable(): Record<string, SymbolSpec> {
     t[`bdk_attention_tc_${g}`] = spec(P, P, P, P, P, P, P); // tensor cores (kernels/attention_tc.cu): as bdk_attention_<t>, D, Dv ≤ 256
     t[`bdk_test_mma_${g}`] = spec(P, P, P, P, P); // (d f32[16,8], a T[16,16], b T[16,8], c f32[16,8], stream): d = a·b + c, one mma.sync
   }
+  t.bdk_test_ldmatrix_trans = spec(P, P, P); // (out u32[32,4], m u16[4,8,8], stream): one ldmatrix .x4 .trans
   t.bdk_attention_params_layout = { args: [], returns: "cstring" };
   return t;
 }

@@ -2,6 +2,7 @@
 // warp collective with the PTX ISA fragment layout, cp.async as a synchronous copy, and cudaFuncSetAttribute for
 // the launchers that opt in to more than 48 KB of dynamic shared memory (the emulator's limit is a fixed 227 KB).
 //
+// tc::ldmatrix_x4_trans: the row addresses of all 32 lanes gathered the same way (see below).
 // tc::mma_m16n8k16<T>: all 32 lanes publish their a[4], b[2], c[4] registers (cuda_emu::warp_collective: the last
 // lane to arrive runs the combine for the warp); the combine scatters them into A[16][16], B[16][8] (element (k, n))
 // and C[16][8] by the documented layout (g = lane >> 2, t = lane % 4):
@@ -85,6 +86,42 @@ inline void mma_m16n8k16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (
   emu::MmaRec r{a, b, c, {0.f, 0.f, 0.f, 0.f}};  // d may alias c: results are copied out after the collective
   ::cuda_emu::warp_collective(0xffffffffu, &r, &emu::mma_combine<T>);
   for (int i = 0; i < 4; ++i) d[i] = r.d[i];
+}
+
+// ldmatrix .x4 .trans: lane l publishes the address of row l % 8 of matrix l / 8; each lane receives, per matrix
+// i, (M_i[2(l%4)][l/4], M_i[2(l%4)+1][l/4]) packed low / high.
+namespace emu {
+struct LdmRec {
+  const uint16_t* row;
+  uint32_t r[4];
+};
+inline void ldmatrix_trans_combine(void** ptrs, uint32_t group) {
+  if (group != 0xffffffffu) {
+    ::cuda_emu::Fiber* f = ::cuda_emu::cur();
+    f->block->error = 4;
+    snprintf(f->block->errmsg, sizeof f->block->errmsg, "ldmatrix.sync.aligned with a partial warp (lanes %08x)", group);
+    return;
+  }
+  for (int lane = 0; lane < 32; ++lane) {
+    auto* me = static_cast<LdmRec*>(ptrs[lane]);
+    const int t = lane & 3, g = lane >> 2;
+    for (int i = 0; i < 4; ++i) {
+      const uint16_t lo = static_cast<LdmRec*>(ptrs[8 * i + 2 * t])->row[g];
+      const uint16_t hi = static_cast<LdmRec*>(ptrs[8 * i + 2 * t + 1])->row[g];
+      me->r[i] = (uint32_t)lo | ((uint32_t)hi << 16);
+    }
+  }
+}
+}  // namespace emu
+inline void ldmatrix_x4_trans(uint32_t (&r)[4], const void* smem_row) {
+  if (reinterpret_cast<uintptr_t>(smem_row) & 15) {
+    ::cuda_emu::Fiber* f = ::cuda_emu::cur();
+    f->block->error = 4;
+    snprintf(f->block->errmsg, sizeof f->block->errmsg, "ldmatrix: row address %p is not 16-byte aligned", smem_row);
+  }
+  emu::LdmRec rec{static_cast<const uint16_t*>(smem_row), {0, 0, 0, 0}};
+  ::cuda_emu::warp_collective(0xffffffffu, &rec, &emu::ldmatrix_trans_combine);
+  for (int i = 0; i < 4; ++i) r[i] = rec.r[i];
 }
 
 inline void cp_async16(void* smem_dst, const void* gmem_src, int src_bytes) {

@@ -1,5 +1,6 @@
-// The tensor-core fragment layout (kernels/mma.cuh, emulated in kernels/emu/mma_emu.h) pinned through the test
-// entry bdk_test_mma_<t> (kernels/test_mma.cu): one warp loads A [16, 16] and B [16, 8] into its registers by the
+// The tensor-core fragment layouts (kernels/mma.cuh, emulated in kernels/emu/mma_emu.h) pinned through the test
+// entries of kernels/test_mma.cu: bdk_test_ldmatrix_trans checks which lane / register / half receives which
+// element of four 8×8 matrices; bdk_test_mma_<t>: one warp loads A [16, 16] and B [16, 8] into its registers by the
 // PTX ISA m16n8k16 layout, runs one mma.sync and stores D = A·B + C by the C layout. Runs on the CUDA device the
 // tests use (emulated without a GPU; the same entry on a real GPU checks the hardware against the same layout).
 // Inputs are small integers, so every product and sum is exact in fp32 and the results must match bit for bit:
@@ -45,6 +46,25 @@ const randInt = (lo: number, hi: number) => {
   seed = (seed * 1103515245 + 12345) % 2 ** 31;
   return lo + (seed % (hi - lo + 1));
 };
+
+describe.skipIf(!HAS_CUDA)("ldmatrix .x4 .trans register layout (bdk_test_ldmatrix_trans)", () => {
+  test("lane l, register i holds (M_i[2(l%4)][l/4], M_i[2(l%4)+1][l/4]) in its low / high half", () => {
+    tidy(() => {
+      const m = Int32Array.from({ length: 256 }, (_, e) => 1000 + e); // distinct 16-bit values, element e = (i, r, c)
+      const host = new Uint16Array(m); // the entry takes uint16 [4, 8, 8]: uploaded as the bytes of 128 int32
+      const t16 = tensor(new Int32Array(host.buffer.slice(0)), { shape: [128], dtype: "int32", device: "cuda" });
+      const out = tensor(new Int32Array(128), { shape: [128], dtype: "int32", device: "cuda" });
+      const ctx = cudaContext();
+      expect(ctx.k.bdk_test_ldmatrix_trans!(dptr(out), dptr(t16), ctx.stream) as number).toBe(0);
+      const got = Array.from(values(out), (x) => x >>> 0);
+      const want: number[] = [];
+      const M = (i: number, r: number, c: number) => host[i * 64 + r * 8 + c]!;
+      for (let l = 0; l < 32; l++)
+        for (let i = 0; i < 4; i++) want.push((M(i, 2 * (l % 4), l >> 2) | (M(i, 2 * (l % 4) + 1, l >> 2) << 16)) >>> 0);
+      expect(got).toEqual(want);
+    });
+  });
+});
 
 describe.skipIf(!HAS_CUDA)("mma.sync m16n8k16 fragment layout (bdk_test_mma_<t>)", () => {
   for (const tag of ["f16", "bf16"] as const) {
