@@ -57,7 +57,7 @@ inline int attn_key_tile(int64_t D, int64_t Dv) {
 // dc: head columns per Q/K chunk (D when D ≤ kMaxHead: Q stays in shared memory for the whole work item; else
 // kDChunk, and Q chunks are re-read for every key tile); dvc: output columns per work item (Dv, or kDChunk).
 template <class T>
-__global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttentionParams p, int bk, int dc, int dvc, T* __restrict__ out,
+__global__ void __launch_bounds__(kAttnThreads, 1) attention_kernel(AttentionParams p, int bk, int dc, int dvc, T* __restrict__ out,
                                                                  const T* __restrict__ q, const T* __restrict__ k,
                                                                  const T* __restrict__ v, const void* __restrict__ mask) {
   CUDA_DYNAMIC_SHARED(float, smem);

@@ -21,9 +21,11 @@
 //   out  = O / l (0 where l = 0: no visible key), rounded once to T, written once
 //
 // Head dims: the tile width DP = max(D, Dv) padded with zeros to the next specialised size — 48 (D = 40), 64, 80,
-// 160 (every SD head), and 32, 128, 256 for the others (≤ 256; e.g. 59 → 64, 111 → 128). Key tile BK = 64 (DP ≤ 96),
-// 32 (≤ 192) or 16, so that both K/V buffers (2 · 2 · BK · (DP + 8) · 2 bytes: 28–86 KB) fit; more than 48 KB is
-// opted in with cudaFuncSetAttribute. Rows of shared memory are DP + 8 elements apart: 16-byte aligned rows, and
+// 160 (every SD head), and 128, 256 for the others (≤ 256; e.g. 16 → 48, 59 → 64, 111 → 128, 200 → 256). Key
+// tile BK = 64 (DP ≤ 96), 32 (≤ 192) or 16: both K/V buffers (2 · 2 · BK · (DP + 8) · 2 bytes) take 28–45 KB, and
+// the accumulators fit 255 registers without spills: for DP = 256 a work item writes 128 output columns (DVP),
+// so each query tile is two work items that both compute S (1.5× the tensor work of one item with 256 columns). A tile over 48 KB would be opted in with cudaFuncSetAttribute
+// (the launcher does it; none of these needs it: larger key tiles spill registers at DP ≥ 128). Rows of shared memory are DP + 8 elements apart: 16-byte aligned rows, and
 // the K fragment reads (32-bit, row g / pair t) and the V ones (ldmatrix .trans, 8 rows of 16 bytes per matrix)
 // hit distinct banks.
 // sm_75: float16 runs as pairs of m16n8k8; bfloat16 has no mma there, so that kernel is compiled out (a trap) and
@@ -41,16 +43,18 @@ template <int DP>
 struct TcTile {
   static_assert(DP % 16 == 0 && DP <= kTcMaxHead, "tile width: a multiple of 16, at most 256");
   static constexpr int BK = DP <= 96 ? 64 : DP <= 192 ? 32 : 16;  // keys per tile
+  static constexpr int DVP = DP <= 160 ? DP : 128;                 // output columns per work item
   static constexpr int LDS = DP + 8;                               // shared row stride (elements)
   static constexpr int kBuf = 2 * BK * LDS;                        // one buffer: K tile then V tile (elements)
   static constexpr size_t kSmem = 2 * (size_t)kBuf * 2;            // two buffers of 16-bit elements (bytes)
 };
 
-// One K or V tile (keys k0 .. k0 + BK − 1, columns 0 .. DP − 1) into shared memory, zero past nk keys and past
-// `width` columns. vec: 16-byte copies (unit column stride, width and row strides multiples of 8, 16-byte base).
-template <class T, int DP, int BK>
+// One K or V tile (keys k0 .. k0 + BK − 1, columns 0 .. COLS − 1 of src) into shared memory rows LDS apart, zero
+// past nk keys and past `width` columns. vec: 16-byte copies (unit column stride, width and row strides multiples of
+// 8, 16-byte base).
+template <class T, int COLS, int LDS, int BK>
 __device__ __forceinline__ void tc_load_tile(T* dst, const T* src, int64_t rs, int64_t cs, int64_t k0, int nk, int64_t width, bool vec) {
-  constexpr int LDS = DP + 8, kChunks = DP / 8;
+  constexpr int kChunks = COLS / 8;
   if (vec) {
     for (int c = threadIdx.x; c < BK * kChunks; c += kTcThreads) {
       const int j = c / kChunks, d = (c - j * kChunks) * 8;
@@ -59,8 +63,8 @@ __device__ __forceinline__ void tc_load_tile(T* dst, const T* src, int64_t rs, i
     }
   } else {
     const T zero = from_f32<T>(0.f);
-    for (int e = threadIdx.x; e < BK * DP; e += kTcThreads) {
-      const int j = e / DP, d = e - j * DP;
+    for (int e = threadIdx.x; e < BK * COLS; e += kTcThreads) {
+      const int j = e / COLS, d = e - j * COLS;
       dst[j * LDS + d] = j < nk && d < width ? src[(k0 + j) * rs + d * cs] : zero;
     }
   }
@@ -72,19 +76,21 @@ __device__ __forceinline__ void attention_tc_body(const AttentionParams& p, int 
                                                   const T* __restrict__ q, const T* __restrict__ k,
                                                   const T* __restrict__ v, const void* __restrict__ mask) {
   using Tile = TcTile<DP>;
-  constexpr int BK = Tile::BK, LDS = Tile::LDS, KS = DP / 16, NT = BK / 8, NO = DP / 8;
+  constexpr int BK = Tile::BK, LDS = Tile::LDS, DVP = Tile::DVP, KS = DP / 16, NT = BK / 8, NO = DVP / 8;
   CUDA_DYNAMIC_SHARED(T, smem);  // [2 buffers][K, V][BK][LDS]
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-  const int64_t qtiles = (p.Sq + kTcBQ - 1) / kTcBQ, nwork = p.B * p.H * qtiles;
+  const int64_t nvc = (p.Dv + DVP - 1) / DVP;  // output column chunks: work items per query tile (1 unless DP = 256)
+  const int64_t qtiles = (p.Sq + kTcBQ - 1) / kTcBQ, nwork = p.B * p.H * qtiles * nvc;
   const T zero = from_f32<T>(0.f);
 
   for (int64_t w = blockIdx.x; w < nwork; w += gridDim.x) {  // uniform across the block: every thread syncs
-    const int64_t bh = w / qtiles, b = bh / p.H, h = bh - b * p.H;
-    const int64_t q0 = (w - bh * qtiles) * kTcBQ;
+    const int64_t wq = w / nvc, dv0 = (w - wq * nvc) * DVP;  // output columns dv0 .. dv0 + DVP − 1
+    const int64_t bh = wq / qtiles, b = bh / p.H, h = bh - b * p.H;
+    const int64_t q0 = (wq - bh * qtiles) * kTcBQ;
     const int64_t nq = p.Sq - q0 < kTcBQ ? p.Sq - q0 : kTcBQ;
     const T* qb = q + b * p.q_stride[0] + h * p.q_stride[1];
     const T* kb = k + b * p.k_stride[0] + h * p.k_stride[1];
-    const T* vb = v + b * p.v_stride[0] + h * p.v_stride[1];
+    const T* vb = v + b * p.v_stride[0] + h * p.v_stride[1] + dv0 * p.v_stride[3];
     const int64_t mb = b * p.m_stride[0] + h * p.m_stride[1];
     const int64_t row[2] = {q0 + warp * 16 + g, q0 + warp * 16 + g + 8};  // this lane's query rows
 
@@ -101,7 +107,7 @@ __device__ __forceinline__ void attention_tc_body(const AttentionParams& p, int 
           e[x] = i < p.Sq && d + x < p.D ? qb[i * p.q_stride[2] + (d + x) * p.q_stride[3]] : zero;
         qf[ks][r] = tc::pack2(e[0], e[1]);
       }
-    float o[NO][4];  // O: 16 × DP fp32, C fragments per 8 columns
+    float o[NO][4];  // O: 16 × DVP fp32, C fragments per 8 columns
 #pragma unroll
     for (int n = 0; n < NO; ++n)
 #pragma unroll
@@ -114,8 +120,8 @@ __device__ __forceinline__ void attention_tc_body(const AttentionParams& p, int 
       T* buf = smem + (it & 1) * Tile::kBuf;
       const int64_t k0 = it * BK;
       const int nk = (int)(kend - k0 < BK ? kend - k0 : BK);
-      tc_load_tile<T, DP, BK>(buf, kb, p.k_stride[2], p.k_stride[3], k0, nk, p.D, vec_k);
-      tc_load_tile<T, DP, BK>(buf + BK * LDS, vb, p.v_stride[2], p.v_stride[3], k0, nk, p.Dv, vec_v);
+      tc_load_tile<T, DP, LDS, BK>(buf, kb, p.k_stride[2], p.k_stride[3], k0, nk, p.D, vec_k);
+      tc_load_tile<T, DVP, LDS, BK>(buf + BK * LDS, vb, p.v_stride[2], p.v_stride[3], k0, nk, p.Dv - dv0, vec_v);
       tc::cp_async_commit();
     };
     if (ntiles > 0) load(0);
@@ -203,7 +209,7 @@ __device__ __forceinline__ void attention_tc_body(const AttentionParams& p, int 
         // lane l addresses row l % 8 of matrix l / 8: keys 16·kk + 8·(m & 1) + r, columns 8·(n + (m >> 1)) ..
         const T* vr = Vs + (kk * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * LDS + (lane >> 4) * 8;
 #pragma unroll
-        for (int n = 0; n < NO; n += 2) {  // NO is even (DP is a multiple of 16)
+        for (int n = 0; n < NO; n += 2) {  // NO is even (DVP is a multiple of 16)
           uint32_t vf[4];  // B fragments of column tiles n (vf[0], vf[1]) and n + 1 (vf[2], vf[3])
           tc::ldmatrix_x4_trans(vf, vr + n * 8);
           const uint32_t b0[2] = {vf[0], vf[1]}, b1[2] = {vf[2], vf[3]};
@@ -215,7 +221,7 @@ __device__ __forceinline__ void attention_tc_body(const AttentionParams& p, int 
     }
 
     // out = O / l; l = 0 only where no key was visible (O = 0 there): 0, not 0/0
-    T* ob = out + bh * p.Sq * p.Dv;
+    T* ob = out + bh * p.Sq * p.Dv + dv0;
 #pragma unroll
     for (int rr = 0; rr < 2; ++rr) {
       float lt = l[rr];
@@ -229,14 +235,14 @@ __device__ __forceinline__ void attention_tc_body(const AttentionParams& p, int 
 #pragma unroll
           for (int x = 0; x < 2; ++x) {
             const int64_t d = n * 8 + 2 * t + x;
-            if (d < p.Dv) ob[i * p.Dv + d] = from_f32<T>(o[n][2 * rr + x] * inv);
+            if (dv0 + d < p.Dv) ob[i * p.Dv + d] = from_f32<T>(o[n][2 * rr + x] * inv);
           }
     }
   }
 }
 
 template <class T, int DP>
-__global__ void __launch_bounds__(kTcThreads) attention_tc_kernel(AttentionParams p, int vec_k, int vec_v, T* __restrict__ out,
+__global__ void __launch_bounds__(kTcThreads, 1) attention_tc_kernel(AttentionParams p, int vec_k, int vec_v, T* __restrict__ out,
                                                                   const T* __restrict__ q, const T* __restrict__ k,
                                                                   const T* __restrict__ v, const void* __restrict__ mask) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
@@ -274,7 +280,7 @@ int attention_tc_run(const AttentionParams& p, void* out, const void* q, const v
       opted |= 1ull << dev;
     }
   }
-  const int64_t work = p.B * p.H * ((p.Sq + kTcBQ - 1) / kTcBQ);
+  const int64_t work = p.B * p.H * ((p.Sq + kTcBQ - 1) / kTcBQ) * ((p.Dv + TcTile<DP>::DVP - 1) / TcTile<DP>::DVP);
   const int vec_k = tc_vectorisable(k, p.k_stride, p.B, p.H, p.D), vec_v = tc_vectorisable(v, p.v_stride, p.B, p.H, p.Dv);
   return launch_kernel(kern, dim3(grid_for(work, 1)), dim3(kTcThreads), smem, st, p, vec_k, vec_v, (T*)out, (const T*)q,
                        (const T*)k, (const T*)v, mask);
@@ -291,7 +297,6 @@ int attention_tc_launch(const AttentionParams* pp, void* out, const void* q, con
   if (std::is_same<T, bf16>::value && tc::device_cc_major() < 8) return cudaErrorInvalidValue;
   if (p.B == 0 || p.H == 0 || p.Sq == 0 || p.Dv == 0) return cudaSuccess;
   const int64_t need = ((p.D > p.Dv ? p.D : p.Dv) + 15) / 16 * 16;  // padded head width
-  if (need <= 32) return attention_tc_run<T, 32>(p, out, q, k, v, mask, st);
   if (need <= 48) return attention_tc_run<T, 48>(p, out, q, k, v, mask, st);
   if (need <= 64) return attention_tc_run<T, 64>(p, out, q, k, v, mask, st);
   if (need <= 80) return attention_tc_run<T, 80>(p, out, q, k, v, mask, st);

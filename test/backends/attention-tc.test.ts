@@ -1,7 +1,7 @@
 // The CUDA attention kernels in float16 / bfloat16 — the tensor-core kernel (kernels/attention_tc.cu, the default
 // for head dims ≤ 256) and, for the VAE's 512-wide head, the split CUDA-core kernel — against float64 attention of
 // the exact stored inputs, on SD shapes small enough for the emulated device (1024 / 256 / 77 tokens and the odd
-// 97 / 1025; head dims 40, 59, 80, 111, 160, 512), with masks (bool keep, additive with fully masked rows), causal,
+// 97 / 1025; head dims 40, 59, 64, 80, 111, 160, 200, 256, 512), with masks (bool keep, additive with fully masked rows), causal,
 // strided q/k/v (permuted [B, S, H, D] projections: 16-byte tile copies; a non-unit last stride: element copies).
 // Skipped without a CUDA backend (real or emulated).
 //
@@ -51,6 +51,8 @@ const CASES: Case[] = [
   { name: "odd 97 × 150 D=111 (padded to 128), causal", B: 1, H: 2, Sq: 97, Sk: 150, D: 111, causal: true, dtypes: BOTH },
   { name: "additive mask with -inf and fully masked rows, 97 × 83 D=40", B: 2, H: 2, Sq: 97, Sk: 83, D: 40, mask: "additive", dtypes: BOTH },
   { name: "causal 150 × 97 D=80 + key padding, Dv=24", B: 2, H: 1, Sq: 150, Sk: 97, D: 80, Dv: 24, causal: true, mask: "keep", dtypes: F16 },
+  { name: "odd 97 × 77 D=200 (padded to 256: two 128-column work items)", B: 1, H: 2, Sq: 97, Sk: 77, D: 200, dtypes: BOTH },
+  { name: "97 tokens D=256, causal, element copies", B: 1, H: 1, Sq: 97, Sk: 97, D: 256, causal: true, lastStrided: true, dtypes: F16 },
   { name: "VAE mid-block: one head of 512, 97 tokens (split CUDA-core kernel)", B: 1, H: 1, Sq: 97, Sk: 97, D: 512, dtypes: BOTH },
 ];
 
