@@ -124,10 +124,18 @@ function maxErr(a: ArrayLike<number>, e: ArrayLike<number>, skipNaNRef = false):
 }
 
 describe.skipIf(!HAS_CUDA)("CUDA attention in float16 / bfloat16 vs float64 (≤ 2 × naive same-precision error + 1 ulp)", () => {
-  test("float16 / bfloat16 heads ≤ 256 choose the tensor-core kernel; float32 and wider heads the CUDA-core one", () => {
+  test("float16 / bfloat16 heads ≤ 256 choose the tensor-core kernel; float32, wider heads and BD_CUDA_ATTENTION=cuda-cores the CUDA-core one", () => {
     expect([cudaAttentionKernel("float16", 40, 40), cudaAttentionKernel("bfloat16", 256, 111)]).toEqual(["tensor-core", "tensor-core"]);
     expect([cudaAttentionKernel("float32", 64, 64), cudaAttentionKernel("float16", 512, 512), cudaAttentionKernel("bfloat16", 64, 257)])
       .toEqual(["cuda-core", "cuda-core", "cuda-core"]);
+    const prev = process.env.BD_CUDA_ATTENTION;
+    process.env.BD_CUDA_ATTENTION = "cuda-cores"; // the documented escape hatch
+    try {
+      expect(cudaAttentionKernel("float16", 64, 64)).toBe("cuda-core");
+    } finally {
+      if (prev === undefined) delete process.env.BD_CUDA_ATTENTION;
+      else process.env.BD_CUDA_ATTENTION = prev;
+    }
   });
 
   for (const c of CASES)

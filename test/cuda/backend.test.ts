@@ -1,8 +1,8 @@
 // The CUDA backend (src/backends/cuda) method by method against the CPU backend, on small odd shapes, strided and
 // broadcast views, in float32 / float16 / bfloat16 (and the integer / bool cases each method takes), including the
 // combinations the op tables do not reach directly (an output dtype other than the inputs', non-adjacent reduction
-// dims, integer reductions through the host, integer ⊕ non-integer scalar comparisons, head dims past the attention
-// kernel); streams and events; uploads and downloads (chunked through the pinned ring, from a memory-mapped
+// dims, integer reductions through the host, integer ⊕ non-integer scalar comparisons, attention heads wider than
+// 160 split on the device); streams and events; uploads and downloads (chunked through the pinned ring, from a memory-mapped
 // safetensors file with dtype conversion on the device); errors that name the op, shapes and CUDA's message; and
 // initCuda / cudaAvailable / resolveDevice, with "no CUDA" simulated in a subprocess.
 //
