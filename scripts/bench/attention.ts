@@ -11,9 +11,10 @@
 //                (cudnnBackend* descriptors), which fused SDPA needs; each such row says why (or "absent")
 //
 // Shapes: SD 1.5 at 512² (CFG batch 2, 8 heads; self-attention 4096 / 1024 / 256 / 64 tokens with heads of 40 /
-// 80 / 160 / 160, cross-attention of the same queries on 77 keys) and SDXL at 1024² (batch 2; 10 heads of 64 at
-// 4096 tokens, 20 heads of 64 at 1024, self and cross on 77 keys). q/k/v are the strided views the Attention
-// module passes ([B, S, H·D] projections seen as [B, H, S, D]).
+// 80 / 160 / 160, cross-attention of the same queries on 77 keys; 16384 tokens of 40 at 1024²) and SDXL at 1024²
+// (batch 2; 10 heads of 64 at 4096 tokens, 20 heads of 64 at 1024, self and cross on 77 keys). q/k/v are the
+// strided views the Attention module passes ([B, S, H·D] projections seen as [B, H, S, D]). The naive path at
+// 16384 tokens needs 2 · 8 · 16384² · 4 bytes (32 GiB) per score matrix: on a smaller GPU its row says "error".
 //
 // On the emulated device the numbers are CPU emulation time, not performance (the JSON says so in "note"); use
 // --quick there (small shapes, one rep).
@@ -42,6 +43,11 @@ const SD15: Shape[] = [[4096, 40], [1024, 80], [256, 160], [64, 160]].flatMap(([
   { model: "sd15 self", B: 2, H: 8, Sq: S!, Sk: S!, D: D! },
   { model: "sd15 cross", B: 2, H: 8, Sq: S!, Sk: 77, D: D! },
 ]);
+/** SD 1.5 at 1024²: the first level's 16384 tokens (self; cross on 77 keys). */
+const SD15_1024: Shape[] = [
+  { model: "sd15@1024 self", B: 2, H: 8, Sq: 16384, Sk: 16384, D: 40 },
+  { model: "sd15@1024 cross", B: 2, H: 8, Sq: 16384, Sk: 77, D: 40 },
+];
 const SDXL: Shape[] = [[4096, 10], [1024, 20]].flatMap(([S, H]) => [
   { model: "sdxl self", B: 2, H: H!, Sq: S!, Sk: S!, D: 64 },
   { model: "sdxl cross", B: 2, H: H!, Sq: S!, Sk: 77, D: 64 },
@@ -109,7 +115,7 @@ const cudnnNote = EMULATED
 
 const rows: Record<string, unknown>[] = [];
 const t0 = performance.now();
-for (const s of opts.quick ? QUICK : [...SD15, ...SDXL])
+for (const s of opts.quick ? QUICK : [...SD15, ...SD15_1024, ...SDXL])
   for (const dtype of opts.dtypes) {
     const flops = 4 * s.B * s.H * s.Sq * s.Sk * s.D;
     const shape = `q [${s.B},${s.H},${s.Sq},${s.D}] k,v [${s.B},${s.H},${s.Sk},${s.D}]`;
