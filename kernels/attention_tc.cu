@@ -24,10 +24,11 @@
 // 160 (every SD head), and 128, 256 for the others (≤ 256; e.g. 16 → 48, 59 → 64, 111 → 128, 200 → 256). Key
 // tile BK = 64 (DP ≤ 96), 32 (≤ 192) or 16: both K/V buffers (2 · 2 · BK · (DP + 8) · 2 bytes) take 28–45 KB, and
 // the accumulators fit 255 registers without spills: for DP = 256 a work item writes 128 output columns (DVP),
-// so each query tile is two work items that both compute S (1.5× the tensor work of one item with 256 columns). A tile over 48 KB would be opted in with cudaFuncSetAttribute
-// (the launcher does it; none of these needs it: larger key tiles spill registers at DP ≥ 128). Rows of shared memory are DP + 8 elements apart: 16-byte aligned rows, and
-// the K fragment reads (32-bit, row g / pair t) and the V ones (ldmatrix .trans, 8 rows of 16 bytes per matrix)
-// hit distinct banks.
+// so each query tile is two work items that both compute S (1.5× the tensor work of one item with 256 columns).
+// A tile over 48 KB would be opted in with cudaFuncSetAttribute (the launcher does it; none of these needs it:
+// larger key tiles spill registers at DP ≥ 128). Rows of shared memory are DP + 8 elements apart: 16-byte aligned
+// rows, and the K fragment reads (32-bit, row g / pair t) and the V ones (ldmatrix .trans, 8 rows of 16 bytes per
+// matrix) hit distinct banks.
 // sm_75: float16 runs as pairs of m16n8k8; bfloat16 has no mma there, so that kernel is compiled out (a trap) and
 // its launcher refuses devices before 8.0 (cudaErrorInvalidValue) — no path computes nothing silently.
 //
