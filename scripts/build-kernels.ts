@@ -258,10 +258,11 @@ export async function buildKernels(opts: BuildOptions = {}): Promise<BuildReport
   const wantEmu = opts.emu ?? true;
   const wantReal = opts.real ?? true;
   mkdirSync(EMULATED_DIR, { recursive: true });
-  // what each build includes: the real kernels only common.cuh; the emulated ones also the emulator; the shims their API headers
+  // what each build includes: the real kernels kernels/*.cuh; the emulated ones also the emulator; the shims their API headers
   const digest = (files: string[]) => sha(...files.map((f) => readFileSync(f)));
-  const common = join(KERNELS, "common.cuh");
-  const emuHeaders = digest([common, ...["cuda_emu.h", "cuda_types.h", "half.h"].map((f) => join(EMU_SRC, f))]);
+  // every kernels/*.cuh (common.cuh, mma.cuh) and, for the emulated build, the emulator headers (mma_emu.h included)
+  const kernelHeaders = listFiles(KERNELS, ".cuh");
+  const emuHeaders = digest([...kernelHeaders, ...listFiles(EMU_SRC, ".h")]);
   const shimHeaders = digest([...listFiles(join(EMU_SRC, "api"), ".h"), join(EMU_SRC, "blas.h"), join(EMU_SRC, "half.h")]);
   b.report.toolkit = findCudaToolkit();
   if (wantEmu) {
@@ -269,7 +270,7 @@ export async function buildKernels(opts: BuildOptions = {}): Promise<BuildReport
     if (b.report.ok) await b.abiCheck(shimHeaders);
   }
   if (wantReal) {
-    if (b.report.toolkit) await b.real(b.report.toolkit, jobs, digest([common]));
+    if (b.report.toolkit) await b.real(b.report.toolkit, jobs, digest(kernelHeaders));
     else if (opts.real === true && opts.emu === false) {
       b.report.ok = false;
       b.report.errors.push("nvcc not found (looked at $BD_NVCC, PATH, $CUDA_HOME/bin, /usr/local/cuda/bin): install the CUDA toolkit to build the real kernels");

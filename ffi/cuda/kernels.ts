@@ -77,8 +77,11 @@ export class StridedParams {
 export const ATTENTION_PARAMS = { bytes: 192, B: 0, qStride: 48, kStride: 80, vStride: 112, mStride: 144, scale: 176, causal: 180, maskType: 184 } as const;
 /** Mask kinds of bd::AttentionParams.mask_type. */
 export const ATTENTION_MASK = { none: 0, float32: 1, float16: 2, bfloat16: 3, keep: 4 } as const;
-/** Largest head dim (D and Dv) the attention kernel takes. */
-export const ATTENTION_MAX_HEAD = 160;
+/**
+ * Largest head dim (D and Dv) the tensor-core attention kernel (bdk_attention_tc_<t>, float16 / bfloat16) takes;
+ * the CUDA-core kernel (bdk_attention_<t>) takes any, splitting heads wider than 160 into chunks.
+ */
+export const ATTENTION_TC_MAX_HEAD = 256;
 
 /** A reusable host buffer holding one bd::AttentionParams. */
 export class AttentionParamsBuffer {
@@ -156,6 +159,11 @@ function buildTable(): Record<string, SymbolSpec> {
     t[`bdk_timestep_embedding_${g}`] = spec(P, P, I, I, "i32", "f32", "f32", "f32", P); // (out, t, n, dim, flip, shift, scale, max_period, stream)
     t[`bdk_attention_${g}`] = spec(P, P, P, P, P, P, P); // (p AttentionParams, out, q, k, v, mask, stream)
   }
+  for (const g of ["f16", "bf16"]) {
+    t[`bdk_attention_tc_${g}`] = spec(P, P, P, P, P, P, P); // tensor cores (kernels/attention_tc.cu): as bdk_attention_<t>, D, Dv ≤ 256
+    t[`bdk_test_mma_${g}`] = spec(P, P, P, P, P); // (d f32[16,8], a T[16,16], b T[16,8], c f32[16,8], stream): d = a·b + c, one mma.sync
+  }
+  t.bdk_test_ldmatrix_trans = spec(P, P, P); // (out u32[32,4], m u16[4,8,8], stream): one ldmatrix .x4 .trans
   t.bdk_attention_params_layout = { args: [], returns: "cstring" };
   return t;
 }
