@@ -66,4 +66,10 @@ elif has_driver; then
   log "an NVIDIA driver is present but nvcc is not: install the CUDA toolkit (nvcc) and rerun to build the kernels for device \"cuda\""
 fi
 
+# bun test: the per-test timeout on the command line (120 s: real models on a 2-core CI machine). Bun 1.4 keeps a
+# preload's setDefaultTimeout for the first test file only, and resets it after any file that sets its own.
+if [ "${1:-}" = "test" ] && ! printf '%s\n' "$@" | grep -q -- '^--timeout'; then
+  shift
+  exec "$BUN" test --timeout 120000 "$@"
+fi
 exec "$BUN" "$@"

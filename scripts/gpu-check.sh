@@ -125,14 +125,14 @@ if [ "$dry" = 0 ]; then
 fi
 
 # ---- 3. the CUDA test suite on the real device -------------------------------------------------------------------
-step cuda-tests 200 1 env BD_CUDA_EMULATE=0 "$BUN" test test/cuda test/ops test/backends test/offload
+step cuda-tests 200 1 env BD_CUDA_EMULATE=0 "$BUN" test --timeout 120000 test/cuda test/ops test/backends test/offload
 
 # ---- 4. compute-sanitizer over the kernel tests -----------------------------------------------------------------
 kernel_tests=(test/cuda/kernels-elementwise.test.ts test/cuda/kernels-ops.test.ts)
 sanitizer="$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null || true)"
 if [ -n "$sanitizer" ]; then
   for tool in memcheck racecheck; do
-    step "sanitizer-$tool" 60 1 "$sanitizer" --tool "$tool" --error-exitcode 86 --target-processes all "$BUN" test "${kernel_tests[@]}"
+    step "sanitizer-$tool" 60 1 "$sanitizer" --tool "$tool" --error-exitcode 86 --target-processes all "$BUN" test --timeout 120000 "${kernel_tests[@]}"
   done
 else
   for tool in memcheck racecheck; do record "sanitizer-$tool" skipped null 0 60 "" "compute-sanitizer not found"; done

@@ -3,9 +3,10 @@
 // emulated device is built (scripts/build-kernels.ts --emu-only, cached) and used, so every op test also runs
 // through the CUDA backend on machines without a GPU. BD_TEST_DEVICES=cpu keeps the tests on the CPU only.
 // Without g++ the emulated device cannot be built: one notice, and the tests run on the CPU.
-// It also sets the default per-test timeout for every file (bunfig's [test] timeout is not applied by
-// Bun 1.4's runner; setDefaultTimeout in a preload is): golden and model tests run real models on a
-// 2-core CI machine, and a test that hangs still fails after two minutes.
+// It also sets a 120 s default per-test timeout (golden and model tests run real models on a 2-core CI machine),
+// which Bun 1.4 keeps for the first test file only: the test command (`bash scripts/bd.sh test`, `bun run test`)
+// passes --timeout 120000, which holds for every file (test/architecture/test-timeouts.test.ts says why files must
+// not set their own).
 
 import { setDefaultTimeout } from "bun:test";
 import { buildKernels } from "../scripts/build-kernels.ts";

@@ -36,7 +36,7 @@ describe.skipIf(!HAS_GXX)("CUDA emulator", () => {
       renameSync(tmp, lib);
     }
     t = openLibrary("emu selftest", lib, SYMBOLS).symbols;
-  }, 120_000);
+  });
 
   test("half-warps shuffle independently; ballots see the whole warp", () => {
     const out = new Int32Array(192);

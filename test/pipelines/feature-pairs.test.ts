@@ -70,6 +70,15 @@ describe(`feature pairs on ${device}`, () => {
     tmp = mkdtempSync(path.join(tmpdir(), "bd-pairs-"));
     await makeTinyModel(path.join(tmp, "sd15"), { preset: "sd15", seed: 831 });
     pipe = await loadPipeline(path.join(tmp, "sd15"), { device });
+  });
+  afterAll(() => {
+    pipe?.dispose();
+    expect(memoryStats(device).live).toBe(live0);
+    rmSync(tmp, { recursive: true, force: true });
+  });
+
+  // runs first (tests run in order): the plain image and each feature's alone, which the pairs compare with
+  test("each feature alone changes the image only where it computes differently", async () => {
     solo.set("", await image());
     for (const f of FEATURES) {
       f.enable(pipe);
@@ -77,14 +86,6 @@ describe(`feature pairs on ${device}`, () => {
       f.disable(pipe);
       expect(pipe.features()).toEqual([]);
     }
-  }, 300_000); // one generation per feature, before the pairs
-  afterAll(() => {
-    pipe?.dispose();
-    expect(memoryStats(device).live).toBe(live0);
-    rmSync(tmp, { recursive: true, force: true });
-  });
-
-  test("each feature alone changes the image only where it computes differently", () => {
     for (const f of FEATURES) if (f.memoryOnly) expect(solo.get(f.name)).toBe(solo.get(""));
   });
 
