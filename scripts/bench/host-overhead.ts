@@ -5,6 +5,8 @@
 // UNet (manifests/sdxl_base_unet.json) at 1024² (latents [2, 4, 128, 128]); float16; weights on meta need no memory.
 // Each case runs --warmup untimed steps, then --steps timed ones (median reported; the machine may be shared), then
 // one counted step with the meta backend's methods wrapped, which gives backend calls and allocations per step.
+// Wall time is what a step costs; on a shared machine it includes time other processes took, so the process's CPU
+// time per step (all its threads, GC included; median) and the fastest step are reported beside it.
 // Prints JSON: top-level `host_ms_per_step` (SD 1.5 median), the cases, the machine. --out FILE also writes it.
 //
 //   bun scripts/bench/host-overhead.ts [--steps 20] [--warmup 5] [--no-sdxl] [--golden DIR] [--out FILE]
@@ -63,6 +65,7 @@ interface CaseResult {
   host_ms_min: number;
   host_ms_max: number;
   host_ms_steps: number[];
+  cpu_ms_per_step: number;
   backend_calls_per_step: number;
   allocations_per_step: number;
   backend_calls_by_method: Record<string, number>;
@@ -84,10 +87,14 @@ function runCase(name: string, manifest: string, px: number): CaseResult {
   const step = (i: number) => tidy(() => void unet.call(sample, 981 - 10 * (i % 90), ehs, { textEmbeds, timeIds }));
   for (let i = 0; i < WARMUP; i++) step(i);
   const times: number[] = [];
+  const cpu: number[] = [];
   for (let i = 0; i < STEPS; i++) {
+    const c = process.cpuUsage();
     const t = performance.now();
     step(i);
     times.push(performance.now() - t);
+    const d = process.cpuUsage(c);
+    cpu.push((d.user + d.system) / 1e3);
   }
   const counted = countCalls(() => step(0));
   const back = memoryStats("meta").live === live0;
@@ -104,6 +111,7 @@ function runCase(name: string, manifest: string, px: number): CaseResult {
     host_ms_min: round(Math.min(...times), 3),
     host_ms_max: round(Math.max(...times), 3),
     host_ms_steps: times.map((x) => round(x, 3)),
+    cpu_ms_per_step: round(median(cpu), 3),
     backend_calls_per_step: counted.calls,
     allocations_per_step: counted.allocations,
     backend_calls_by_method: counted.byMethod,
@@ -118,6 +126,8 @@ const result = {
   bench: "host-overhead",
   date: new Date().toISOString(),
   host_ms_per_step: cases[0]!.host_ms_per_step,
+  host_ms_min: cases[0]!.host_ms_min,
+  cpu_ms_per_step: cases[0]!.cpu_ms_per_step,
   backend_calls_per_step: cases[0]!.backend_calls_per_step,
   allocations_per_step: cases[0]!.allocations_per_step,
   note: `median of ${STEPS} steps after ${WARMUP} warm-up steps; the meta device computes nothing, so this is framework (JavaScript) time only`,

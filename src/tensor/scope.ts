@@ -81,19 +81,23 @@ export function scopeDepth(): number {
 }
 
 let leakWarned = false;
-const leakRegistry = new FinalizationRegistry<string>((description) => {
+/** What a leak warning names: dtype, shape, device (formatted only when a warning is shown). */
+type LeakInfo = readonly [string, readonly number[], string];
+const leakRegistry = new FinalizationRegistry<LeakInfo>(([dtype, shape, device]) => {
   if (leakWarned || process.env.BD_NO_LEAK_WARNING) return;
   leakWarned = true;
+  const description = `${dtype}[${shape.join(", ")}] on ${device}`;
   console.warn(
     `bun-diffusion: a tensor (${description}) was garbage-collected without dispose(); its device memory was counted as live ` +
       "until now. Wrap temporary work in tidy(() => ...) or call dispose(). (Shown once.)",
   );
 });
 
-export function watchForLeak(owner: object, description: string, token: object): void {
-  leakRegistry.register(owner, description, token);
+/** Warn once if `owner` is garbage-collected before unwatchLeak(owner); the owner is its own unregister token. */
+export function watchForLeak(owner: object, dtype: string, shape: readonly number[], device: string): void {
+  leakRegistry.register(owner, [dtype, shape, device], owner);
 }
 
-export function unwatchLeak(token: object): void {
-  leakRegistry.unregister(token);
+export function unwatchLeak(owner: object): void {
+  leakRegistry.unregister(owner);
 }

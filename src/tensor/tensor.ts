@@ -32,7 +32,6 @@ export class Tensor implements TensorView {
   readonly offset: number;
   readonly dtype: DType;
   readonly device: Device;
-  #token = {};
 
   /**
    * Wrap a storage reference. The new tensor takes ownership of one reference: callers pass
@@ -41,12 +40,16 @@ export class Tensor implements TensorView {
   constructor(storage: Storage, dtype: DType, shape: Shape, strides?: readonly number[], offset = 0) {
     this.#storage = storage;
     this.dtype = dtype;
-    this.shape = Object.freeze(shape.slice());
-    this.strides = Object.freeze(strides ? strides.slice() : contiguousStrides(shape));
+    // Own copies, typed readonly but not Object.freeze()d: freezing arrays was a third of the host time of a
+    // UNet step on "meta" (docs/architecture.md, "Host overhead").
+    this.shape = shape.slice();
+    this.strides = strides ? strides.slice() : contiguousStrides(shape);
     this.offset = offset;
     this.device = storage.device;
     track(this);
-    watchForLeak(this, `${dtype}${formatShape(shape)} on ${storage.device}`, this.#token);
+    // The leak warning watches storages, not views: a storage garbage-collected while still referenced had a view
+    // that was never disposed. One registration per allocation instead of one per view (views are most tensors).
+    if (storage.refCount === 1) watchForLeak(storage, dtype, this.shape, storage.device);
   }
 
   /** Allocate an uninitialised contiguous tensor. */
@@ -106,8 +109,8 @@ export class Tensor implements TensorView {
     if (!this.#storage) return;
     const s = this.#storage;
     this.#storage = null;
-    unwatchLeak(this.#token);
     s.release();
+    if (s.released) unwatchLeak(s);
   }
 
   [Symbol.dispose](): void {
