@@ -22,6 +22,9 @@ import {
 } from "../core/shape.ts";
 import type { Storage } from "../core/storage.ts";
 
+/** Set by Tensor#view just before `new Tensor`: the constructor then adopts the fresh shape/stride arrays it is given. */
+let adoptArrays = false;
+
 /** Nested number arrays as returned by toArray(). */
 export type NestedArray = number | NestedArray[];
 
@@ -42,8 +45,14 @@ export class Tensor implements TensorView {
     this.dtype = dtype;
     // Own copies, typed readonly but not Object.freeze()d: freezing arrays was a third of the host time of a
     // UNet step on "meta" (docs/architecture.md, "Host overhead").
-    this.shape = shape.slice();
-    this.strides = strides ? strides.slice() : contiguousStrides(shape);
+    if (adoptArrays) {
+      adoptArrays = false; // views pass arrays nobody else writes: no copies
+      this.shape = shape;
+      this.strides = strides!;
+    } else {
+      this.shape = shape.slice();
+      this.strides = strides ? strides.slice() : contiguousStrides(shape);
+    }
     this.offset = offset;
     this.device = storage.device;
     track(this);
@@ -119,7 +128,9 @@ export class Tensor implements TensorView {
 
   /** A new view sharing this storage (takes its own reference). */
   private view(shape: Shape, strides: readonly number[], offset: number): Tensor {
-    return new Tensor(this.storage.retain(), this.dtype, shape, strides, offset);
+    const storage = this.storage.retain();
+    adoptArrays = true; // shape and strides are fresh or this tensor's own (never written): adopt them
+    return new Tensor(storage, this.dtype, shape, strides, offset);
   }
 
   // ---- views ------------------------------------------------------------------------------
