@@ -167,23 +167,32 @@ export class Tensor implements TensorView {
   }
 
   permute(...dimArgs: (number | readonly number[])[]): Tensor {
-    const dims = flattenShapeArgs(dimArgs).map((d) => normalizeDim(d, this.ndim));
-    if (dims.length !== this.ndim || new Set(dims).size !== dims.length)
-      throw new TensorError(`permute: dims [${dims.join(", ")}] are not a permutation of ${this.ndim} dimensions`);
-    return this.view(
-      dims.map((d) => this.shape[d]!),
-      dims.map((d) => this.strides[d]!),
-      this.offset,
-    );
+    const given = flattenShapeArgs(dimArgs);
+    const n = this.ndim;
+    const shape = new Array<number>(given.length);
+    const strides = new Array<number>(given.length);
+    let seen = 0; // bit d: dim d was named (tensors have far fewer than 31 dims)
+    for (let i = 0; i < given.length; i++) {
+      const d = normalizeDim(given[i]!, n);
+      seen |= 1 << d;
+      shape[i] = this.shape[d]!;
+      strides[i] = this.strides[d]!;
+    }
+    if (given.length !== n || seen !== (1 << n) - 1)
+      throw new TensorError(`permute: dims [${given.map((d) => normalizeDim(d, n)).join(", ")}] are not a permutation of ${n} dimensions`);
+    return this.view(shape, strides, this.offset);
   }
 
   transpose(dim0: number, dim1: number): Tensor {
     const a = normalizeDim(dim0, this.ndim);
     const b = normalizeDim(dim1, this.ndim);
-    const perm = [...Array(this.ndim).keys()];
-    perm[a] = b;
-    perm[b] = a;
-    return this.permute(perm);
+    const shape = this.shape.slice();
+    const strides = this.strides.slice();
+    shape[a] = this.shape[b]!;
+    shape[b] = this.shape[a]!;
+    strides[a] = this.strides[b]!;
+    strides[b] = this.strides[a]!;
+    return this.view(shape, strides, this.offset);
   }
 
   /** Matrix transpose of the last two dims. */
