@@ -1,6 +1,6 @@
 // Memory scopes (ARCHITECTURE decision 1): tidy(fn) disposes every tensor created inside fn
 // except those it returns (or marks with keep); scopes nest. A FinalizationRegistry only
-// warns about tensors that were garbage-collected without being disposed.
+// warns about storages garbage-collected while a tensor (or view) of them was never disposed.
 
 export interface Disposable {
   dispose(): void;
