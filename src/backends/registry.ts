@@ -14,13 +14,19 @@ const backends = new Map<Device, Backend>([
 
 export function registerBackend(backend: Backend): void {
   backends.set(backend.device, backend);
+  lastDevice = null;
 }
 
 export function hasBackend(device: Device): boolean {
   return backends.has(device);
 }
 
+// The last lookup, remembered: every op asks, nearly always for the same device.
+let lastDevice: Device | null = null;
+let lastBackend: Backend | null = null;
+
 export function getBackend(device: Device): Backend {
+  if (device === lastDevice) return lastBackend!;
   const b = backends.get(device);
   if (!b) {
     throw new TensorError(
@@ -29,5 +35,7 @@ export function getBackend(device: Device): Backend {
         : `no backend for device "${device}"`,
     );
   }
+  lastDevice = device;
+  lastBackend = b;
   return b;
 }

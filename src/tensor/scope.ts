@@ -1,25 +1,27 @@
 // Memory scopes (ARCHITECTURE decision 1): tidy(fn) disposes every tensor created inside fn
 // except those it returns (or marks with keep); scopes nest. A FinalizationRegistry only
-// warns about tensors that were garbage-collected without being disposed.
+// warns about storages garbage-collected while a tensor (or view) of them was never disposed.
 
 export interface Disposable {
   dispose(): void;
   readonly isDisposed: boolean;
 }
 
-const scopes: Set<Disposable>[] = [];
+// A scope is an array, not a Set: tracking is one push per tensor on the hot path (docs/architecture.md, "Host
+// overhead"). keep() does not search the scopes; a scope skips kept tensors when it ends. An entry may repeat
+// (a tensor returned from a nested scope and tracked again); dispose() is idempotent.
+const scopes: Disposable[][] = [];
 const kept = new WeakSet<Disposable>();
 
 /** Called by every new tensor: it belongs to the innermost open scope, if any. */
 export function track(t: Disposable): void {
-  const top = scopes[scopes.length - 1];
-  if (top) top.add(t);
+  const n = scopes.length;
+  if (n > 0) scopes[n - 1]!.push(t);
 }
 
 /** Exempt a tensor from the scopes it was created in (the caller now owns it). */
 export function keep<T extends Disposable>(t: T): T {
   kept.add(t);
-  for (const s of scopes) s.delete(t);
   return t;
 }
 
@@ -43,13 +45,22 @@ function isDisposable(v: object): v is Disposable {
   return typeof (v as Disposable).dispose === "function" && "isDisposed" in v;
 }
 
+/** The disposables reachable from a tidy result; a lone disposable (the common case) without the walk. */
+function survivorsOf(result: unknown): Set<Disposable> | Disposable | null {
+  if (result === null || typeof result !== "object") return null;
+  if (isDisposable(result)) return result;
+  const into = new Set<Disposable>();
+  collect(result, into, new Set());
+  return into;
+}
+
 /**
  * Run fn; dispose the tensors it created except those reachable from its result (through
  * arrays, plain objects and Maps) and those passed to keep(). Returned tensors move to the
  * enclosing scope. fn must be synchronous: an async scope could not know when to end.
  */
 export function tidy<T>(fn: () => T): T {
-  const scope = new Set<Disposable>();
+  const scope: Disposable[] = [];
   scopes.push(scope);
   let result: T;
   try {
@@ -64,12 +75,12 @@ export function tidy<T>(fn: () => T): T {
     for (const t of scope) t.dispose();
     throw new TypeError("tidy(fn): fn must be synchronous (it returned a Promise); use explicit dispose() in async code");
   }
-  const survivors = new Set<Disposable>();
-  collect(result, survivors, new Set());
+  const survivors = survivorsOf(result);
   const parent = scopes[scopes.length - 1];
   for (const t of scope) {
-    if (survivors.has(t) || kept.has(t)) {
-      if (parent && !kept.has(t)) parent.add(t);
+    const survives = survivors !== null && (survivors === t || (survivors instanceof Set && survivors.has(t)));
+    if (survives || kept.has(t)) {
+      if (parent && !kept.has(t)) parent.push(t);
     } else t.dispose();
   }
   return result;
@@ -81,19 +92,23 @@ export function scopeDepth(): number {
 }
 
 let leakWarned = false;
-const leakRegistry = new FinalizationRegistry<string>((description) => {
+/** What a leak warning names: dtype, shape, device (formatted only when a warning is shown). */
+type LeakInfo = readonly [string, readonly number[], string];
+const leakRegistry = new FinalizationRegistry<LeakInfo>(([dtype, shape, device]) => {
   if (leakWarned || process.env.BD_NO_LEAK_WARNING) return;
   leakWarned = true;
+  const description = `${dtype}[${shape.join(", ")}] on ${device}`;
   console.warn(
     `bun-diffusion: a tensor (${description}) was garbage-collected without dispose(); its device memory was counted as live ` +
       "until now. Wrap temporary work in tidy(() => ...) or call dispose(). (Shown once.)",
   );
 });
 
-export function watchForLeak(owner: object, description: string, token: object): void {
-  leakRegistry.register(owner, description, token);
+/** Warn once if `owner` is garbage-collected before unwatchLeak(owner); the owner is its own unregister token. */
+export function watchForLeak(owner: object, dtype: string, shape: readonly number[], device: string): void {
+  leakRegistry.register(owner, [dtype, shape, device], owner);
 }
 
-export function unwatchLeak(token: object): void {
-  leakRegistry.unregister(token);
+export function unwatchLeak(owner: object): void {
+  leakRegistry.unregister(owner);
 }

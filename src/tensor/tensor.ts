@@ -22,6 +22,9 @@ import {
 } from "../core/shape.ts";
 import type { Storage } from "../core/storage.ts";
 
+/** Set by Tensor#view just before `new Tensor`: the constructor then adopts the fresh shape/stride arrays it is given. */
+let adoptArrays = false;
+
 /** Nested number arrays as returned by toArray(). */
 export type NestedArray = number | NestedArray[];
 
@@ -32,7 +35,6 @@ export class Tensor implements TensorView {
   readonly offset: number;
   readonly dtype: DType;
   readonly device: Device;
-  #token = {};
 
   /**
    * Wrap a storage reference. The new tensor takes ownership of one reference: callers pass
@@ -41,12 +43,22 @@ export class Tensor implements TensorView {
   constructor(storage: Storage, dtype: DType, shape: Shape, strides?: readonly number[], offset = 0) {
     this.#storage = storage;
     this.dtype = dtype;
-    this.shape = Object.freeze(shape.slice());
-    this.strides = Object.freeze(strides ? strides.slice() : contiguousStrides(shape));
+    // Own copies, typed readonly but not Object.freeze()d: freezing arrays was a third of the host time of a
+    // UNet step on "meta" (docs/architecture.md, "Host overhead").
+    if (adoptArrays) {
+      adoptArrays = false; // views pass arrays nobody else writes: no copies
+      this.shape = shape;
+      this.strides = strides!;
+    } else {
+      this.shape = shape.slice();
+      this.strides = strides ? strides.slice() : contiguousStrides(shape);
+    }
     this.offset = offset;
     this.device = storage.device;
     track(this);
-    watchForLeak(this, `${dtype}${formatShape(shape)} on ${storage.device}`, this.#token);
+    // The leak warning watches storages, not views: a storage garbage-collected while still referenced had a view
+    // that was never disposed. One registration per allocation instead of one per view (views are most tensors).
+    if (storage.refCount === 1) watchForLeak(storage, dtype, this.shape, storage.device);
   }
 
   /** Allocate an uninitialised contiguous tensor. */
@@ -106,8 +118,8 @@ export class Tensor implements TensorView {
     if (!this.#storage) return;
     const s = this.#storage;
     this.#storage = null;
-    unwatchLeak(this.#token);
     s.release();
+    if (s.released) unwatchLeak(s);
   }
 
   [Symbol.dispose](): void {
@@ -116,7 +128,9 @@ export class Tensor implements TensorView {
 
   /** A new view sharing this storage (takes its own reference). */
   private view(shape: Shape, strides: readonly number[], offset: number): Tensor {
-    return new Tensor(this.storage.retain(), this.dtype, shape, strides, offset);
+    const storage = this.storage.retain();
+    adoptArrays = true; // shape and strides are fresh or this tensor's own (never written): adopt them
+    return new Tensor(storage, this.dtype, shape, strides, offset);
   }
 
   // ---- views ------------------------------------------------------------------------------
@@ -153,23 +167,32 @@ export class Tensor implements TensorView {
   }
 
   permute(...dimArgs: (number | readonly number[])[]): Tensor {
-    const dims = flattenShapeArgs(dimArgs).map((d) => normalizeDim(d, this.ndim));
-    if (dims.length !== this.ndim || new Set(dims).size !== dims.length)
-      throw new TensorError(`permute: dims [${dims.join(", ")}] are not a permutation of ${this.ndim} dimensions`);
-    return this.view(
-      dims.map((d) => this.shape[d]!),
-      dims.map((d) => this.strides[d]!),
-      this.offset,
-    );
+    const given = flattenShapeArgs(dimArgs);
+    const n = this.ndim;
+    const shape = new Array<number>(given.length);
+    const strides = new Array<number>(given.length);
+    let seen = 0; // bit d: dim d was named (tensors have far fewer than 31 dims)
+    for (let i = 0; i < given.length; i++) {
+      const d = normalizeDim(given[i]!, n);
+      seen |= 1 << d;
+      shape[i] = this.shape[d]!;
+      strides[i] = this.strides[d]!;
+    }
+    if (given.length !== n || seen !== (1 << n) - 1)
+      throw new TensorError(`permute: dims [${given.map((d) => normalizeDim(d, n)).join(", ")}] are not a permutation of ${n} dimensions`);
+    return this.view(shape, strides, this.offset);
   }
 
   transpose(dim0: number, dim1: number): Tensor {
     const a = normalizeDim(dim0, this.ndim);
     const b = normalizeDim(dim1, this.ndim);
-    const perm = [...Array(this.ndim).keys()];
-    perm[a] = b;
-    perm[b] = a;
-    return this.permute(perm);
+    const shape = this.shape.slice();
+    const strides = this.strides.slice();
+    shape[a] = this.shape[b]!;
+    shape[b] = this.shape[a]!;
+    strides[a] = this.strides[b]!;
+    strides[b] = this.strides[a]!;
+    return this.view(shape, strides, this.offset);
   }
 
   /** Matrix transpose of the last two dims. */

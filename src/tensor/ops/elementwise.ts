@@ -15,6 +15,7 @@ import type { BinaryOp, UnaryOp } from "../../backends/backend.ts";
 import { full } from "../creation.ts";
 import { type DType, isFloat } from "../../core/dtype.ts";
 import { TensorError } from "../../core/errors.ts";
+import { shapeEquals } from "../../core/shape.ts";
 import { Tensor, backendFor, broadcastTo, disposeAll, sameDType, withViews } from "./common.ts";
 
 type Operand = Tensor | number;
@@ -76,6 +77,17 @@ function binaryOp(name: string, op: BinaryOp, a: Operand, b: Operand): Tensor {
   if (!(a instanceof Tensor) || !(b instanceof Tensor)) throw new TensorError(`${name}: operands must be tensors or numbers`);
   const backend = backendFor(name, a, b);
   const dtype = binaryResultDType(name, op, sameDType(name, a, b), true);
+  if (shapeEquals(a.shape, b.shape)) {
+    // no broadcasting: the operands are the views broadcastTo would make (same shape, strides, offset)
+    const out = Tensor.empty(a.shape, dtype, a.device);
+    try {
+      backend.binary(op, a, b, out);
+    } catch (e) {
+      out.dispose();
+      throw e;
+    }
+    return out;
+  }
   const { shape, views } = broadcastTo(name, a, b);
   return withViews(views, (va, vb) => {
     const out = Tensor.empty(shape, dtype, a.device);

@@ -26,17 +26,26 @@ function batchedMatmul(op: string, a: Tensor, b: Tensor, batch: number[]): Tenso
   const N = b.shape[b.ndim - 1]!;
   const backend = backendFor(op, a, b);
   const out = Tensor.empty([...batch, M, N], a.dtype, a.device);
-  const av = a.expand([...batch, M, a.shape[a.ndim - 1]!]);
-  const bv = b.expand([...batch, b.shape[b.ndim - 2]!, N]);
+  // An operand whose batch dims already equal `batch` is passed as it is (the same view expand would make).
+  const av = hasBatch(a, batch) ? a : a.expand([...batch, M, a.shape[a.ndim - 1]!]);
+  const bv = hasBatch(b, batch) ? b : b.expand([...batch, b.shape[b.ndim - 2]!, N]);
   try {
     backend.matmul(av, bv, out);
   } catch (e) {
     out.dispose();
     throw e;
   } finally {
-    disposeAll(av, bv);
+    if (av !== a) av.dispose();
+    if (bv !== b) bv.dispose();
   }
   return out;
+}
+
+/** Whether t's dims before the last two equal `batch`. */
+function hasBatch(t: Tensor, batch: readonly number[]): boolean {
+  if (t.ndim !== batch.length + 2) return false;
+  for (let i = 0; i < batch.length; i++) if (t.shape[i] !== batch[i]) return false;
+  return true;
 }
 
 function checkOperands(op: string, a: Tensor, b: Tensor): void {
@@ -126,7 +135,8 @@ export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor 
   const wt = weight.T; // [in, out] view
   let y: Tensor;
   try {
-    y = matmul(x, wt);
+    // x is checked above: ≥ 2-D goes straight to the GEMM with x's batch dims (what matmul would do), 1-D via matmul
+    y = x.ndim >= 2 ? batchedMatmul("matmul", x, wt, x.shape.slice(0, -2)) : matmul(x, wt);
   } finally {
     wt.dispose();
   }
