@@ -92,6 +92,8 @@ async function inParallel<T>(items: T[], jobs: number, fn: (t: T) => Promise<voi
 
 class Builder {
   readonly report: BuildReport = { ok: true, steps: [], spills: [], notes: [], errors: [], toolkit: null, seconds: 0 };
+  /** The emulated libcudart's build key: libbdkernels links to it, so it relinks when the runtime changes. */
+  private cudartKey = "";
   constructor(private readonly opts: BuildOptions) {}
   log(line: string) {
     this.opts.log?.(line);
@@ -161,12 +163,7 @@ class Builder {
       await this.produce(`emu/${basename(src)}`, obj, key, (tmp) => ["g++", ...flags, "-x", "c++", "-I", KERNELS, "-c", src, "-o", tmp]);
     });
     if (!this.report.ok) return;
-    const objs = sources.map((s) => join(objDir, basename(s, ".cu") + ".o"));
-    const lib = join(EMULATED_DIR, "libbdkernels.so");
-    const link = ["-shared", "-pthread", "-Wl,-soname,libbdkernels.so", `-Wl,--version-script,${exportsFile("bdk_*;")}`];
-    if ((await this.produce("emu/libbdkernels.so", lib, sha(gxx, link.join(" "), ...keys), (tmp) => ["g++", ...link, ...objs, "-o", tmp])) !== null)
-      await this.checkTls(lib);
-    // shims: libcudart first (the other two link to it and find it through $ORIGIN)
+    // shims: libcudart first (the other two and libbdkernels link to it and find it through $ORIGIN)
     const shimFlags = ["-std=c++17", "-O2", "-fPIC", "-shared", "-mtls-dialect=gnu2", "-Wall", "-Wno-unused-parameter", "-pthread"];
     for (const name of ["cudart", "cublas", "cudnn"]) {
       const src = join(EMU_SRC, `${name}.cpp`);
@@ -176,7 +173,15 @@ class Builder {
       const key = sha(gxx, shimFlags.join(" "), deps.join(" "), readFileSync(src), shimHeaders);
       if ((await this.produce(`emu/lib${name}.so`, out, key, (tmp) => ["g++", ...shimFlags, `-Wl,-soname,lib${name}.so`, src, "-o", tmp, ...deps])) === null) return;
       await this.checkTls(out);
+      if (name === "cudart") this.cudartKey = key;
     }
+    const objs = sources.map((s) => join(objDir, basename(s, ".cu") + ".o"));
+    const lib = join(EMULATED_DIR, "libbdkernels.so");
+    // linked to the emulated libcudart (as the real library needs the shared runtime): launches go to its streams
+    const link = ["-shared", "-pthread", "-Wl,-soname,libbdkernels.so", `-Wl,--version-script,${exportsFile("bdk_*;")}`];
+    const runtime = ["-L", EMULATED_DIR, "-l:libcudart.so", "-Wl,-rpath,$ORIGIN"];
+    if ((await this.produce("emu/libbdkernels.so", lib, sha(gxx, link.join(" "), runtime.join(" "), this.cudartKey, ...keys), (tmp) => ["g++", ...link, ...objs, "-o", tmp, ...runtime])) !== null)
+      await this.checkTls(lib);
   }
 
   /** The shims against the real headers, when present: enum values (abi_check.cpp) and signatures. */

@@ -605,9 +605,9 @@ inline char* last_error_msg() {
   return m;
 }
 
-template <class... P, class... A>
-int launch(void (*k)(P...), dim3 grid, dim3 block, size_t smem, A&&... a) {
-  std::tuple<std::decay_t<P>...> args(std::forward<A>(a)...);  // one copy, shared read-only by all threads
+// Runs kernel k over the grid with its arguments `args` (one copy, shared read-only by all threads).
+template <class... P>
+int launch_tuple(void (*k)(P...), dim3 grid, dim3 block, size_t smem, std::tuple<std::decay_t<P>...>& args) {
   struct Ctx {
     void (*k)(P...);
     std::tuple<std::decay_t<P>...>* args;
@@ -638,6 +638,26 @@ int launch(void (*k)(P...), dim3 grid, dim3 block, size_t smem, A&&... a) {
   });
   return err.load() ? cudaErrorLaunchFailure : cudaSuccess;
 }
+
+template <class... P, class... A>
+int launch(void (*k)(P...), dim3 grid, dim3 block, size_t smem, A&&... a) {
+  std::tuple<std::decay_t<P>...> args(std::forward<A>(a)...);
+  return launch_tuple(k, grid, block, smem, args);
+}
+
+// A launch as stream work (bdemu_stream_submit): the kernel, its configuration and a copy of its arguments.
+template <class... P>
+struct LaunchJob {
+  void (*k)(P...);
+  dim3 grid, block;
+  size_t smem;
+  std::tuple<std::decay_t<P>...> args;
+  static int run(void* p) {
+    auto* j = static_cast<LaunchJob*>(p);
+    return launch_tuple(j->k, j->grid, j->block, j->smem, j->args);
+  }
+  static void drop(void* p) { delete static_cast<LaunchJob*>(p); }
+};
 
 template <class T>
 T atomic_rmw(T* p, T v, T (*op)(T, T)) {
@@ -735,10 +755,14 @@ template <class T>
 inline T __ldg(const T* p) { return *p; }
 
 // ---------------------------------------------------------------- host-side compat
+extern "C" int bdemu_stream_submit(cudaStream_t st, const char* what, int (*run)(void*), void* arg, void (*drop)(void*));
 namespace cuda_compat {
+// A launch is work on its stream (the emulated libcudart's bdemu_stream_submit decides when it runs).
 template <class... P, class... A>
-inline cudaError_t launch_kernel(void (*k)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t, A&&... a) {
-  return (cudaError_t)::cuda_emu::launch(k, grid, block, smem, std::forward<A>(a)...);
+inline cudaError_t launch_kernel(void (*k)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t st, A&&... a) {
+  using Job = ::cuda_emu::LaunchJob<P...>;
+  Job* j = new Job{k, grid, block, smem, std::tuple<std::decay_t<P>...>(std::forward<A>(a)...)};
+  return (cudaError_t)bdemu_stream_submit(st, "kernel launch", &Job::run, j, &Job::drop);
 }
 }  // namespace cuda_compat
 

@@ -12,7 +12,8 @@
 //     cudaRuntimeGetVersion report them) and BD_EMU_COMPUTE_CAPABILITY ("8.0" by default, e.g. "7.5").
 //   - host synchronisations are counted (cudaDeviceSynchronize, cudaStreamSynchronize, cudaEventSynchronize,
 //     cudaMemcpy, which is synchronous): bdemu_sync_count() returns the count (tests).
-// Exports bdemu_device_range() for the other shims (libcublas / libcudnn link to this library).
+// Exports bdemu_device_range() for the other shims (libcublas / libcudnn link to this library) and
+// bdemu_stream_submit(), through which every stream's work runs (libbdkernels links to this library too).
 #ifdef BD_REAL_CUDA_HEADERS
 #include <cuda_runtime_api.h>  // signature check only (scripts/build-kernels.ts, -fsyntax-only)
 #include "api/cudart_values.h"
@@ -157,6 +158,23 @@ extern "C" {
 __attribute__((visibility("default"))) int bdemu_device_range(const void* p, size_t bytes) {
   Lock g(S().mu);
   return device_range(p, bytes) ? 0 : 1;
+}
+// ---------------------------------------------------------------- stream work (not a CUDA API)
+// Every piece of work issued to a stream -- kernel launches (libbdkernels, cuda_emu.h launch_kernel), async
+// copies and memsets, the cuBLAS / cuDNN shims' calls -- goes through here: `run(arg)` performs it and returns
+// a cudaError_t, `drop(arg)` (may be null) releases `arg` once the work is done or discarded. `what` names the
+// work in reports. Today the work runs at once on the calling thread (streams are synchronous).
+__attribute__((visibility("default"))) int bdemu_stream_submit(cudaStream_t st, const char* what, int (*run)(void*), void* arg,
+                                                                void (*drop)(void*)) {
+  (void)what;
+  if (!valid_stream(st)) {
+    if (drop) drop(arg);
+    return fail(cudaErrorInvalidResourceHandle);
+  }
+  int e = run(arg);
+  if (drop) drop(arg);
+  if (e != cudaSuccess) fail((cudaError_t)e);
+  return e;
 }
 // ---------------------------------------------------------------- for tests (not a CUDA API)
 unsigned long long bdemu_sync_count(void) {
@@ -345,14 +363,29 @@ cudaError_t cudaMemcpy(void* dst, const void* src, size_t n, enum cudaMemcpyKind
   count_sync();
   return copy(dst, src, n, kind);
 }
+namespace {
+struct CopyJob {
+  void* dst;
+  const void* src;
+  size_t n;
+  cudaMemcpyKind kind;
+};
+struct SetJob {
+  void* p;
+  int value;
+  size_t n;
+};
+void drop_copy(void* j) { delete (CopyJob*)j; }
+void drop_set(void* j) { delete (SetJob*)j; }
+}  // namespace
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t n, enum cudaMemcpyKind kind, cudaStream_t st) {
-  CHECK(valid_stream(st), cudaErrorInvalidResourceHandle);
-  return copy(dst, src, n, kind);
+  auto run = +[](void* a) -> int { auto* j = (CopyJob*)a; return copy(j->dst, j->src, j->n, j->kind); };
+  return (cudaError_t)bdemu_stream_submit(st, "cudaMemcpyAsync", run, new CopyJob{dst, src, n, kind}, drop_copy);
 }
 cudaError_t cudaMemset(void* p, int value, size_t n) { return set(p, value, n); }  // async for device memory
 cudaError_t cudaMemsetAsync(void* p, int value, size_t n, cudaStream_t st) {
-  CHECK(valid_stream(st), cudaErrorInvalidResourceHandle);
-  return set(p, value, n);
+  auto run = +[](void* a) -> int { auto* j = (SetJob*)a; return set(j->p, j->value, j->n); };
+  return (cudaError_t)bdemu_stream_submit(st, "cudaMemsetAsync", run, new SetJob{p, value, n}, drop_set);
 }
 
 // ---------------------------------------------------------------- streams and events

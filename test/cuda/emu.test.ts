@@ -6,7 +6,7 @@ import { beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdirSync, readFileSync, renameSync } from "node:fs";
 import { join } from "node:path";
 import { openLibrary } from "../../ffi/cuda/bind.ts";
-import { KERNELS_BUILD_DIR, PROJECT_ROOT } from "../../ffi/cuda/discover.ts";
+import { EMULATED_DIR, KERNELS_BUILD_DIR, PROJECT_ROOT } from "../../ffi/cuda/discover.ts";
 import { HAS_GXX } from "./setup.ts";
 
 const SYMBOLS = {
@@ -27,11 +27,15 @@ describe.skipIf(!HAS_GXX)("CUDA emulator", () => {
     const inputs = ["test/cuda/emu_selftest.cu", "kernels/abi.cu", "kernels/common.cuh", ...["cuda_emu.h", "cuda_types.h", "half.h"].map((f) => `kernels/emu/${f}`)];
     const hash = new Bun.CryptoHasher("sha256");
     for (const f of inputs) hash.update(readFileSync(join(PROJECT_ROOT, f)));
+    // launches are stream work of the emulated libcudart (bdemu_stream_submit), which the library links to
+    const runtime = join(EMULATED_DIR, "libcudart.so");
+    if (!existsSync(runtime)) throw new Error(`${runtime} is missing: build the kernels first (bun scripts/build-kernels.ts --emu-only)`);
+    hash.update(readFileSync(runtime));
     const lib = join(dir, `libemu_selftest-${hash.digest("hex").slice(0, 16)}.so`); // rebuilt only when an input changes
     if (!existsSync(lib)) {
       const tmp = `${lib}.tmp-${process.pid}`;
       const cc = Bun.spawn(["g++", "-std=c++17", "-O1", "-fPIC", "-shared", "-mtls-dialect=gnu2", "-x", "c++", "-I", join(PROJECT_ROOT, "kernels"),
-        ...inputs.slice(0, 2).map((f) => join(PROJECT_ROOT, f)), "-o", tmp, "-pthread"], { stderr: "pipe" });
+        ...inputs.slice(0, 2).map((f) => join(PROJECT_ROOT, f)), "-o", tmp, "-pthread", "-L", EMULATED_DIR, "-l:libcudart.so", `-Wl,-rpath,${EMULATED_DIR}`], { stderr: "pipe" });
       if ((await cc.exited) !== 0) throw new Error(await new Response(cc.stderr).text());
       renameSync(tmp, lib);
     }
