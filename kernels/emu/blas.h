@@ -26,3 +26,5 @@ inline sgemm_fn sgemm() {
 
 // From the emulated libcudart: 0 when [p, p + bytes) lies inside one device allocation.
 extern "C" int bdemu_device_range(const void* p, size_t bytes);
+// the emulated libcudart's stream work queue: run(arg) performs the work (returns a cudaError_t), drop(arg) frees arg
+extern "C" int bdemu_stream_submit(cudaStream_t st, const char* what, int (*run)(void*), void* arg, void (*drop)(void*));

@@ -53,6 +53,54 @@ bool in_device(const char* what, const void* p, size_t bytes, const char* fn) {
   return false;
 }
 
+// One validated GEMM as stream work (bdemu_stream_submit): alpha and beta are read at call time (host pointer
+// mode), the matrices when the stream reaches it.
+struct GemmJob {
+  cublasOperation_t ta, tb;
+  int m, n, k;
+  float al, be;
+  const void* A;
+  cudaDataType at;
+  int lda;
+  long long sa;
+  const void* B;
+  cudaDataType bt;
+  int ldb;
+  long long sb;
+  void* C;
+  cudaDataType ct;
+  int ldc;
+  long long sc;
+  int batch;
+  bool tf32;
+  size_t na, nb, nc;
+  static int run(void* p) {
+    static_cast<GemmJob*>(p)->compute();
+    return 0;
+  }
+  static void drop(void* p) { delete static_cast<GemmJob*>(p); }
+  void compute() const {
+    std::vector<float> fa, fb, fc;
+    for (int i = 0; i < batch; ++i) {
+      const char* a = (const char*)A + (size_t)i * sa * elem_size(at);
+      const char* b = (const char*)B + (size_t)i * sb * elem_size(bt);
+      char* c = (char*)C + (size_t)i * sc * elem_size(ct);
+      if (be != 0.f) widen(c, ct, nc, fc);
+      else fc.assign(nc, 0.f);  // beta = 0: C is not read (NaN there does not propagate), as cuBLAS
+      if (k == 0) {
+        for (float& v : fc) v *= be;
+      } else {
+        widen(a, at, na, fa, tf32);
+        widen(b, bt, nb, fb, tf32);
+        bdemu::sgemm()(bdemu::CblasColMajor, ta == CUBLAS_OP_N ? bdemu::CblasNoTrans : bdemu::CblasTrans,
+                       tb == CUBLAS_OP_N ? bdemu::CblasNoTrans : bdemu::CblasTrans, m, n, k, al, fa.data(), lda,
+                       fb.data(), ldb, be, fc.data(), ldc);
+      }
+      narrow(fc.data(), c, ct, m, n, ldc);
+    }
+  }
+};
+
 cublasStatus_t gemm(const char* fn, cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
                     const void* alpha, const void* A, cudaDataType at, int lda, long long sa, const void* B,
                     cudaDataType bt, int ldb, long long sb, const void* beta, void* C, cudaDataType ct, int ldc,
@@ -84,25 +132,9 @@ cublasStatus_t gemm(const char* fn, cublasHandle_t h, cublasOperation_t ta, cubl
   if (sa < 0 || sb < 0 || sc < 0 || !in_device("A", A, whole(na, sa, at), fn) || !in_device("B", B, whole(nb, sb, bt), fn) ||
       !in_device("C", C, whole(nc, sc, ct), fn))
     return CUBLAS_STATUS_EXECUTION_FAILED;
-  std::vector<float> fa, fb, fc;
-  for (int i = 0; i < batch; ++i) {
-    const char* a = (const char*)A + (size_t)i * sa * elem_size(at);
-    const char* b = (const char*)B + (size_t)i * sb * elem_size(bt);
-    char* c = (char*)C + (size_t)i * sc * elem_size(ct);
-    if (be != 0.f) widen(c, ct, nc, fc);
-    else fc.assign(nc, 0.f);  // beta = 0: C is not read (NaN there does not propagate), as cuBLAS
-    if (k == 0) {
-      for (float& v : fc) v *= be;
-    } else {
-      widen(a, at, na, fa, tf32);
-      widen(b, bt, nb, fb, tf32);
-      bdemu::sgemm()(bdemu::CblasColMajor, ta == CUBLAS_OP_N ? bdemu::CblasNoTrans : bdemu::CblasTrans,
-                     tb == CUBLAS_OP_N ? bdemu::CblasNoTrans : bdemu::CblasTrans, m, n, k, al, fa.data(), lda, fb.data(),
-                     ldb, be, fc.data(), ldc);
-    }
-    narrow(fc.data(), c, ct, m, n, ldc);
-  }
-  return CUBLAS_STATUS_SUCCESS;
+  auto* job = new GemmJob{ta, tb, m, n, k, al, be, A, at, lda, sa, B, bt, ldb, sb, C, ct, ldc, sc, batch, tf32, na, nb, nc};
+  int e = bdemu_stream_submit(h->stream, fn, &GemmJob::run, job, &GemmJob::drop);
+  return e ? CUBLAS_STATUS_EXECUTION_FAILED : CUBLAS_STATUS_SUCCESS;
 }
 }  // namespace
 

@@ -166,10 +166,34 @@ void run(const Shape& s, const cudnnConvolutionStruct& cd, const cudnnTensorStru
     }
 }
 
+// One validated convolution as stream work (bdemu_stream_submit): the descriptors, alpha and beta are copied at
+// call time (as cuDNN reads them), the tensors are read when the stream reaches it.
+struct ConvJob {
+  Shape s;
+  cudnnConvolutionStruct cd;
+  cudnnTensorStruct xd, yd;
+  cudnnFilterStruct wd;
+  const void* x;
+  const void* w;
+  void* y;
+  float alpha, beta;
+  float* col;  // the workspace, or null: a buffer of its own
+  static int run(void* p) {
+    auto* j = static_cast<ConvJob*>(p);
+    std::vector<float> own;
+    if (!j->col) own.resize(j->s.col_bytes() / sizeof(float));
+    ::run(j->s, j->cd, j->xd, j->x, j->wd, j->w, j->yd, j->y, j->alpha, j->beta, j->col ? j->col : own.data());
+    return 0;
+  }
+  static void drop(void* p) { delete static_cast<ConvJob*>(p); }
+};
+
+// `now`: compute on the calling thread (cudnnFind* blocks the host and times each algorithm) instead of on the
+// handle's stream.
 cudnnStatus_t forward(cudnnHandle_t h, const void* alpha, const cudnnTensorStruct* xd, const void* x,
                       const cudnnFilterStruct* wd, const void* w, const cudnnConvolutionStruct* cd,
                       cudnnConvolutionFwdAlgo_t algo, void* ws, size_t ws_bytes, const void* beta,
-                      const cudnnTensorStruct* yd, void* y) {
+                      const cudnnTensorStruct* yd, void* y, bool now = false) {
   if (!h) return fail(CUDNN_STATUS_BAD_PARAM_NULL_POINTER, "handle is null");
   if (!alpha || !beta || !x || !w || !y) return fail(CUDNN_STATUS_BAD_PARAM_NULL_POINTER, "a data pointer is null");
   Shape s;
@@ -184,9 +208,14 @@ cudnnStatus_t forward(cudnnHandle_t h, const void* alpha, const cudnnTensorStruc
       !in_device("workspace", ws, need))
     return CUDNN_STATUS_EXECUTION_FAILED;
   if ((size_t)s.N * s.K * s.OH * s.OW == 0) return CUDNN_STATUS_SUCCESS;
-  std::vector<float> own;
-  if (!need) own.resize(s.col_bytes() / sizeof(float));
-  run(s, *cd, *xd, x, *wd, w, *yd, y, *(const float*)alpha, *(const float*)beta, need ? (float*)ws : own.data());
+  auto* job = new ConvJob{s, *cd, *xd, *yd, *wd, x, w, y, *(const float*)alpha, *(const float*)beta, need ? (float*)ws : nullptr};
+  if (now) {
+    ConvJob::run(job);
+    ConvJob::drop(job);
+    return CUDNN_STATUS_SUCCESS;
+  }
+  if (bdemu_stream_submit(h->stream, "cudnnConvolutionForward", &ConvJob::run, job, &ConvJob::drop))
+    return fail(CUDNN_STATUS_EXECUTION_FAILED, "the convolution's stream work failed");
   return CUDNN_STATUS_SUCCESS;
 }
 const cudnnConvolutionFwdAlgo_t kAlgos[] = {CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM,
@@ -347,7 +376,7 @@ cudnnStatus_t cudnnFindConvolutionForwardAlgorithmEx(cudnnHandle_t h, const cudn
     workspace_for(a, s, &p.memory);
     auto t0 = std::chrono::steady_clock::now();
     p.status = p.memory > ws_bytes ? CUDNN_STATUS_BAD_PARAM
-                                   : forward(h, &one, xd, x, wd, w, cd, a, ws, ws_bytes, &zero, yd, y);
+                                   : forward(h, &one, xd, x, wd, w, cd, a, ws, ws_bytes, &zero, yd, y, true);
     if (p.status == CUDNN_STATUS_SUCCESS)
       p.time = std::chrono::duration<float, std::milli>(std::chrono::steady_clock::now() - t0).count();
     res.push_back(p);
