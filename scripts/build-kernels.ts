@@ -73,6 +73,8 @@ const sha = (...parts: (string | Uint8Array)[]) => {
 };
 const read = (p: string) => (existsSync(p) ? readFileSync(p, "utf8") : "");
 const listFiles = (dir: string, ext: string) => readdirSync(dir).filter((f) => f.endsWith(ext)).sort().map((f) => join(dir, f));
+/** The sources of an emulated shim library: kernels/emu/<name>.cpp and any kernels/emu/<name>_*.cpp. */
+const shimSources = (name: string) => listFiles(EMU_SRC, ".cpp").filter((f) => basename(f) === `${name}.cpp` || basename(f).startsWith(`${name}_`));
 
 async function run(cmd: string[]): Promise<{ code: number; output: string }> {
   const p = Bun.spawn(cmd, { stdout: "pipe", stderr: "pipe", cwd: PROJECT_ROOT });
@@ -166,12 +168,12 @@ class Builder {
     // shims: libcudart first (the other two and libbdkernels link to it and find it through $ORIGIN)
     const shimFlags = ["-std=c++17", "-O2", "-fPIC", "-shared", "-mtls-dialect=gnu2", "-Wall", "-Wno-unused-parameter", "-pthread"];
     for (const name of ["cudart", "cublas", "cudnn"]) {
-      const src = join(EMU_SRC, `${name}.cpp`);
+      const srcs = shimSources(name);
       const out = join(EMULATED_DIR, `lib${name}.so`);
       const deps = name === "cudart" ? [] : ["-L", EMULATED_DIR, "-l:libcudart.so", "-Wl,-rpath,$ORIGIN", "-ldl"];
       deps.push(`-Wl,--version-script,${exportsFile(`${name === "cudart" ? "cuda*; bdemu_*;" : name + "*;"}`)}`);
-      const key = sha(gxx, shimFlags.join(" "), deps.join(" "), readFileSync(src), shimHeaders);
-      if ((await this.produce(`emu/lib${name}.so`, out, key, (tmp) => ["g++", ...shimFlags, `-Wl,-soname,lib${name}.so`, src, "-o", tmp, ...deps])) === null) return;
+      const key = sha(gxx, shimFlags.join(" "), deps.join(" "), ...srcs.map((f) => readFileSync(f)), shimHeaders);
+      if ((await this.produce(`emu/lib${name}.so`, out, key, (tmp) => ["g++", ...shimFlags, `-Wl,-soname,lib${name}.so`, ...srcs, "-o", tmp, ...deps])) === null) return;
       await this.checkTls(out);
       if (name === "cudart") this.cudartKey = key;
     }
@@ -193,7 +195,7 @@ class Builder {
       return;
     }
     const found = (h: string) => [include, "/usr/include"].some((d) => existsSync(join(d, h)));
-    const checks: [string, string[]][] = [["abi_check.cpp", []], ["cudart.cpp", ["-DBD_REAL_CUDA_HEADERS"]]];
+    const checks: [string, string[]][] = [["abi_check.cpp", []], ...shimSources("cudart").map((f): [string, string[]] => [basename(f), ["-DBD_REAL_CUDA_HEADERS"]])];
     if (found("cublas_v2.h")) checks.push(["cublas.cpp", ["-DBD_REAL_CUDA_HEADERS"]]);
     else this.report.notes.push("cublas_v2.h not found: the cuBLAS shim's signatures were not checked (its values are documented)");
     if (found("cudnn.h")) checks.push(["cudnn.cpp", ["-DBD_REAL_CUDA_HEADERS"]]);
@@ -268,7 +270,7 @@ export async function buildKernels(opts: BuildOptions = {}): Promise<BuildReport
   // every kernels/*.cuh (common.cuh, mma.cuh) and, for the emulated build, the emulator headers (mma_emu.h included)
   const kernelHeaders = listFiles(KERNELS, ".cuh");
   const emuHeaders = digest([...kernelHeaders, ...listFiles(EMU_SRC, ".h")]);
-  const shimHeaders = digest([...listFiles(join(EMU_SRC, "api"), ".h"), join(EMU_SRC, "blas.h"), join(EMU_SRC, "half.h")]);
+  const shimHeaders = digest([...listFiles(join(EMU_SRC, "api"), ".h"), join(EMU_SRC, "blas.h"), join(EMU_SRC, "half.h"), ...listFiles(EMU_SRC, ".h").filter((f) => basename(f).startsWith("cudart_"))]);
   b.report.toolkit = findCudaToolkit();
   if (wantEmu) {
     await b.emulated(jobs, emuHeaders, shimHeaders);

@@ -14,92 +14,10 @@
 //     cudaMemcpy, which is synchronous): bdemu_sync_count() returns the count (tests).
 // Exports bdemu_device_range() for the other shims (libcublas / libcudnn link to this library) and
 // bdemu_stream_submit(), through which every stream's work runs (libbdkernels links to this library too).
-#ifdef BD_REAL_CUDA_HEADERS
-#include <cuda_runtime_api.h>  // signature check only (scripts/build-kernels.ts, -fsyntax-only)
-#include "api/cudart_values.h"
-#else
-#include "api/cudart.h"
-#endif
-#include <chrono>
-#include <cstdint>
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
-#include <iterator>
-#include <map>
-#include <mutex>
-#include <set>
-#include <thread>
+#include "cudart_state.h"
 
+using namespace bdemu_rt;
 namespace {
-struct Event {
-  unsigned flags;
-  bool recorded;
-  uint64_t seq;
-  double ms;
-};
-struct State {
-  std::recursive_mutex mu;  // recursive: helpers lock too
-  std::map<uintptr_t, size_t> device, pinned;  // start -> bytes (pinned: cudaHostAlloc / cudaHostRegister)
-  std::set<uintptr_t> streams, events;
-  size_t used = 0, peak = 0, release_threshold = 0;
-  uint64_t event_seq = 0;
-  cudaError_t last = cudaSuccess;
-};
-typedef std::lock_guard<std::recursive_mutex> Lock;
-State& S() {
-  static State s;
-  return s;
-}
-double now_ms() {
-  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-size_t capacity() {  // read on every call: the C environment is what a test can change (ffi/libc.ts setCEnv)
-  const char* e = getenv("BD_EMU_MEMORY_BYTES");
-  unsigned long long v = e ? strtoull(e, nullptr, 10) : 0;
-  return v ? (size_t)v : (size_t)8 << 30;
-}
-int env_int(const char* name, int fallback) {
-  const char* e = getenv(name);
-  return e && *e ? atoi(e) : fallback;
-}
-// BD_EMU_COMPUTE_CAPABILITY "major.minor" (default 8.0)
-void compute_capability(int* major, int* minor) {
-  const char* e = getenv("BD_EMU_COMPUTE_CAPABILITY");
-  *major = 8, *minor = 0;
-  if (e && *e) sscanf(e, "%d.%d", major, minor);
-}
-uint64_t g_syncs = 0;  // host synchronisations so far
-void count_sync() {
-  Lock g(S().mu);
-  ++g_syncs;
-}
-cudaError_t fail(cudaError_t e) {
-  S().last = e;
-  return e;
-}
-#define CHECK(cond, err) \
-  if (!(cond)) return fail(err)
-
-// The allocation of `m` that contains [p, p + n), or m.end().
-std::map<uintptr_t, size_t>::iterator find_range(std::map<uintptr_t, size_t>& m, const void* p, size_t n) {
-  uintptr_t a = (uintptr_t)p;
-  auto it = m.upper_bound(a);
-  if (it == m.begin()) return m.end();
-  --it;
-  return a - it->first + n <= it->second ? it : m.end();
-}
-bool is_device(const void* p) { return find_range(S().device, p, 0) != S().device.end(); }
-bool device_range(const void* p, size_t n) { return find_range(S().device, p, n) != S().device.end(); }
-bool valid_stream(cudaStream_t s) {  // 0, cudaStreamLegacy (1), cudaStreamPerThread (2), or created
-  Lock g(S().mu);
-  return (uintptr_t)s <= 2 || S().streams.count((uintptr_t)s);
-}
-Event* event_of(cudaEvent_t e) {
-  Lock g(S().mu);
-  return S().events.count((uintptr_t)e) ? (Event*)e : nullptr;
-}
-
 cudaError_t device_alloc(void** p, size_t size) {
   CHECK(p, cudaErrorInvalidValue);
   State& s = S();
