@@ -60,11 +60,11 @@ __global__ void __launch_bounds__(512) group_norm_kernel(T* out, const T* x, con
       block_stats(x + base, len, eps, red, mean, rstd);
     } else {  // as block_stats, over x + add per channel
       float s = 0.f;
-      for (int64_t i = threadIdx.x; i < len; i += blockDim.x) s += plus(x[base + i], add, n * C + c0 + i / S);
+      for (int64_t i = threadIdx.x; i < len; i += blockDim.x) s += plus(x[base + i], add, n * C + c0 + (uint32_t)i / (uint32_t)S);  // len ≤ kSplitMin: 32-bit
       mean = block_sum(s, red) / (float)len;
       float q = 0.f;
       for (int64_t i = threadIdx.x; i < len; i += blockDim.x) {
-        float d = plus(x[base + i], add, n * C + c0 + i / S) - mean;
+        float d = plus(x[base + i], add, n * C + c0 + (uint32_t)i / (uint32_t)S) - mean;
         q += d * d;
       }
       rstd = 1.f / sqrtf(block_sum(q, red) / (float)len + eps);
