@@ -151,6 +151,55 @@ __device__ __forceinline__ void for_each_strided(const Strided& p, F f) {
   }
 }
 
+// ---------------------------------------------------------------- fast index math and 16-byte vectors
+// n / d for 32-bit n < 2^31 by a multiply-high, an add and a shift (Granlund & Montgomery 1994, as CUTLASS's
+// FastDivmod): shift = ceil(log2 d), mul = floor(2^32 · (2^shift − d) / d) + 1. Built on the host per divisor.
+struct FastDiv {
+  uint32_t d, mul, shift;
+  inline void init(uint32_t divisor) {
+    d = divisor;
+    shift = 0;
+    while (shift < 31 && (1u << shift) < divisor) ++shift;
+    mul = (uint32_t)((((uint64_t)1 << 32) * (((uint64_t)1 << shift) - divisor)) / divisor + 1);
+  }
+  BD_HD uint32_t div(uint32_t n) const { return ((uint32_t)(((uint64_t)n * mul) >> 32) + n) >> shift; }
+};
+
+// A word of B bytes (B = 1, 2, 4, 8, 16) loaded or stored in one access; the pointer must be B-aligned.
+template <int B> struct word_of;
+template <> struct word_of<1> { typedef uint8_t type; };
+template <> struct word_of<2> { typedef uint16_t type; };
+template <> struct word_of<4> { typedef uint32_t type; };
+#if defined(__CUDACC__)
+template <> struct word_of<8> { typedef uint2 type; };
+template <> struct word_of<16> { typedef uint4 type; };
+#else
+struct alignas(8) bd_word8 { uint32_t x, y; };
+struct alignas(16) bd_word16 { uint32_t x, y, z, w; };
+template <> struct word_of<8> { typedef bd_word8 type; };
+template <> struct word_of<16> { typedef bd_word16 type; };
+#endif
+// L elements of T at p: one access of L·sizeof(T) bytes (p aligned to it) when `vec`, else p[0] in every lane.
+template <int L, class T>
+__device__ __forceinline__ void load_lanes(const T* p, bool vec, T (&v)[L]) {
+  if (L > 1 && vec) {
+    typedef typename word_of<L * sizeof(T)>::type W;
+    W w = *reinterpret_cast<const W*>(p);
+    memcpy(v, &w, sizeof(W));
+  } else {
+    T s = p[0];
+#pragma unroll
+    for (int k = 0; k < L; ++k) v[k] = s;
+  }
+}
+template <int L, class T>
+__device__ __forceinline__ void store_lanes(T* p, const T (&v)[L]) {
+  typedef typename word_of<L * sizeof(T)>::type W;
+  W w;
+  memcpy(&w, v, sizeof(W));
+  *reinterpret_cast<W*>(p) = w;
+}
+
 // ---------------------------------------------------------------- launch geometry
 inline int multiprocessors() {
 #if defined(__CUDACC__)

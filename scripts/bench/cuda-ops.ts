@@ -8,9 +8,12 @@
 //                descriptors, the backend's algorithm rule): [2,320,64,64]→320, [2,640,32,32]→640,
 //                [2,1280,16,16]→1280. TFLOP/s (2·N·O·OH·OW·C·9).
 //   elementwise  cudaMemcpyAsync device→device of the same bytes (the achievable bandwidth), add, mul and silu on
-//                [2,320,128,128], add [2,320,128,128] + [1,320,1,1]. GB/s counting bytes read + written.
-//   norm         group_norm [2,320,64,64] G=32 (weight, bias; with and without fused SiLU), layer_norm
-//                [2,4096,320] over 320. GB/s (input read once + output written + weight/bias).
+//                [2,320,128,128], add [2,320,128,128] + [1,320,1,1], the same add with both operands one element
+//                off 16-byte alignment (the scalar path), + a scalar, and [2,4096,320] + [320] / + [2,1,320]. GB/s
+//                counting bytes read + written; each row's note names the path it took (vector or scalar).
+//   norm         group_norm [2,320,64,64] G=32 (weight, bias; with and without fused SiLU; add-then-norm+SiLU vs
+//                the fused per-channel addend), group_norm+SiLU [1,128,512,512] G=32 (split into many pieces),
+//                layer_norm [2,4096,320] over 320. GB/s (input read once + output written + weight/bias).
 //   softmax      [16,4096,1024] over the last dim (= [2·8 heads, 4096, 1024]). GB/s.
 //   attention    fused attention [2,8,4096,40], self (Sk = 4096) and cross (Sk = 77), q/k/v as the Attention
 //                module passes them ([B,S,H·D] projections viewed as [B,H,S,D]). TFLOP/s (4·B·H·Sq·Sk·D).
@@ -546,6 +549,8 @@ const SHAPES: {
   conv: Dims4[];
   elementwise: Dims4;
   groupNorm: Dims4;
+  groupNormLarge: Dims4;
+  tokens: Dims3;
   groups: number;
   layerNorm: Dims3;
   softmax: Dims3;
@@ -558,6 +563,10 @@ const SHAPES: {
   conv: Q ? [[1, 8, 8, 8], [1, 16, 4, 4], [1, 32, 2, 2]] : [[2, 320, 64, 64], [2, 640, 32, 32], [2, 1280, 16, 16]],
   elementwise: Q ? [2, 8, 16, 16] : [2, 320, 128, 128],
   groupNorm: Q ? [2, 64, 4, 4] : [2, 320, 64, 64],
+  /** the VAE decoder's last resolution at 512² (128 channels, 4 per group): groups split into many pieces */
+  groupNormLarge: Q ? [1, 32, 96, 96] : [1, 128, 512, 512],
+  /** [B, N, C] activations of a transformer block (SD 1.5 at 512²): bias [C] and [B, 1, C] broadcasts */
+  tokens: Q ? [2, 16, 40] : [2, 4096, 320],
   groups: 32,
   layerNorm: Q ? [2, 16, 32] : [2, 4096, 320],
   softmax: Q ? [2, 16, 64] : [16, 4096, 1024],
@@ -786,23 +795,55 @@ function benchMemcpy(dtype: DType): void {
   });
 }
 
+/** Which path the last elementwise launch took (16-byte vectors or scalar), for the rows' notes. */
+function pathNote(): string {
+  const w = Number(ctx.k.bdk_elementwise_last_width?.() ?? 0);
+  return w > 1 ? `16-byte vector path (${w} elements per thread)` : "scalar path (FastDiv offsets)";
+}
+
 function benchElementwise(dtype: DType): void {
   const shape = SHAPES.elementwise;
   const s = fmtShape(shape);
   const C = shape[1]!;
   const bshape = `${s}+${fmtShape([1, C, 1, 1])}`;
-  guarded(["add", "mul", "silu", "add_broadcast"].map((op) => ({ op, impl: "backend" as Impl, shape: op === "add_broadcast" ? bshape : s, dtype })), () => {
+  const tok = SHAPES.tokens;
+  const ts = fmtShape(tok);
+  const tc = tok[2]!;
+  const rows = [
+    { op: "add", shape: s }, { op: "mul", shape: s }, { op: "silu", shape: s }, { op: "add_broadcast", shape: bshape },
+    { op: "add_misaligned", shape: s }, { op: "add_scalar", shape: s }, { op: "add_bias_tokens", shape: `${ts}+[${tc}]` },
+    { op: "add_sample_bias_tokens", shape: `${ts}+[${tok[0]},1,${tc}]` },
+  ];
+  guarded(rows.map((r) => ({ ...r, impl: "backend" as Impl, dtype })), () => {
     const x = rnd([...shape], dtype, 6);
     const y = rnd([...shape], dtype, 7);
     const bias = rnd([1, C, 1, 1], dtype, 8);
+    const n = x.byteLength;
+    const numel = x.shape.reduce((a, b) => a * b, 1);
+    // one element past the start of a larger buffer: no longer 16-byte aligned, so the scalar path runs
+    const xm = rnd([numel + 1], dtype, 6);
+    const ym = rnd([numel + 1], dtype, 7);
+    const xv = tidy(() => xm.narrow(0, 1, numel).reshape([...shape]));
+    const yv = tidy(() => ym.narrow(0, 1, numel).reshape([...shape]));
+    const tx = rnd([...tok], dtype, 11);
+    const tb = rnd([tc], dtype, 12);
+    const tsb = rnd([tok[0], 1, tc], dtype, 13);
+    const row = (op: string, sh: string, bytes: number, fn: () => Tensor) => {
+      fn().dispose();
+      const note = pathNote();
+      push(bandwidthRow(op, "backend", sh, dtype, bytes, timed(() => fn().dispose()), { note }));
+    };
     try {
-      const n = x.byteLength;
-      push(bandwidthRow("add", "backend", s, dtype, 3 * n, timed(() => add(x, y).dispose())));
-      push(bandwidthRow("mul", "backend", s, dtype, 3 * n, timed(() => mul(x, y).dispose())));
-      push(bandwidthRow("silu", "backend", s, dtype, 2 * n, timed(() => silu(x).dispose())));
-      push(bandwidthRow("add_broadcast", "backend", bshape, dtype, 2 * n + bias.byteLength, timed(() => add(x, bias).dispose())));
+      row("add", s, 3 * n, () => add(x, y));
+      row("mul", s, 3 * n, () => mul(x, y));
+      row("silu", s, 2 * n, () => silu(x));
+      row("add_broadcast", bshape, 2 * n + bias.byteLength, () => add(x, bias));
+      row("add_misaligned", s, 3 * n, () => add(xv, yv));
+      row("add_scalar", s, 2 * n, () => add(x, 0.5));
+      row("add_bias_tokens", `${ts}+[${tc}]`, 2 * tx.byteLength + tb.byteLength, () => add(tx, tb));
+      row("add_sample_bias_tokens", `${ts}+[${tok[0]},1,${tc}]`, 2 * tx.byteLength + tsb.byteLength, () => add(tx, tsb));
     } finally {
-      disposeAll(x, y, bias);
+      disposeAll(x, y, bias, xm, ym, xv, yv, tx, tb, tsb);
     }
   });
 }
@@ -815,17 +856,45 @@ function benchNorm(dtype: DType): void {
   const D = lshape[lshape.length - 1]!;
   const ls = `${fmtShape(lshape)} over ${D}`;
   const note = "bytes: input read once + output written + weight/bias";
-  guarded([{ op: "group_norm", impl: "backend", shape: gs, dtype }, { op: "group_norm_silu", impl: "backend", shape: gs, dtype }], () => {
+  const pieces = (sh: readonly number[]) => {
+    const bytes = Number(ctx.k.bdk_group_norm_workspace?.(sh[0]!, sh[1]!, sh[2]! * sh[3]!, G) ?? 0);
+    return bytes > 0 ? `split: ${bytes / 8} blocks of partial statistics` : `one block per (sample, group): ${sh[0]! * G}`;
+  };
+  const gops = ["group_norm", "group_norm_silu", "add_then_group_norm_silu", "group_norm_add_silu"];
+  guarded(gops.map((op) => ({ op, impl: "backend" as Impl, shape: gs, dtype })), () => {
     const C = gshape[1]!;
     const x = rnd([...gshape], dtype, 9);
     const w = ones([C], { dtype, device: "cuda" });
     const b = zeros([C], { dtype, device: "cuda" });
+    const t = rnd([gshape[0]!, C], dtype, 14); // the time embedding's projection, [B, C]
+    const t4 = t.reshape([gshape[0]!, C, 1, 1]);
+    const extra = `${note}; ${pieces(gshape)}`;
     try {
       const bytes = 2 * x.byteLength + w.byteLength + b.byteLength;
-      push(bandwidthRow("group_norm", "backend", gs, dtype, bytes, timed(() => groupNorm(x, G, w, b, 1e-5).dispose()), { note }));
-      push(bandwidthRow("group_norm_silu", "backend", gs, dtype, bytes, timed(() => groupNorm(x, G, w, b, 1e-5, { silu: true }).dispose()), { note }));
+      push(bandwidthRow("group_norm", "backend", gs, dtype, bytes, timed(() => groupNorm(x, G, w, b, 1e-5).dispose()), { note: extra }));
+      push(bandwidthRow("group_norm_silu", "backend", gs, dtype, bytes, timed(() => groupNorm(x, G, w, b, 1e-5, { silu: true }).dispose()), { note: extra }));
+      // ResnetBlock2D's norm2(h + temb): the separate add then the norm, and the fused call (same bytes counted:
+      // the useful traffic is x and t read, y written)
+      const fbytes = bytes + t.byteLength;
+      push(bandwidthRow("add_then_group_norm_silu", "backend", gs, dtype, fbytes, timed(() => {
+        const h = add(x, t4);
+        groupNorm(h, G, w, b, 1e-5, { silu: true }).dispose();
+        h.dispose();
+      }), { note: `${extra}; two kernels and a stored sum` }));
+      push(bandwidthRow("group_norm_add_silu", "backend", gs, dtype, fbytes, timed(() => groupNorm(x, G, w, b, 1e-5, { add: t, silu: true }).dispose()), { note: `${extra}; fused` }));
     } finally {
-      disposeAll(x, w, b);
+      disposeAll(x, w, b, t, t4);
+    }
+  });
+  const large = SHAPES.groupNormLarge;
+  const gl = `${fmtShape(large)} G=${G}`;
+  guarded([{ op: "group_norm_silu", impl: "backend", shape: gl, dtype }], () => {
+    const x = rnd([...large], dtype, 15);
+    try {
+      push(bandwidthRow("group_norm_silu", "backend", gl, dtype, 2 * x.byteLength, timed(() => groupNorm(x, G, null, null, 1e-6, { silu: true }).dispose()),
+        { note: `input read once + output written; ${pieces(large)}` }));
+    } finally {
+      disposeAll(x);
     }
   });
   guarded([{ op: "layer_norm", impl: "backend", shape: ls, dtype }], () => {

@@ -154,8 +154,15 @@ export interface Backend {
    */
   attention(q: TensorView, k: TensorView, v: TensorView, out: TensorView, scale: number, mask: TensorView | null, causal: boolean): void;
 
-  /** x: [N, C, ...]; per (n, group) statistics in fp32; optional fused SiLU after the affine. */
-  groupNorm(x: TensorView, weight: TensorView | null, bias: TensorView | null, groups: number, eps: number, out: TensorView, silu: boolean): void;
+  /**
+   * x: [N, C, ...]; per (n, group) statistics in fp32; optional fused SiLU after the affine. add: null, or an [N, C]
+   * view (any strides): the values normalised are x + add[n, c] rounded to x's dtype — what a separate broadcast add
+   * would store (diffusers' norm2(h + temb[:, :, None, None])) — and the sum is not stored.
+   */
+  groupNorm(
+    x: TensorView, weight: TensorView | null, bias: TensorView | null, groups: number, eps: number, out: TensorView, silu: boolean,
+    add?: TensorView | null,
+  ): void;
   /** Normalise over the trailing `normSize` elements of each row. */
   layerNorm(x: TensorView, weight: TensorView | null, bias: TensorView | null, normSize: number, eps: number, out: TensorView): void;
   /** Nearest-neighbour resize of the last two dims (torch "nearest": src = floor(dst * in / out)). */

@@ -93,8 +93,11 @@ export interface GroupNormOptions extends ModuleOptions {
   affine?: boolean;
 }
 
-/** Group normalisation over [N, C, ...]; weight/bias [C]. `forward(x, true)` fuses a SiLU after it. */
-export class GroupNorm extends Module<[Tensor, boolean?], Tensor> {
+/**
+ * Group normalisation over [N, C, ...]; weight/bias [C]. `forward(x, true)` fuses a SiLU after it;
+ * `forward(x, silu, add)` normalises x + add for a per-channel addend [N, C] without storing the sum.
+ */
+export class GroupNorm extends Module<[Tensor, boolean?, (Tensor | null)?], Tensor> {
   readonly weight: Parameter | null;
   readonly bias: Parameter | null;
   readonly eps: number;
@@ -112,8 +115,8 @@ export class GroupNorm extends Module<[Tensor, boolean?], Tensor> {
     this.bias = affine ? this.param("bias", [numChannels]) : null;
   }
 
-  forward(x: Tensor, silu = false): Tensor {
-    return groupNorm(x, this.numGroups, this.weight?.value, this.bias?.value, this.eps, { silu });
+  forward(x: Tensor, silu = false, add: Tensor | null = null): Tensor {
+    return groupNorm(x, this.numGroups, this.weight?.value, this.bias?.value, this.eps, { silu, add });
   }
 }
 

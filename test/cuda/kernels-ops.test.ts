@@ -129,7 +129,7 @@ describe.skipIf(!HAS_GXX)("emulated kernels: reduce, softmax, norms, upsample, i
       const [px, pw, pb, out] = [dev.upload(x.host), dev.upload(w.host), dev.upload(b.host), dev.malloc(N * C * S * 4)];
       const z = normalize(x.exact, (C / G) * S, 1e-5);
       for (const [affine, silu] of [[true, false], [true, true], [false, false]] as const) {
-        launch(`bdk_group_norm_${tag}`, out, px, affine ? pw : null, affine ? pb : null, N, C, S, G, 1e-5, silu ? 1 : 0, null);
+        launch(`bdk_group_norm_${tag}`, out, px, affine ? pw : null, affine ? pb : null, null, N, C, S, G, 1e-5, silu ? 1 : 0, null, null);
         const ref = z.map((v, i) => {
           const c = Math.floor(i / S) % C;
           const y = affine ? v * w.exact[c]! + b.exact[c]! : v;
@@ -137,7 +137,7 @@ describe.skipIf(!HAS_GXX)("emulated kernels: reduce, softmax, norms, upsample, i
         });
         expect(errorRatio(fetch(out, tag, N * C * S), ref, 1e-5, RTOL[tag])).toBeLessThanOrEqual(1);
       }
-      expect(k[`bdk_group_norm_${tag}`]!(out, px, null, null, N, C, S, 4, 1e-5, 0, null)).toBe(1); // 6 channels, 4 groups
+      expect(k[`bdk_group_norm_${tag}`]!(out, px, null, null, null, N, C, S, 4, 1e-5, 0, null, null)).toBe(1); // 6 channels, 4 groups
     });
 
   for (const tag of FLOAT_TAGS)

@@ -1,6 +1,7 @@
 // CPU normalisation kernels (the backend contract's `groupNorm` and `layerNorm`), as torch.nn.functional.group_norm
 // and layer_norm: population variance, y = (x − mean) / sqrt(var + eps) · weight + bias, optionally followed by a
-// fused SiLU (group norm). Statistics are in float64 and the affine transform runs in float64, the result rounded
+// fused SiLU (group norm), and for group norm an optional per-channel addend [N, C] added first (each sum rounded
+// as the binary add stores it, so the fused call normalises the same values as add-then-groupNorm). Statistics are in float64 and the affine transform runs in float64, the result rounded
 // once to the output dtype.
 //
 // JavaScript path (the reference, and BD_CPU_SIMD=0): two-pass statistics (mean, then Σ(x − mean)²), so large
@@ -16,6 +17,9 @@
 // float32 kernels compute it. Larger groups stream through the memory in blocks (two reads of the input).
 
 import type { TensorView } from "../backend.ts";
+import type { DType } from "../../core/dtype.ts";
+import { roundBf16, roundF16 } from "../../core/half.ts";
+import { hostAlloc } from "../../core/host-memory.ts";
 import { numel } from "../../core/shape.ts";
 import { commit, outF32, readF32 } from "./strided.ts";
 import { type SimdKernels, simdKernels } from "./simd-kernels.ts";
@@ -87,7 +91,7 @@ class Moments {
  */
 export function groupNorm(
   x: TensorView, weight: TensorView | null, bias: TensorView | null, groups: number, eps: number, out: TensorView,
-  silu: boolean,
+  silu: boolean, add: TensorView | null = null,
 ): void {
   const total = numel(x.shape);
   if (total === 0) return;
@@ -95,7 +99,7 @@ export function groupNorm(
   const C = x.shape[1]!;
   const S = total / (N * C); // spatial elements per channel
   const cg = C / groups;
-  const xs = readF32(x);
+  const xs = add ? plusChannels(readF32(x), readF32(add), x.dtype, S) : readF32(x);
   const ws = weight ? readF32(weight) : null;
   const bs = bias ? readF32(bias) : null;
   const ys = outF32(out);
@@ -126,6 +130,21 @@ export function groupNorm(
     }
   }
   commit(out, ys);
+}
+
+/**
+ * x [N, C, S] + add [N, C] per channel, each sum rounded as the CPU's binary add stores it (float32, then the
+ * dtype): the values a separate add would have given the norm.
+ */
+function plusChannels(xs: Float32Array, as: Float32Array, dtype: DType, S: number): Float32Array {
+  const v = hostAlloc(4 * xs.length, "float32 scratch of a CPU kernel", () => new Float32Array(xs.length));
+  const round = dtype === "float16" ? roundF16 : dtype === "bfloat16" ? roundBf16 : null;
+  for (let nc = 0; nc < as.length; nc++) {
+    const a = as[nc]!;
+    for (let i = nc * S, end = i + S; i < end; i++) v[i] = xs[i]! + a; // float32 store
+    if (round) for (let i = nc * S, end = i + S; i < end; i++) v[i] = round(v[i]!);
+  }
+  return v;
 }
 
 /** One group (channels c0 .. c0 + cg of S elements each, from xs[base]) through the SIMD kernels. */

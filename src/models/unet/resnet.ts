@@ -1,5 +1,5 @@
 // The UNet's convolutional pieces, as diffusers' resnet.py / downsampling.py / upsampling.py:
-// ResnetBlock2D (GroupNorm → act → conv, + time-embedding projection, GroupNorm → act → conv,
+// ResnetBlock2D (GroupNorm → act → conv, + time-embedding projection fused into the next GroupNorm, → act → conv,
 // 1×1 conv_shortcut when the width changes, output_scale_factor), Downsample2D (3×3 conv, stride 2,
 // named `conv`) and Upsample2D (nearest ×2, or to an explicit size when the skip connection is odd,
 // then a 3×3 conv named `conv`).
@@ -22,10 +22,10 @@ export interface ResnetBlock2DOptions extends ModuleOptions {
   outputScaleFactor?: number;
 }
 
-/** GroupNorm followed by the activation, fused when it is SiLU. */
-function normAct(norm: GroupNorm, x: Tensor, act: ((x: Tensor) => Tensor) | null): Tensor {
-  if (!act) return norm.call(x, true); // fused SiLU
-  const n = norm.call(x);
+/** GroupNorm of x (+ a per-channel addend, fused) followed by the activation, fused when it is SiLU. */
+function normAct(norm: GroupNorm, x: Tensor, act: ((x: Tensor) => Tensor) | null, add: Tensor | null = null): Tensor {
+  if (!act) return norm.call(x, true, add); // fused SiLU
+  const n = norm.call(x, false, add);
   try {
     return act(n);
   } finally {
@@ -75,11 +75,9 @@ export class ResnetBlock2D extends Module<[Tensor, Tensor | null], Tensor> {
       const act = this.#act;
       let h = normAct(this.norm1, x, act);
       h = swap(h, this.conv1.call(h)); // [B, Cout, H, W]
-      if (this.time_emb_proj && temb) {
-        const t = this.time_emb_proj.call(act ? act(temb) : silu(temb)); // [B, Cout]
-        h = swap(h, add(h, t.reshape([t.shape[0]!, t.shape[1]!, 1, 1])));
-      }
-      h = swap(h, normAct(this.norm2, h, act));
+      // norm2(h + temb[:, :, None, None]): the time embedding is added inside the GroupNorm
+      const t = this.time_emb_proj && temb ? this.time_emb_proj.call(act ? act(temb) : silu(temb)) : null; // [B, Cout]
+      h = swap(h, normAct(this.norm2, h, act, t));
       h = swap(h, this.conv2.call(this.dropout.call(h)));
       const shortcut = this.conv_shortcut ? this.conv_shortcut.call(x) : x;
       let out = add(shortcut, h);

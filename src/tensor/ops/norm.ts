@@ -1,5 +1,5 @@
-// Normalisation and resampling ops with torch semantics: groupNorm (optionally with a fused SiLU, as diffusers'
-// ResnetBlock2D uses it), layerNorm over trailing dims, and nearest-neighbour resizing of NCHW images:
+// Normalisation and resampling ops with torch semantics: groupNorm (optionally with a fused SiLU and a fused
+// per-channel addend before it, as diffusers' ResnetBlock2D uses them), layerNorm over trailing dims, and nearest-neighbour resizing of NCHW images:
 // interpolateNearest (torch.nn.functional.interpolate(mode="nearest") with `size` or `scale_factor`) and
 // upsampleNearest2x (diffusers' Upsample2D). Shapes and dtypes are checked here; backends only compute.
 
@@ -24,28 +24,57 @@ function into(out: Tensor, run: (out: Tensor) => void): Tensor {
   return out;
 }
 
+export interface GroupNormOptions {
+  /** Apply x·sigmoid(x) to the result (diffusers' ResnetBlock2D follows each norm with SiLU). */
+  silu?: boolean;
+  /**
+   * A per-channel addend, [N, C] or [N, C, 1, …] (N may be 1): groupNorm(x + add) in one pass without storing the
+   * sum — diffusers' ResnetBlock2D adds the projected time embedding right before norm2. Each sum is rounded to
+   * x's dtype as the separate add would store it, so the result equals add-then-groupNorm on the same backend up to
+   * the backend's own rounding of the statistics.
+   */
+  add?: Tensor | null;
+}
+
 /**
  * torch.nn.functional.group_norm: x [N, C, ...] normalised per (sample, group of C/groups channels) with the
- * population variance; optional per-channel weight/bias [C]; `silu` applies x·sigmoid(x) to the result.
+ * population variance; optional per-channel weight/bias [C]; options: a fused SiLU after, a per-channel addend before.
  */
 export function groupNorm(
-  x: Tensor, groups: number, weight?: Tensor | null, bias?: Tensor | null, eps = 1e-5, opts: { silu?: boolean } = {},
+  x: Tensor, groups: number, weight?: Tensor | null, bias?: Tensor | null, eps = 1e-5, opts: GroupNormOptions = {},
 ): Tensor {
   const op = "groupNorm";
-  const backend = backendFor(op, x, weight, bias);
+  const addend = opts.add ?? null;
+  const backend = backendFor(op, x, weight, bias, addend);
   requireFloat(op, x);
-  sameDType(op, x, ...[weight, bias].filter((t): t is Tensor => !!t));
+  sameDType(op, x, ...[weight, bias, addend].filter((t): t is Tensor => !!t));
   checkEps(op, eps);
   if (x.ndim < 2) throw new TensorError(`groupNorm: input must be [N, C, ...], got ${formatShape(x.shape)}`);
-  const C = x.shape[1]!;
+  const [N, C] = [x.shape[0]!, x.shape[1]!];
   if (!Number.isInteger(groups) || groups < 1 || C % groups !== 0)
     throw new TensorError(`groupNorm: ${C} channels of ${formatShape(x.shape)} are not divisible into ${groups} groups`);
   for (const [name, t] of [["weight", weight], ["bias", bias]] as const)
     if (t && (t.ndim !== 1 || t.shape[0] !== C))
       throw new TensorError(`groupNorm: ${name} must have shape [${C}] for input ${formatShape(x.shape)}, got ${formatShape(t.shape)}`);
-  return into(Tensor.empty(x.shape, x.dtype, x.device), (out) =>
-    backend.groupNorm(x, weight ?? null, bias ?? null, groups, eps, out, opts.silu ?? false),
-  );
+  if (addend) {
+    const s = addend.shape;
+    const ok = (s.length === 2 || s.length === x.ndim) && (s[0] === N || s[0] === 1) && s[1] === C && s.slice(2).every((d) => d === 1);
+    if (!ok)
+      throw new TensorError(
+        `groupNorm: add must be a per-channel addend [${N}, ${C}] or [${N}, ${C}${", 1".repeat(x.ndim - 2)}] (N may be 1) for input ` +
+          `${formatShape(x.shape)}, got ${formatShape(s)}; add other shapes with add() first`,
+      );
+  }
+  const a2 = addend ? addend.reshape([addend.shape[0]!, C]) : null; // [N or 1, C]
+  const av = a2 && a2.shape[0] !== N ? a2.expand([N, C]) : a2;
+  try {
+    return into(Tensor.empty(x.shape, x.dtype, x.device), (out) =>
+      backend.groupNorm(x, weight ?? null, bias ?? null, groups, eps, out, opts.silu ?? false, av),
+    );
+  } finally {
+    if (av !== a2) av?.dispose();
+    a2?.dispose();
+  }
 }
 
 /**
