@@ -58,6 +58,11 @@ export const CUDART = {
   cudaEventElapsedTime: { args: ["ptr", "ptr", "ptr"], returns: S },
   // the emulated runtime only, for tests: host synchronisations so far (kernels/emu/cudart.cpp)
   bdemu_sync_count: { args: [], returns: "u64", optional: true },
+  // the emulated runtime only (kernels/emu/cudart_streams.cpp): which stream work raised the last execution
+  // error, how streams run (BD_EMU_STREAMS), and, for tests, holding a stream's queue
+  bdemu_work_error: { args: [], returns: "cstring", optional: true },
+  bdemu_stream_mode: { args: [], returns: "cstring", optional: true },
+  bdemu_stream_hold: { args: ["ptr", "i32"], returns: S, optional: true },
 } as const satisfies SymbolTable;
 
 export type Cudart = NativeLibrary<typeof CUDART>;

@@ -28,3 +28,5 @@ inline sgemm_fn sgemm() {
 extern "C" int bdemu_device_range(const void* p, size_t bytes);
 // the emulated libcudart's stream work queue: run(arg) performs the work (returns a cudaError_t), drop(arg) frees arg
 extern "C" int bdemu_stream_submit(cudaStream_t st, const char* what, int (*run)(void*), void* arg, void (*drop)(void*));
+// cudaStreamSynchronize of the emulated libcudart (for calls that block the host, e.g. cudnnFind*)
+extern "C" int bdemu_stream_synchronize(cudaStream_t st);

@@ -605,6 +605,16 @@ inline char* last_error_msg() {
   return m;
 }
 
+// A launch configuration the device cannot run (the message says which); checked when the launch is issued.
+inline bool bad_config(dim3 grid, dim3 block, size_t smem) {
+  uint64_t nblocks = (uint64_t)grid.x * grid.y * grid.z;
+  uint64_t nthr = (uint64_t)block.x * block.y * block.z;
+  if (nthr != 0 && nthr <= 1024 && nblocks != 0 && smem <= 227 * 1024) return false;
+  snprintf(last_error_msg(), 256, "invalid launch configuration: grid (%u,%u,%u) block (%u,%u,%u) smem %zu", grid.x,
+           grid.y, grid.z, block.x, block.y, block.z, smem);
+  return true;
+}
+
 // Runs kernel k over the grid with its arguments `args` (one copy, shared read-only by all threads).
 template <class... P>
 int launch_tuple(void (*k)(P...), dim3 grid, dim3 block, size_t smem, std::tuple<std::decay_t<P>...>& args) {
@@ -617,12 +627,7 @@ int launch_tuple(void (*k)(P...), dim3 grid, dim3 block, size_t smem, std::tuple
     std::apply(c->k, *c->args);
   };
   uint64_t nblocks = (uint64_t)grid.x * grid.y * grid.z;
-  uint64_t nthr = (uint64_t)block.x * block.y * block.z;
-  if (nthr == 0 || nthr > 1024 || nblocks == 0 || smem > 227 * 1024) {
-    snprintf(last_error_msg(), 256, "invalid launch configuration: grid (%u,%u,%u) block (%u,%u,%u) smem %zu", grid.x,
-             grid.y, grid.z, block.x, block.y, block.z, smem);
-    return cudaErrorInvalidConfiguration;
-  }
+  if (bad_config(grid, block, smem)) return cudaErrorInvalidConfiguration;
   std::atomic<uint64_t> next{0};
   std::atomic<int> err{0};
   Pool::get().run((int)std::min<uint64_t>(nblocks, Pool::get().size()), [&](int) {
@@ -756,10 +761,13 @@ inline T __ldg(const T* p) { return *p; }
 
 // ---------------------------------------------------------------- host-side compat
 extern "C" int bdemu_stream_submit(cudaStream_t st, const char* what, int (*run)(void*), void* arg, void (*drop)(void*));
+extern "C" int bdemu_fail(int e);
 namespace cuda_compat {
-// A launch is work on its stream (the emulated libcudart's bdemu_stream_submit decides when it runs).
+// A launch is work on its stream (the emulated libcudart's bdemu_stream_submit decides when it runs); a bad
+// configuration is returned by the launch itself, as on a GPU; errors while it runs, by the next synchronisation.
 template <class... P, class... A>
 inline cudaError_t launch_kernel(void (*k)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t st, A&&... a) {
+  if (::cuda_emu::bad_config(grid, block, smem)) return (cudaError_t)bdemu_fail(cudaErrorInvalidConfiguration);
   using Job = ::cuda_emu::LaunchJob<P...>;
   Job* j = new Job{k, grid, block, smem, std::tuple<std::decay_t<P>...>(std::forward<A>(a)...)};
   return (cudaError_t)bdemu_stream_submit(st, "kernel launch", &Job::run, j, &Job::drop);

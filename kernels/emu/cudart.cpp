@@ -4,16 +4,26 @@
 //     shims can check pointers and ranges (a bad pointer is cudaErrorInvalidValue, as the real runtime);
 //     new allocations are filled with 0xFF bytes (NaN as f32/f16/bf16, -1 as integers) to expose reads of
 //     uninitialised memory; the capacity is BD_EMU_MEMORY_BYTES (default 8 GiB) so out-of-memory paths run.
-//   - streams run synchronously (work is complete when a call returns); events record their order and a host
-//     timestamp, so cudaEventElapsedTime measures host time between the two records.
+//   - streams run asynchronously (cudart_streams.cpp: a queue per stream drained by its own thread, ordered only
+//     by events, stream waits, synchronisations and the legacy default stream's rules); BD_EMU_STREAMS, read at
+//     the device's first use, is "async" (default), "sync" (work runs at once on the caller) or "seeded:<N>" (a
+//     deterministic interleaving drawn from a PRNG seeded with N, for reproducing an ordering bug).
+//   - copies and memsets follow CUDA's API synchronization behavior: cudaMemcpy is synchronous on the legacy
+//     stream; cudaMemcpyAsync from pageable host memory stages the bytes before it returns, to pageable host
+//     memory it waits for the copy; to / from pinned memory (cudaHostAlloc, cudaHostRegister) the host bytes
+//     are read / written when the stream reaches the copy. cudaMemset is queued on the legacy stream. cudaFree
+//     synchronises the device; cudaFreeAsync frees when its stream reaches it (the memory is not reused before).
+//     Arguments are checked at the call (an error is returned at once); a copy whose memory was freed in between
+//     fails when it executes and is reported by the next synchronisation.
 //   - errors set the sticky-free "last error" as the real runtime does (cudaGetLastError / PeekAtLastError).
 //   - what a test can change through the C environment (read on every call; ffi/libc.ts setCEnv):
 //     BD_EMU_DRIVER_VERSION / BD_EMU_RUNTIME_VERSION (default 13000 each, as cudaDriverGetVersion /
 //     cudaRuntimeGetVersion report them) and BD_EMU_COMPUTE_CAPABILITY ("8.0" by default, e.g. "7.5").
 //   - host synchronisations are counted (cudaDeviceSynchronize, cudaStreamSynchronize, cudaEventSynchronize,
-//     cudaMemcpy, which is synchronous): bdemu_sync_count() returns the count (tests).
-// Exports bdemu_device_range() for the other shims (libcublas / libcudnn link to this library) and
-// bdemu_stream_submit(), through which every stream's work runs (libbdkernels links to this library too).
+//     cudaMemcpy, which is synchronous, and cudaMemcpyAsync to pageable host memory, which waits):
+//     bdemu_sync_count() returns the count (tests).
+// Exports bdemu_device_range() for the other shims (libcublas / libcudnn link to this library); the streams'
+// exports (bdemu_stream_submit, through which every stream's work runs) are in cudart_streams.cpp.
 #include "cudart_state.h"
 
 using namespace bdemu_rt;
@@ -46,28 +56,88 @@ cudaError_t device_free(void* p) {
   free(p);
   return cudaSuccess;
 }
-cudaError_t copy(void* dst, const void* src, size_t n, cudaMemcpyKind kind) {
-  State& s = S();
-  Lock g(s.mu);
+// Checks a copy's arguments (under the lock): a device side must lie inside one allocation, a host side must not
+// be device memory (swapped arguments). *to_dev / *from_dev say which sides are device memory.
+cudaError_t check_copy(void* dst, const void* src, size_t n, cudaMemcpyKind kind, bool* to_dev, bool* from_dev) {
   CHECK(kind >= cudaMemcpyHostToHost && kind <= cudaMemcpyDefault, cudaErrorInvalidMemcpyDirection);
-  if (n == 0) return cudaSuccess;
-  CHECK(dst && src, cudaErrorInvalidValue);
   bool dev_dst = kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice;
   bool dev_src = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice;
   if (kind == cudaMemcpyDefault) dev_dst = is_device(dst), dev_src = is_device(src);
-  // a device side must lie inside one allocation; a host side must not be device memory (swapped arguments)
+  *to_dev = dev_dst, *from_dev = dev_src;
+  if (n == 0) return cudaSuccess;
+  CHECK(dst && src, cudaErrorInvalidValue);
   CHECK(dev_dst ? device_range(dst, n) : !is_device(dst), cudaErrorInvalidValue);
   CHECK(dev_src ? device_range(src, n) : !is_device(src), cudaErrorInvalidValue);
-  memmove(dst, src, n);
   return cudaSuccess;
 }
-cudaError_t set(void* p, int value, size_t n) {
-  State& s = S();
-  Lock g(s.mu);
+// A copy as stream work: the device sides are checked again when it executes (an async free may have run).
+struct CopyJob {
+  void* dst;
+  const void* src;
+  size_t n;
+  bool to_dev, from_dev;
+  void* staged;  // pageable source bytes copied at the call (freed with the job)
+  static int run(void* a) {
+    auto* j = (CopyJob*)a;
+    {
+      Lock g(S().mu);
+      if ((j->to_dev && !device_range(j->dst, j->n)) || (j->from_dev && !device_range(j->src, j->n)))
+        return cudaErrorIllegalAddress;
+    }
+    memmove(j->dst, j->staged ? j->staged : j->src, j->n);
+    return cudaSuccess;
+  }
+  static void drop(void* a) {
+    free(((CopyJob*)a)->staged);
+    delete (CopyJob*)a;
+  }
+};
+struct SetJob {
+  void* p;
+  int value;
+  size_t n;
+  static int run(void* a) {
+    auto* j = (SetJob*)a;
+    {
+      Lock g(S().mu);
+      if (!device_range(j->p, j->n)) return cudaErrorIllegalAddress;
+    }
+    memset(j->p, j->value, j->n);
+    return cudaSuccess;
+  }
+  static void drop(void* a) { delete (SetJob*)a; }
+};
+// cudaMemcpy(Async) on `st`; `sync`: the call returns once the copy is done (cudaMemcpy).
+cudaError_t queue_copy(void* dst, const void* src, size_t n, cudaMemcpyKind kind, cudaStream_t st, bool sync) {
+  bool to_dev, from_dev, pageable_src, pageable_dst;
+  {
+    Lock g(S().mu);
+    if (cudaError_t e = check_copy(dst, src, n, kind, &to_dev, &from_dev)) return e;
+    pageable_src = !from_dev && !is_pinned(src, n);
+    pageable_dst = !to_dev && !is_pinned(dst, n);
+  }
+  CHECK(valid_stream(st), cudaErrorInvalidResourceHandle);
   if (n == 0) return cudaSuccess;
-  CHECK(device_range(p, n), cudaErrorInvalidValue);
-  memset(p, value, n);
+  void* staged = nullptr;
+  if (pageable_src && !sync) {  // staged: the caller may reuse its buffer as soon as the call returns
+    staged = malloc(n);
+    CHECK(staged, cudaErrorMemoryAllocation);
+    memcpy(staged, src, n);
+  }
+  Ticket at;
+  auto* job = new CopyJob{dst, src, n, to_dev, from_dev, staged};
+  if (cudaError_t e = submit(st, sync ? "cudaMemcpy" : "cudaMemcpyAsync", &CopyJob::run, job, &CopyJob::drop, &at)) return e;
+  if (sync) return synchronize("cudaMemcpy", Target{false, at}, true);
+  if (pageable_dst) return synchronize("cudaMemcpyAsync to pageable host memory", Target{false, at}, true);
   return cudaSuccess;
+}
+cudaError_t queue_set(void* p, int value, size_t n, cudaStream_t st) {
+  {
+    Lock g(S().mu);
+    if (n == 0) return cudaSuccess;
+    CHECK(device_range(p, n), cudaErrorInvalidValue);
+  }
+  return submit(st, "cudaMemset", &SetJob::run, new SetJob{p, value, n}, &SetJob::drop);
 }
 }  // namespace
 
@@ -76,23 +146,6 @@ extern "C" {
 __attribute__((visibility("default"))) int bdemu_device_range(const void* p, size_t bytes) {
   Lock g(S().mu);
   return device_range(p, bytes) ? 0 : 1;
-}
-// ---------------------------------------------------------------- stream work (not a CUDA API)
-// Every piece of work issued to a stream -- kernel launches (libbdkernels, cuda_emu.h launch_kernel), async
-// copies and memsets, the cuBLAS / cuDNN shims' calls -- goes through here: `run(arg)` performs it and returns
-// a cudaError_t, `drop(arg)` (may be null) releases `arg` once the work is done or discarded. `what` names the
-// work in reports. Today the work runs at once on the calling thread (streams are synchronous).
-__attribute__((visibility("default"))) int bdemu_stream_submit(cudaStream_t st, const char* what, int (*run)(void*), void* arg,
-                                                                void (*drop)(void*)) {
-  (void)what;
-  if (!valid_stream(st)) {
-    if (drop) drop(arg);
-    return fail(cudaErrorInvalidResourceHandle);
-  }
-  int e = run(arg);
-  if (drop) drop(arg);
-  if (e != cudaSuccess) fail((cudaError_t)e);
-  return e;
 }
 // ---------------------------------------------------------------- for tests (not a CUDA API)
 unsigned long long bdemu_sync_count(void) {
@@ -154,15 +207,13 @@ cudaError_t cudaDeviceGetAttribute(int* value, enum cudaDeviceAttr attr, int dev
   }
   return cudaSuccess;
 }
-cudaError_t cudaDeviceSynchronize(void) {
-  count_sync();
-  return cudaSuccess;
-}
 cudaError_t cudaDeviceReset(void) {
+  synchronize_device("cudaDeviceReset", false);
   State& s = S();
   Lock g(s.mu);
   for (auto& [p, n] : s.device) free((void*)p);
   s.device.clear();
+  s.freeing.clear();
   s.used = 0;
   return cudaSuccess;
 }
@@ -188,23 +239,45 @@ const char* cudaGetErrorName(cudaError_t e) {
   switch ((int)e) { BD_CUDART_ERRORS(BD_ERROR_NAME) }
   return "cudaErrorUnknown";
 }
+// An error raised by executed work is reported once: by these or by the next synchronisation, whichever is first.
 cudaError_t cudaGetLastError(void) {
-  cudaError_t e = S().last;
-  S().last = cudaSuccess;
-  return e;
+  take_work_error(true);
+  return S().last.exchange(cudaSuccess);
 }
 cudaError_t cudaPeekAtLastError(void) { return S().last; }
 
 // ---------------------------------------------------------------- memory
 cudaError_t cudaMalloc(void** p, size_t size) { return device_alloc(p, size); }
-cudaError_t cudaFree(void* p) { return device_free(p); }
+// Synchronises the device first (as the real cudaFree), so no queued work still uses the memory; the free
+// happens even when that reports an execution error (which is returned).
+cudaError_t cudaFree(void* p) {
+  {
+    Lock g(S().mu);
+    CHECK(!S().freeing.count((uintptr_t)p), cudaErrorInvalidValue);  // its cudaFreeAsync is queued
+  }
+  cudaError_t pending = synchronize_device("cudaFree", false);
+  cudaError_t e = device_free(p);
+  return e != cudaSuccess ? e : pending;
+}
 cudaError_t cudaMallocAsync(void** p, size_t size, cudaStream_t st) {
   CHECK(valid_stream(st), cudaErrorInvalidResourceHandle);
   return device_alloc(p, size);
 }
 cudaError_t cudaFreeAsync(void* p, cudaStream_t st) {
-  CHECK(valid_stream(st), cudaErrorInvalidResourceHandle);
-  return device_free(p);
+  {
+    Lock g(S().mu);
+    if (!p) return cudaSuccess;
+    CHECK(S().device.count((uintptr_t)p) && !S().freeing.count((uintptr_t)p), cudaErrorInvalidValue);
+    CHECK(valid_stream(st), cudaErrorInvalidResourceHandle);
+    S().freeing.insert((uintptr_t)p);
+  }
+  // stream-ordered: the memory stays allocated (not reusable) until the stream reaches the free
+  auto run = +[](void* a) -> int {
+    Lock g(S().mu);
+    S().freeing.erase((uintptr_t)a);
+    return device_free(a);
+  };
+  return submit(st, "cudaFreeAsync", run, p, nullptr);
 }
 cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total) {
   CHECK(free_bytes && total, cudaErrorInvalidValue);
@@ -278,102 +351,11 @@ cudaError_t cudaHostUnregister(void* p) {
   return cudaSuccess;
 }
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t n, enum cudaMemcpyKind kind) {
-  count_sync();
-  return copy(dst, src, n, kind);
+  return queue_copy(dst, src, n, kind, 0, true);
 }
-namespace {
-struct CopyJob {
-  void* dst;
-  const void* src;
-  size_t n;
-  cudaMemcpyKind kind;
-};
-struct SetJob {
-  void* p;
-  int value;
-  size_t n;
-};
-void drop_copy(void* j) { delete (CopyJob*)j; }
-void drop_set(void* j) { delete (SetJob*)j; }
-}  // namespace
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t n, enum cudaMemcpyKind kind, cudaStream_t st) {
-  auto run = +[](void* a) -> int { auto* j = (CopyJob*)a; return copy(j->dst, j->src, j->n, j->kind); };
-  return (cudaError_t)bdemu_stream_submit(st, "cudaMemcpyAsync", run, new CopyJob{dst, src, n, kind}, drop_copy);
+  return queue_copy(dst, src, n, kind, st, false);
 }
-cudaError_t cudaMemset(void* p, int value, size_t n) { return set(p, value, n); }  // async for device memory
-cudaError_t cudaMemsetAsync(void* p, int value, size_t n, cudaStream_t st) {
-  auto run = +[](void* a) -> int { auto* j = (SetJob*)a; return set(j->p, j->value, j->n); };
-  return (cudaError_t)bdemu_stream_submit(st, "cudaMemsetAsync", run, new SetJob{p, value, n}, drop_set);
-}
-
-// ---------------------------------------------------------------- streams and events
-cudaError_t cudaStreamCreateWithFlags(cudaStream_t* st, unsigned int flags) {
-  CHECK(st && flags <= cudaStreamNonBlocking, cudaErrorInvalidValue);
-  *st = (cudaStream_t)malloc(16);  // a unique address; streams carry no state when synchronous
-  Lock g(S().mu);
-  S().streams.insert((uintptr_t)*st);
-  return cudaSuccess;
-}
-cudaError_t cudaStreamCreate(cudaStream_t* st) { return cudaStreamCreateWithFlags(st, cudaStreamDefault); }
-cudaError_t cudaStreamDestroy(cudaStream_t st) {
-  Lock g(S().mu);
-  CHECK(S().streams.erase((uintptr_t)st), cudaErrorInvalidResourceHandle);
-  free(st);
-  return cudaSuccess;
-}
-cudaError_t cudaStreamSynchronize(cudaStream_t st) {
-  CHECK(valid_stream(st), cudaErrorInvalidResourceHandle);
-  count_sync();
-  return cudaSuccess;
-}
-cudaError_t cudaStreamQuery(cudaStream_t st) {
-  CHECK(valid_stream(st), cudaErrorInvalidResourceHandle);
-  return cudaSuccess;
-}
-cudaError_t cudaStreamWaitEvent(cudaStream_t st, cudaEvent_t ev, unsigned int) {
-  CHECK(valid_stream(st) && event_of(ev), cudaErrorInvalidResourceHandle);
-  return cudaSuccess;
-}
-cudaError_t cudaEventCreateWithFlags(cudaEvent_t* ev, unsigned int flags) {
-  CHECK(ev && flags <= (cudaEventBlockingSync | cudaEventDisableTiming | 0x04), cudaErrorInvalidValue);
-  Event* e = new Event{flags, false, 0, 0.0};
-  Lock g(S().mu);
-  S().events.insert((uintptr_t)e);
-  *ev = (cudaEvent_t)e;
-  return cudaSuccess;
-}
-cudaError_t cudaEventCreate(cudaEvent_t* ev) { return cudaEventCreateWithFlags(ev, cudaEventDefault); }
-cudaError_t cudaEventDestroy(cudaEvent_t ev) {
-  Lock g(S().mu);
-  CHECK(S().events.erase((uintptr_t)ev), cudaErrorInvalidResourceHandle);
-  delete (Event*)ev;
-  return cudaSuccess;
-}
-cudaError_t cudaEventRecord(cudaEvent_t ev, cudaStream_t st) {
-  Lock g(S().mu);
-  Event* e = event_of(ev);
-  CHECK(e && valid_stream(st), cudaErrorInvalidResourceHandle);
-  e->recorded = true;
-  e->seq = ++S().event_seq;
-  e->ms = now_ms();
-  return cudaSuccess;
-}
-cudaError_t cudaEventSynchronize(cudaEvent_t ev) {
-  CHECK(event_of(ev), cudaErrorInvalidResourceHandle);
-  count_sync();
-  return cudaSuccess;
-}
-cudaError_t cudaEventQuery(cudaEvent_t ev) {
-  CHECK(event_of(ev), cudaErrorInvalidResourceHandle);
-  return cudaSuccess;
-}
-cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
-  CHECK(ms, cudaErrorInvalidValue);
-  Event *a = event_of(start), *b = event_of(end);
-  // as the real runtime: both recorded, neither created with cudaEventDisableTiming
-  CHECK(a && b && a->recorded && b->recorded, cudaErrorInvalidResourceHandle);
-  CHECK(!((a->flags | b->flags) & cudaEventDisableTiming), cudaErrorInvalidResourceHandle);
-  *ms = (float)(b->ms - a->ms);
-  return cudaSuccess;
-}
+cudaError_t cudaMemset(void* p, int value, size_t n) { return queue_set(p, value, n, 0); }  // async for device memory
+cudaError_t cudaMemsetAsync(void* p, int value, size_t n, cudaStream_t st) { return queue_set(p, value, n, st); }
 }  // extern "C"

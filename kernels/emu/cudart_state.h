@@ -1,6 +1,7 @@
 // cudart_state.h -- what the emulated libcudart's sources share (cudart.cpp and any kernels/emu/cudart_*.cpp,
-// linked into one libcudart.so): the device's state (allocations, streams, events, the last error), its lock,
-// and the checks every API call makes (valid_stream, event_of, device_range). Internal: not a CUDA API.
+// linked into one libcudart.so): the device's memory state (allocations, the last error) and its lock, the
+// checks every API call makes (valid_stream, device_range), and the interface of the stream engine
+// (cudart_streams.cpp: queues, events, the one synchronisation point). Internal: not a CUDA API.
 #pragma once
 #ifdef BD_REAL_CUDA_HEADERS
 #include <cuda_runtime_api.h>  // signature check only (scripts/build-kernels.ts, -fsyntax-only)
@@ -13,32 +14,27 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <atomic>
 #include <iterator>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <set>
 #include <thread>
 
 
 namespace bdemu_rt {
-struct Event {
-  unsigned flags;
-  bool recorded;
-  uint64_t seq;
-  double ms;
-};
 struct State {
   std::recursive_mutex mu;  // recursive: helpers lock too
   std::map<uintptr_t, size_t> device, pinned;  // start -> bytes (pinned: cudaHostAlloc / cudaHostRegister)
-  std::set<uintptr_t> streams, events;
+  std::set<uintptr_t> freeing;                 // device allocations whose cudaFreeAsync is queued
   size_t used = 0, peak = 0, release_threshold = 0;
-  uint64_t event_seq = 0;
-  cudaError_t last = cudaSuccess;
+  std::atomic<cudaError_t> last{cudaSuccess};  // set by stream threads too
 };
 typedef std::lock_guard<std::recursive_mutex> Lock;
-inline State& S() {
-  static State s;
-  return s;
+inline State& S() {  // never destroyed: stream threads may still run while the process exits
+  static State* s = new State;
+  return *s;
 }
 inline double now_ms() {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
@@ -80,13 +76,37 @@ inline std::map<uintptr_t, size_t>::iterator find_range(std::map<uintptr_t, size
 }
 inline bool is_device(const void* p) { return find_range(S().device, p, 0) != S().device.end(); }
 inline bool device_range(const void* p, size_t n) { return find_range(S().device, p, n) != S().device.end(); }
-inline bool valid_stream(cudaStream_t s) {  // 0, cudaStreamLegacy (1), cudaStreamPerThread (2), or created
-  Lock g(S().mu);
-  return (uintptr_t)s <= 2 || S().streams.count((uintptr_t)s);
-}
-inline Event* event_of(cudaEvent_t e) {
-  Lock g(S().mu);
-  return S().events.count((uintptr_t)e) ? (Event*)e : nullptr;
-}
+inline bool is_pinned(const void* p, size_t n) { return find_range(S().pinned, p, n) != S().pinned.end(); }
+
+// ---------------------------------------------------------------- the stream engine (cudart_streams.cpp)
+// How stream work runs, from BD_EMU_STREAMS at the device's first use: Async (default; a thread per stream),
+// Sync (at once on the calling thread) or Seeded (one scheduler, a seeded PRNG picks the next ready queue head).
+enum class Mode { Async, Sync, Seeded };
+Mode mode();
+struct Queue;
+// A point in one stream's order: done once the queue has completed item `seq` (a null queue is always done).
+struct Ticket {
+  std::shared_ptr<Queue> q;
+  uint64_t seq = 0;
+};
+// 0, cudaStreamLegacy (1), cudaStreamPerThread (2), or a live created stream
+bool valid_stream(cudaStream_t s);
+// Queue run(arg) on stream st in order (drop(arg) afterwards, may be null); *at receives its place in the stream.
+// An invalid stream drops arg and is cudaErrorInvalidResourceHandle; in Sync mode run's error is returned.
+cudaError_t submit(cudaStream_t st, const char* what, int (*run)(void*), void* arg, void (*drop)(void*),
+                   Ticket* at = nullptr);
+// What a synchronising call waits for: the whole device, or one point of one stream.
+struct Target {
+  bool device = false;
+  Ticket t;
+};
+// The one place the host waits for the device (cudaDeviceSynchronize, cudaStreamSynchronize,
+// cudaEventSynchronize, cudaMemcpy, D2H cudaMemcpyAsync to pageable memory, cudaFree...): counts a host
+// synchronisation when `counted`, waits, and returns the first error raised by executed work since the last
+// report (then cleared), or cudaErrorNotReady when the target waits for a held stream (bdemu_stream_hold).
+cudaError_t synchronize(const char* api, const Target& target, bool counted);
+inline cudaError_t synchronize_device(const char* api, bool counted) { return synchronize(api, Target{true, {}}, counted); }
+// The execution error not yet reported by a synchronisation (cudaGetLastError clears it too).
+cudaError_t take_work_error(bool clear);
 
 }  // namespace bdemu_rt

@@ -369,6 +369,9 @@ cudnnStatus_t cudnnFindConvolutionForwardAlgorithmEx(cudnnHandle_t h, const cudn
   if (!h || !returned || !perf) return fail(CUDNN_STATUS_BAD_PARAM_NULL_POINTER, "a pointer argument is null");
   if (requested < 1) return fail(CUDNN_STATUS_BAD_PARAM, "requestedAlgoCount %d < 1", requested);
   if (cudnnStatus_t st = validate(xd, wd, cd, yd, s)) return st;
+  // blocking, as cuDNN's: x and w are read, y written, after the work queued on the handle's stream
+  if (bdemu_stream_synchronize(h->stream) != 0)
+    return fail(CUDNN_STATUS_EXECUTION_FAILED, "earlier work on the handle's stream failed");
   std::vector<cudnnConvolutionFwdAlgoPerf_t> res;
   const float one = 1.f, zero = 0.f;
   for (cudnnConvolutionFwdAlgo_t a : kAlgos) {  // runs each algorithm once (y is overwritten, as cuDNN may)

@@ -1,6 +1,8 @@
 // The CUDA emulator itself (kernels/emu/cuda_emu.h): test kernels in emu_selftest.cu, built here with the
 // emulated build's flags, check warp collectives under divergence, dynamic shared memory and atomics, and that
-// a deadlock or a bad launch configuration becomes a launch error with a message instead of a hang.
+// a deadlock or a bad launch configuration becomes a launch error with a message instead of a hang. Launches are
+// stream work (null stream, host pointers): results are read after cudaDeviceSynchronize, and an error raised while
+// a kernel runs is reported by that synchronisation.
 
 import { beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdirSync, readFileSync, renameSync } from "node:fs";
@@ -16,6 +18,10 @@ const SYMBOLS = {
   t_barrier_vs_shuffle: { args: ["ptr", "ptr"], returns: "i32" },
   t_bad_config: { args: ["ptr", "ptr"], returns: "i32" },
   bdk_last_error: { args: [], returns: "cstring" },
+  // the emulated libcudart the library links to
+  cudaDeviceSynchronize: { args: [], returns: "i32" },
+  cudaGetLastError: { args: [], returns: "i32" },
+  bdemu_work_error: { args: [], returns: "cstring" },
 } as const;
 
 describe.skipIf(!HAS_GXX)("CUDA emulator", () => {
@@ -45,6 +51,7 @@ describe.skipIf(!HAS_GXX)("CUDA emulator", () => {
   test("half-warps shuffle independently; ballots see the whole warp", () => {
     const out = new Int32Array(192);
     expect(t.t_halves(out, null)).toBe(0);
+    expect(t.cudaDeviceSynchronize()).toBe(0);
     const low = 120, high = 2 * (16 * 16 + 120); // Σ lanes 0..15, and Σ 2·lanes 16..31
     expect(Array.from(out.subarray(0, 32))).toEqual(Array.from({ length: 32 }, (_, l) => (l < 16 ? low : high) + 1000));
   });
@@ -53,18 +60,31 @@ describe.skipIf(!HAS_GXX)("CUDA emulator", () => {
     const x = Float32Array.from({ length: 1025 }, (_, i) => (i % 7) - 3);
     const out = new Float32Array(1);
     expect(t.t_block_sum(x, out, x.length, null)).toBe(0);
+    expect(t.cudaDeviceSynchronize()).toBe(0);
     expect(out[0]).toBe(x.reduce((a, b) => a + b, 0));
   });
 
   test("deadlocks and bad configurations are launch errors with a message, not hangs", () => {
     const out = new Float32Array(64);
-    expect(t.t_barrier_vs_shuffle(out, null)).toBe(719); // cudaErrorLaunchFailure
+    // an execution error: the launch is queued (0); the next synchronisation reports it once, naming the work
+    // (BD_EMU_STREAMS=sync runs the work inside the launch, which then returns the error)
+    const queued = process.env.BD_EMU_STREAMS !== "sync";
+    expect(t.t_barrier_vs_shuffle(out, null)).toBe(queued ? 0 : 719);
+    if (queued) expect(t.cudaDeviceSynchronize()).toBe(719); // cudaErrorLaunchFailure
     expect(t.bdk_last_error()).toMatch(/deadlock in block \(0,0,0\): 32 threads in __syncthreads \(first tid 0\), 32 in warp collectives/);
+    expect(t.bdemu_work_error()).toMatch(/^kernel launch on the legacy default stream failed: cudaErrorLaunchFailure$/);
+    expect(t.cudaDeviceSynchronize()).toBe(0);
+    expect(t.cudaGetLastError()).toBe(719); // also the last error, cleared by reading
+    expect(t.cudaGetLastError()).toBe(0);
     // threads that exit satisfy a pending barrier (as on Volta and later), unless CUDA_EMU_STRICT=1
     const strict = process.env.CUDA_EMU_STRICT === "1";
-    expect(t.t_divergent_barrier(out, null)).toBe(strict ? 719 : 0);
+    expect(t.t_divergent_barrier(out, null)).toBe(queued || !strict ? 0 : 719);
+    expect(t.cudaDeviceSynchronize()).toBe(queued && strict ? 719 : 0);
     if (strict) expect(t.bdk_last_error()).toMatch(/strict: thread \(32,0,0\) exited while 32 threads wait in __syncthreads/);
+    t.cudaGetLastError();
+    // a configuration error is returned by the launch itself
     expect(t.t_bad_config(out, null)).toBe(9); // cudaErrorInvalidConfiguration: 2048 threads per block
     expect(t.bdk_last_error()).toMatch(/invalid launch configuration: grid \(1,1,1\) block \(2048,1,1\)/);
+    expect(t.cudaGetLastError()).toBe(9);
   });
 });
