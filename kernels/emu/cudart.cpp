@@ -12,9 +12,11 @@
 //     cudaRuntimeGetVersion report them) and BD_EMU_COMPUTE_CAPABILITY ("8.0" by default, e.g. "7.5").
 //   - host synchronisations are counted (cudaDeviceSynchronize, cudaStreamSynchronize, cudaEventSynchronize,
 //     cudaMemcpy, which is synchronous): bdemu_sync_count() returns the count (tests).
+// BD_EMU_CHECK=memcheck quarantines freed device memory (cudart_check.cpp).
 // Exports bdemu_device_range() for the other shims (libcublas / libcudnn link to this library) and
 // bdemu_stream_submit(), through which every stream's work runs (libbdkernels links to this library too).
 #include "cudart_state.h"
+#include "cudart_check.h"
 
 using namespace bdemu_rt;
 namespace {
@@ -42,8 +44,9 @@ cudaError_t device_free(void* p) {
   auto it = s.device.find((uintptr_t)p);
   CHECK(it != s.device.end(), cudaErrorInvalidValue);
   s.used -= it->second;
+  size_t size = it->second;
   s.device.erase(it);
-  free(p);
+  if (!quarantine(p, size)) free(p);  // BD_EMU_CHECK=memcheck keeps freed ranges to recognise use after free
   return cudaSuccess;
 }
 cudaError_t copy(void* dst, const void* src, size_t n, cudaMemcpyKind kind) {
@@ -164,6 +167,7 @@ cudaError_t cudaDeviceReset(void) {
   for (auto& [p, n] : s.device) free((void*)p);
   s.device.clear();
   s.used = 0;
+  release_quarantine();
   return cudaSuccess;
 }
 cudaError_t cudaDriverGetVersion(int* v) {
