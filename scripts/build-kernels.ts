@@ -7,18 +7,21 @@
 //             ffi/cuda/discover.ts found and loaded first) -> kernels/build/libbdkernels.so
 //   emulated: g++ against kernels/emu (CPU fibers) -> kernels/build/emu/libbdkernels.so, plus the shim libraries
 //             libcudart.so, libcublas.so, libcudnn.so in the same folder (BD_CUDA_EMULATE=1 uses them)
+//   checked:  the emulated kernels again with the checking mode's instrumentation (EMU_CHECK_FLAGS) and the
+//             checker kernels/emu/check*.cpp -> kernels/build/emu-check/libbdkernels.so (BD_EMU_CHECK selects it;
+//             ARCHITECTURE.md decision 18); built when BD_EMU_CHECK is set or with --emu-check
 // Every object and library is rebuilt only when its inputs (sources, headers, flags, compiler) change: a hash
 // of them is stored beside each output. Without nvcc only the emulated build runs, and says so. With the CUDA
 // headers at hand the shims are also checked against them (abi_check.cpp and a compile of each shim against the
 // real header). Shared libraries are checked for static TLS, which Bun cannot dlopen.
 //
-// Usage: bun scripts/build-kernels.ts [--emu-only | --real-only] [--force] [--jobs N] [--json]
+// Usage: bun scripts/build-kernels.ts [--emu-only | --real-only] [--emu-check] [--force] [--jobs N] [--json]
 
 import { createHash } from "node:crypto";
 import { availableParallelism } from "node:os";
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { basename, join } from "node:path";
-import { EMULATED_DIR, KERNELS_BUILD_DIR, PROJECT_ROOT, findCudaToolkit, type CudaToolkit } from "../ffi/cuda/discover.ts";
+import { EMULATED_CHECK_DIR, EMULATED_DIR, KERNELS_BUILD_DIR, PROJECT_ROOT, emuCheckers, findCudaToolkit, type CudaToolkit } from "../ffi/cuda/discover.ts";
 
 const KERNELS = join(PROJECT_ROOT, "kernels");
 const EMU_SRC = join(KERNELS, "emu");
@@ -39,9 +42,22 @@ export function gencodeFlags(archs: readonly number[]): string[] {
   return [...archs.flatMap((a) => ["-gencode", `arch=compute_${a},code=sm_${a}`]), "-gencode", `arch=compute_${newest},code=compute_${newest}`];
 }
 
+/** g++ flags of the emulated kernels (x86-64; elsewhere also -DCUDA_EMU_UCONTEXT). */
+export const EMU_FLAGS = ["-std=c++17", "-O2", "-fPIC", "-mtls-dialect=gnu2", "-fvisibility=hidden", "-Wall", "-Wno-unknown-pragmas", "-Wno-unused-parameter",
+  ...(process.arch !== "x64" ? ["-DCUDA_EMU_UCONTEXT"] : [])];
+/**
+ * Added for the check variant's kernel objects: g++'s ThreadSanitizer *instrumentation* (a call before every load and
+ * store, to callbacks that kernels/emu/check.cpp defines; no TSan runtime is linked), without function entry/exit calls.
+ */
+export const EMU_CHECK_FLAGS = ["-DCUDA_EMU_CHECK=1", "-fsanitize=thread", "--param", "tsan-instrument-func-entry-exit=0"];
+/** The checker, linked uninstrumented into every check-variant library: kernels/emu/check*.cpp. */
+export const checkSources = (): string[] => listFiles(join(PROJECT_ROOT, "kernels", "emu"), ".cpp").filter((f) => basename(f).startsWith("check"));
+
 export interface BuildOptions {
   emu?: boolean;
   real?: boolean;
+  /** Also the check variant of the emulated kernels (default: BD_EMU_CHECK is set). */
+  check?: boolean;
   force?: boolean;
   /** Compilations in parallel (default min(2, CPUs)). */
   jobs?: number;
@@ -145,7 +161,7 @@ class Builder {
     }
   }
 
-  async emulated(jobs: number, headers: string, shimHeaders: string): Promise<void> {
+  async emulated(jobs: number, headers: string, shimHeaders: string, checkHeaders: string): Promise<void> {
     const gxx = await version(["g++", "--version"]);
     if (!gxx) {
       this.report.ok = false;
@@ -153,17 +169,7 @@ class Builder {
       return;
     }
     const objDir = join(KERNELS_BUILD_DIR, "obj", "emu");
-    mkdirSync(objDir, { recursive: true });
-    const flags = ["-std=c++17", "-O2", "-fPIC", "-mtls-dialect=gnu2", "-fvisibility=hidden", "-Wall", "-Wno-unknown-pragmas", "-Wno-unused-parameter"];
-    if (process.arch !== "x64") flags.push("-DCUDA_EMU_UCONTEXT");
-    const keys: string[] = [];
-    const sources = listFiles(KERNELS, ".cu");
-    await inParallel(sources, jobs, async (src) => {
-      const obj = join(objDir, basename(src, ".cu") + ".o");
-      const key = sha(gxx, flags.join(" "), readFileSync(src), headers);
-      keys[sources.indexOf(src)] = key;
-      await this.produce(`emu/${basename(src)}`, obj, key, (tmp) => ["g++", ...flags, "-x", "c++", "-I", KERNELS, "-c", src, "-o", tmp]);
-    });
+    const keys = await this.emulatedObjects(gxx, jobs, headers, objDir, EMU_FLAGS, "emu");
     if (!this.report.ok) return;
     // shims: libcudart first (the other two and libbdkernels link to it and find it through $ORIGIN)
     const shimFlags = ["-std=c++17", "-O2", "-fPIC", "-shared", "-mtls-dialect=gnu2", "-Wall", "-Wno-unused-parameter", "-pthread"];
@@ -177,12 +183,44 @@ class Builder {
       await this.checkTls(out);
       if (name === "cudart") this.cudartKey = key;
     }
-    const objs = sources.map((s) => join(objDir, basename(s, ".cu") + ".o"));
+    const objs = listFiles(KERNELS, ".cu").map((s) => join(objDir, basename(s, ".cu") + ".o"));
     const lib = join(EMULATED_DIR, "libbdkernels.so");
     // linked to the emulated libcudart (as the real library needs the shared runtime): launches go to its streams
     const link = ["-shared", "-pthread", "-Wl,-soname,libbdkernels.so", `-Wl,--version-script,${exportsFile("bdk_*;")}`];
     const runtime = ["-L", EMULATED_DIR, "-l:libcudart.so", "-Wl,-rpath,$ORIGIN"];
     if ((await this.produce("emu/libbdkernels.so", lib, sha(gxx, link.join(" "), runtime.join(" "), this.cudartKey, ...keys), (tmp) => ["g++", ...link, ...objs, "-o", tmp, ...runtime])) !== null)
+      await this.checkTls(lib);
+    if (this.report.ok && this.opts.check) await this.emulatedCheck(gxx, jobs, checkHeaders);
+  }
+
+  /** Compiles every kernels/*.cu with g++ and `flags` into `objDir`; returns the objects' build keys. */
+  async emulatedObjects(gxx: string, jobs: number, headers: string, objDir: string, flags: readonly string[], label: string): Promise<string[]> {
+    mkdirSync(objDir, { recursive: true });
+    const keys: string[] = [];
+    const sources = listFiles(KERNELS, ".cu");
+    await inParallel(sources, jobs, async (src) => {
+      const obj = join(objDir, basename(src, ".cu") + ".o");
+      const key = sha(gxx, flags.join(" "), readFileSync(src), headers);
+      keys[sources.indexOf(src)] = key;
+      await this.produce(`${label}/${basename(src)}`, obj, key, (tmp) => ["g++", ...flags, "-x", "c++", "-I", KERNELS, "-c", src, "-o", tmp]);
+    });
+    return keys;
+  }
+
+  /** The check variant (ARCHITECTURE.md decision 18): instrumented kernels + the checker, on the emulated libcudart. */
+  async emulatedCheck(gxx: string, jobs: number, headers: string): Promise<void> {
+    const objDir = join(KERNELS_BUILD_DIR, "obj", "emu-check");
+    const keys = await this.emulatedObjects(gxx, jobs, headers, objDir, [...EMU_FLAGS, ...EMU_CHECK_FLAGS], "emu-check");
+    if (!this.report.ok) return;
+    mkdirSync(EMULATED_CHECK_DIR, { recursive: true });
+    const objs = listFiles(KERNELS, ".cu").map((s) => join(objDir, basename(s, ".cu") + ".o"));
+    const checker = checkSources();
+    const lib = join(EMULATED_CHECK_DIR, "libbdkernels.so");
+    // -z defs: every instrumentation callback the compiler emitted must be defined by the checker
+    const link = ["-shared", "-pthread", "-DCUDA_EMU_CHECK=1", ...EMU_FLAGS, "-Wl,-z,defs", "-Wl,-soname,libbdkernels.so", `-Wl,--version-script,${exportsFile("bdk_*;")}`];
+    const runtime = ["-L", EMULATED_DIR, "-l:libcudart.so", "-Wl,-rpath,$ORIGIN/../emu", "-ldl"];
+    const key = sha(gxx, link.join(" "), runtime.join(" "), this.cudartKey, headers, ...checker.map((f) => readFileSync(f)), ...keys);
+    if ((await this.produce("emu-check/libbdkernels.so", lib, key, (tmp) => ["g++", ...link, "-I", KERNELS, ...objs, ...checker, "-o", tmp, ...runtime])) !== null)
       await this.checkTls(lib);
   }
 
@@ -260,8 +298,8 @@ function demangle(line: string): string {
 /** Build what `opts` asks for (both by default); never throws for compile errors (see report.errors). */
 export async function buildKernels(opts: BuildOptions = {}): Promise<BuildReport> {
   const t0 = performance.now();
-  const b = new Builder(opts);
   const jobs = Math.max(1, opts.jobs ?? Math.min(2, availableParallelism()));
+  const b = new Builder({ ...opts, check: opts.check ?? emuCheckers() !== null });
   const wantEmu = opts.emu ?? true;
   const wantReal = opts.real ?? true;
   mkdirSync(EMULATED_DIR, { recursive: true });
@@ -269,11 +307,14 @@ export async function buildKernels(opts: BuildOptions = {}): Promise<BuildReport
   const digest = (files: string[]) => sha(...files.map((f) => readFileSync(f)));
   // every kernels/*.cuh (common.cuh, mma.cuh) and, for the emulated build, the emulator headers (mma_emu.h included)
   const kernelHeaders = listFiles(KERNELS, ".cuh");
-  const emuHeaders = digest([...kernelHeaders, ...listFiles(EMU_SRC, ".h")]);
+  // the checker's headers (check*.h) only matter to the check variant (cuda_emu.h includes them under CUDA_EMU_CHECK)
+  const isCheckHeader = (f: string) => basename(f).startsWith("check");
+  const emuHeaders = digest([...kernelHeaders, ...listFiles(EMU_SRC, ".h").filter((f) => !isCheckHeader(f))]);
+  const checkHeaders = digest([...kernelHeaders, ...listFiles(EMU_SRC, ".h")]);
   const shimHeaders = digest([...listFiles(join(EMU_SRC, "api"), ".h"), join(EMU_SRC, "blas.h"), join(EMU_SRC, "half.h"), ...listFiles(EMU_SRC, ".h").filter((f) => basename(f).startsWith("cudart_"))]);
   b.report.toolkit = findCudaToolkit();
   if (wantEmu) {
-    await b.emulated(jobs, emuHeaders, shimHeaders);
+    await b.emulated(jobs, emuHeaders, shimHeaders, checkHeaders);
     if (b.report.ok) await b.abiCheck(shimHeaders);
   }
   if (wantReal) {
@@ -291,15 +332,16 @@ if (import.meta.main) {
   const args = process.argv.slice(2);
   const flag = (f: string) => args.includes(f);
   const jobsAt = args.indexOf("--jobs");
-  const unknown = args.filter((a, i) => !["--emu-only", "--real-only", "--force", "--json", "--jobs"].includes(a) && args[i - 1] !== "--jobs");
+  const unknown = args.filter((a, i) => !["--emu-only", "--real-only", "--emu-check", "--force", "--json", "--jobs"].includes(a) && args[i - 1] !== "--jobs");
   if (unknown.length || (flag("--emu-only") && flag("--real-only"))) {
-    console.error("usage: bun scripts/build-kernels.ts [--emu-only | --real-only] [--force] [--jobs N] [--json]");
+    console.error("usage: bun scripts/build-kernels.ts [--emu-only | --real-only] [--emu-check] [--force] [--jobs N] [--json]");
     process.exit(2);
   }
   const json = flag("--json");
   const report = await buildKernels({
     emu: !flag("--real-only"),
     real: flag("--emu-only") ? false : flag("--real-only") ? true : undefined,
+    check: flag("--emu-check") || undefined,
     force: flag("--force"),
     jobs: jobsAt >= 0 ? Number(args[jobsAt + 1]) : undefined,
     log: json ? undefined : (l) => console.log(`[build-kernels] ${l}`),

@@ -2,7 +2,9 @@
 // library, and for the CUDA toolkit (nvcc) that builds kernels. Order: $BD_CUDA_LIB_DIR, $CUDA_HOME /
 // $CUDA_PATH, /usr/local/cuda, the `ldconfig -p` cache, then the nvidia/*/lib folders of Python site-packages
 // (PyTorch's wheels ship cuBLAS and cuDNN there, so a machine with PyTorch needs nothing more).
-// BD_CUDA_EMULATE=1 points everything at the emulated device in kernels/build/emu/ (ARCHITECTURE.md decision 4).
+// BD_CUDA_EMULATE=1 points everything at the emulated device in kernels/build/emu/ (ARCHITECTURE.md decision 4);
+// with BD_EMU_CHECK=memcheck,racecheck (or one of them) its kernels library is the check variant in
+// kernels/build/emu-check/ (ARCHITECTURE.md decision 18; the checks apply to the emulated device only).
 // A failed search names every place it looked and what to install.
 
 import { existsSync, readdirSync, realpathSync } from "node:fs";
@@ -16,6 +18,21 @@ type Env = Readonly<Record<string, string | undefined>>;
 export const PROJECT_ROOT = resolve(import.meta.dir, "../..");
 export const KERNELS_BUILD_DIR = join(PROJECT_ROOT, "kernels", "build");
 export const EMULATED_DIR = join(KERNELS_BUILD_DIR, "emu");
+/** The emulated kernels built for the checking mode (memcheck / racecheck). */
+export const EMULATED_CHECK_DIR = join(KERNELS_BUILD_DIR, "emu-check");
+
+export type EmuChecker = "memcheck" | "racecheck";
+const EMU_CHECKERS: readonly EmuChecker[] = ["memcheck", "racecheck"];
+/** The checkers BD_EMU_CHECK asks for ("memcheck", "racecheck", comma-separated), or null when it is unset or empty. */
+export function emuCheckers(env: Env = process.env): EmuChecker[] | null {
+  const v = env.BD_EMU_CHECK?.trim();
+  if (!v) return null;
+  const names = v.split(",").map((s) => s.trim()).filter(Boolean);
+  const bad = names.filter((n) => !EMU_CHECKERS.includes(n as EmuChecker));
+  if (bad.length)
+    throw new Error(`BD_EMU_CHECK=${v}: unknown checker ${bad.map((b) => `"${b}"`).join(", ")}; use memcheck, racecheck or memcheck,racecheck (or unset it)`);
+  return [...new Set(names as EmuChecker[])];
+}
 
 /** File names per library, preferred first (CUDA 13, 12, 11; cuDNN 9, 8). */
 export const LIBRARY_FILES: Record<CudaLibrary, readonly string[]> = {
@@ -159,10 +176,13 @@ export function discoverCuda(opts: DiscoverOptions = {}): CudaDiscovery {
   const names: CudaLibrary[] = ["cudart", "cublas", "cudnn", "kernels"];
   const libraries = {} as Record<CudaLibrary, LibraryLocation>;
   if (emulated) {
+    const checked = emuCheckers(env) !== null;
     for (const library of names) {
-      const path = join(EMULATED_DIR, LIBRARY_FILES[library][0]!);
+      const dir = library === "kernels" && checked ? EMULATED_CHECK_DIR : EMULATED_DIR;
+      const path = join(dir, LIBRARY_FILES[library][0]!);
       const ok = existsSync(path);
-      libraries[library] = { library, path: ok ? path : null, source: ok ? "BD_CUDA_EMULATE" : null, searched: [`BD_CUDA_EMULATE: ${EMULATED_DIR}`] };
+      const rule = dir === EMULATED_DIR ? "BD_CUDA_EMULATE" : "BD_EMU_CHECK";
+      libraries[library] = { library, path: ok ? path : null, source: ok ? rule : null, searched: [`${rule}: ${dir}`] };
     }
     return { emulated, libraries, driver: null };
   }
@@ -181,7 +201,9 @@ export class CudaNotFoundError extends Error {
       missing
         .map((m) => {
           const how = emulated
-            ? "build the emulated device with `bun scripts/build-kernels.ts --emu-only` (needs g++)"
+            ? m.source === null && m.searched[0]?.startsWith("BD_EMU_CHECK")
+              ? "build the checked emulated kernels with `bun scripts/build-kernels.ts --emu-only --emu-check` (needs g++)"
+              : "build the emulated device with `bun scripts/build-kernels.ts --emu-only` (needs g++)"
             : INSTALL_HINT[m.library];
           return `${m.library} (${LIBRARY_FILES[m.library].join(" | ")}) not found. Looked in:\n  ${m.searched.join("\n  ")}\nTo fix: ${how}` +
             (emulated ? "" : ", or point BD_CUDA_LIB_DIR at the folder that has it.");

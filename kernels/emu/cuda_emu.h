@@ -17,6 +17,12 @@
 //
 // Shared-library rules (Bun dlopens the result): no initial-exec TLS -- build with -fPIC -mtls-dialect=gnu2;
 // the running fiber is found from the stack pointer, not from a thread_local.
+//
+// Checking mode (-DCUDA_EMU_CHECK, the kernels/build/emu-check variant; kernels/emu/check.h): kernels are compiled
+// with -fsanitize=thread instrumentation whose callbacks (kernels/emu/check.cpp) check every load and store;
+// everything of the emulator itself is CUDA_EMU_UNCHECKED. The hooks here: block barrier epochs
+// (Block::epoch), warp-collective history (WarpState::coll_*, Fiber::coll_id), and the checker's view of a
+// launch (cuda_emu_check_launch / _block / _enter / _leave).
 #pragma once
 #ifndef CUDA_EMU_H
 #define CUDA_EMU_H
@@ -51,6 +57,17 @@
 #endif
 
 #define CUDA_EMU 1
+#ifdef CUDA_EMU_CHECK
+#include "check.h"
+#define CUDA_EMU_UNCHECKED __attribute__((no_sanitize_thread))
+// atomics are checked against allocations (memcheck) but are never shared-memory hazards (racecheck)
+#define CUDA_EMU_CHECK_ATOMIC(p, bytes) cuda_emu_check_access(p, bytes, CUDA_EMU_ACCESS_ATOMIC)
+#define CUDA_EMU_CHECK_READ(p, bytes) cuda_emu_check_access(p, bytes, CUDA_EMU_ACCESS_READ)
+#else
+#define CUDA_EMU_UNCHECKED
+#define CUDA_EMU_CHECK_ATOMIC(p, bytes) ((void)0)
+#define CUDA_EMU_CHECK_READ(p, bytes) ((void)0)
+#endif
 #define __shared__ static thread_local
 #define __launch_bounds__(...)
 #define __noinline__ __attribute__((noinline))
@@ -77,6 +94,7 @@ struct Fiber {
   uint32_t coll_mask = 0;  // warp-collective bookkeeping
   void (*coll_fn)(void** ptrs, uint32_t group) = nullptr;
   void* asan_fake = nullptr;
+  uint32_t coll_id = 0;  // id of the last warp collective this thread completed (WarpState::coll_count)
 };
 
 struct WarpState {
@@ -84,6 +102,10 @@ struct WarpState {
   uint32_t exited = 0;   // lanes that have returned
   uint32_t waiting = 0;  // lanes parked in a warp collective
   void* ptrs[32];
+  // completed collectives: ids 1..coll_count; the lane masks of the last kCollHistory (racecheck orders by them)
+  static constexpr uint32_t kCollHistory = 64;
+  uint32_t coll_count = 0;
+  uint32_t coll_mask[kCollHistory];
 };
 
 struct Block {
@@ -102,6 +124,8 @@ struct Block {
   ucontext_t sched_uc;
 #endif
   void* dyn_smem = nullptr;
+  size_t smem = 0;     // bytes of dynamic shared memory of this launch
+  uint32_t epoch = 0;  // +1 at every block start and __syncthreads release (per worker, never reused)
   // A thread gets a stack when it starts; a thread that finishes without ever having blocked hands its stack
   // straight to the next unstarted thread ("chaining"), so sync-free kernels cost ~1 call per thread.
   char** stack_lo = nullptr;
@@ -109,7 +133,7 @@ struct Block {
   int* free_stacks = nullptr;
   int nfree = 0;
   int error = 0;
-  char errmsg[256];
+  char errmsg[1024];
 };
 
 // Every fiber stack is kStackSize-aligned and keeps the running thread's Fiber* in its lowest usable word,
@@ -186,12 +210,12 @@ cuda_emu_fiber_entry:
 namespace cuda_emu {
 
 [[noreturn]] void fiber_main(Fiber* f);
-inline bool strict_mode() {  // exited threads do NOT satisfy a pending __syncthreads
+CUDA_EMU_UNCHECKED inline bool strict_mode() {  // exited threads do NOT satisfy a pending __syncthreads
   static const bool s = [] { const char* e = getenv("CUDA_EMU_STRICT"); return e && atoi(e) != 0; }();
   return s;
 }
 
-inline void fiber_init(Fiber* f) {
+CUDA_EMU_UNCHECKED inline void fiber_init(Fiber* f) {
 #ifdef CUDA_EMU_UCONTEXT
   getcontext(&f->uc);
   f->uc.uc_stack.ss_sp = f->stack_lo + 64;  // keep the Fiber* slot
@@ -215,7 +239,7 @@ inline void fiber_init(Fiber* f) {
 }
 
 // AddressSanitizer must be told about every stack switch; with it, out-of-bounds accesses in kernels are caught.
-inline void asan_before(void** fake_save, Block* b, Fiber* to) {
+CUDA_EMU_UNCHECKED inline void asan_before(void** fake_save, Block* b, Fiber* to) {
 #ifdef CUDA_EMU_ASAN
   if (to) __sanitizer_start_switch_fiber(fake_save, to->stack_lo, to->stack_hi - to->stack_lo);
   else __sanitizer_start_switch_fiber(fake_save, b->sched_bottom, b->sched_size);
@@ -223,7 +247,7 @@ inline void asan_before(void** fake_save, Block* b, Fiber* to) {
   (void)fake_save, (void)b, (void)to;
 #endif
 }
-inline void asan_after(void* fake) {
+CUDA_EMU_UNCHECKED inline void asan_after(void* fake) {
 #ifdef CUDA_EMU_ASAN
   __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
 #else
@@ -231,7 +255,7 @@ inline void asan_after(void* fake) {
 #endif
 }
 
-inline Fiber* start_fiber(Block* b, Fiber* g) {
+CUDA_EMU_UNCHECKED inline Fiber* start_fiber(Block* b, Fiber* g) {
   int sid = b->free_stacks[--b->nfree];
   g->stack_id = sid;
   g->stack_lo = b->stack_lo[sid];
@@ -247,7 +271,7 @@ inline Fiber* start_fiber(Block* b, Fiber* g) {
 // Next fiber to run after `from` (starting unstarted threads on a free stack); nullptr = end of the round.
 // Warp-affine order: first the other lanes of the current warp, so a warp runs through consecutive shuffles
 // while its stacks are hot in L1; then the following warps.
-inline Fiber* next_ready(Block* b, Fiber* from) {
+CUDA_EMU_UNCHECKED inline Fiber* next_ready(Block* b, Fiber* from) {
   if (b->error) return nullptr;
   Fiber* end = b->fibers + b->n;
   if (from > b->fibers) {
@@ -268,7 +292,7 @@ inline Fiber* next_ready(Block* b, Fiber* from) {
   return nullptr;
 }
 // Park the current fiber and run the next ready one directly: one context switch per resume.
-inline void yield_to_sched(Fiber* f) {
+CUDA_EMU_UNCHECKED inline void yield_to_sched(Fiber* f) {
   Block* b = f->block;
   Fiber* nx = next_ready(b, f + 1);
 #ifdef CUDA_EMU_UCONTEXT
@@ -281,12 +305,13 @@ inline void yield_to_sched(Fiber* f) {
 }
 
 // ---------------------------------------------------------------- block barrier
-inline void release_barrier(Block* b) {
+CUDA_EMU_UNCHECKED inline void release_barrier(Block* b) {
   b->bar_arrived = 0;
+  ++b->epoch;
   for (int i = 0; i < b->n; ++i)
     if (b->fibers[i].state == kWaitBar) b->fibers[i].state = kRunnable;
 }
-inline void syncthreads() {
+CUDA_EMU_UNCHECKED inline void syncthreads() {
   Fiber* f = cur();
   Block* b = f->block;
   if (++b->bar_arrived == b->n - b->ndone) {
@@ -299,7 +324,7 @@ inline void syncthreads() {
 
 // ---------------------------------------------------------------- warp collectives
 // Try to complete the collective that lane `lane` is parked in.
-inline bool try_complete(Block* b, WarpState& w, Fiber* base, int lane) {
+CUDA_EMU_UNCHECKED inline bool try_complete(Block* b, WarpState& w, Fiber* base, int lane) {
   Fiber& me = base[lane];
   uint32_t need = me.coll_mask & w.valid & ~w.exited;
   if ((w.waiting & need) != need) return false;
@@ -314,12 +339,18 @@ inline bool try_complete(Block* b, WarpState& w, Fiber* base, int lane) {
   }
   me.coll_fn(w.ptrs, need);
   w.waiting &= ~need;
-  for (uint32_t m = need; m; m &= m - 1) base[__builtin_ctz(m)].state = kRunnable;
+  uint32_t id = ++w.coll_count;
+  w.coll_mask[id % WarpState::kCollHistory] = need;
+  for (uint32_t m = need; m; m &= m - 1) {
+    Fiber& o = base[__builtin_ctz(m)];
+    o.state = kRunnable;
+    o.coll_id = id;
+  }
   return true;
 }
 // Every lane in `mask` calls this with a pointer to its own operand record; `fn(ptrs, group)` runs once, when
 // all non-exited lanes of `mask` have arrived.
-inline void warp_collective(uint32_t mask, void* my, void (*fn)(void**, uint32_t)) {
+CUDA_EMU_UNCHECKED inline void warp_collective(uint32_t mask, void* my, void (*fn)(void**, uint32_t)) {
   Fiber* f = cur();
   Block* b = f->block;
   WarpState& w = b->warps[f->warp];
@@ -342,7 +373,7 @@ struct ShflRec {
   T out;
 };
 template <class T>
-void shfl_combine(void** ptrs, uint32_t group) {
+CUDA_EMU_UNCHECKED void shfl_combine(void** ptrs, uint32_t group) {
   for (uint32_t m = group; m; m &= m - 1) {
     auto* r = static_cast<ShflRec<T>*>(ptrs[__builtin_ctz(m)]);
     int s = r->src;
@@ -359,16 +390,16 @@ struct VoteRec {
   int pred;
   uint32_t out;
 };
-inline void ballot_combine(void** ptrs, uint32_t group) {
+CUDA_EMU_UNCHECKED inline void ballot_combine(void** ptrs, uint32_t group) {
   uint32_t bal = 0;
   for (uint32_t m = group; m; m &= m - 1)
     if (static_cast<VoteRec*>(ptrs[__builtin_ctz(m)])->pred) bal |= 1u << __builtin_ctz(m);
   for (uint32_t m = group; m; m &= m - 1) static_cast<VoteRec*>(ptrs[__builtin_ctz(m)])->out = bal;
 }
-inline void nop_combine(void**, uint32_t) {}
+CUDA_EMU_UNCHECKED inline void nop_combine(void**, uint32_t) {}
 
 // ---------------------------------------------------------------- fiber main
-inline void thread_exit(Block* b, Fiber* f) {
+CUDA_EMU_UNCHECKED inline void thread_exit(Block* b, Fiber* f) {
   f->state = kDone;
   b->ndone++;
   WarpState& w = b->warps[f->warp];
@@ -386,7 +417,7 @@ inline void thread_exit(Block* b, Fiber* f) {
     if (try_complete(b, w, base, __builtin_ctz(m))) break;
 }
 
-[[noreturn]] inline void fiber_main(Fiber* f) {
+CUDA_EMU_UNCHECKED [[noreturn]] inline void fiber_main(Fiber* f) {
   asan_after(nullptr);
   Block* b = f->block;
   for (;;) {
@@ -416,6 +447,19 @@ inline void thread_exit(Block* b, Fiber* f) {
   __builtin_unreachable();
 }
 
+// A checker's report ends the block at once: the thread that made the bad access never resumes (its access is not
+// performed), and run_block returns the block's error.
+CUDA_EMU_UNCHECKED [[noreturn]] inline void abandon_thread(Block* b) {
+#ifdef CUDA_EMU_UCONTEXT
+  setcontext(&b->sched_uc);
+#else
+  void* dummy;
+  asan_before(nullptr, b, nullptr);
+  cuda_emu_switch(&dummy, b->sched_sp);
+#endif
+  __builtin_unreachable();
+}
+
 // ---------------------------------------------------------------- per-OS-thread state: fibers, stacks, dynamic smem
 struct Worker {
   std::vector<Fiber> fibers;
@@ -426,10 +470,10 @@ struct Worker {
   Block blk;
   char* map_base = nullptr;
   size_t map_len = 0;
-  ~Worker() {
+  CUDA_EMU_UNCHECKED ~Worker() {
     if (map_base) munmap(map_base, map_len);
   }
-  void ensure(int n, size_t smem) {
+  CUDA_EMU_UNCHECKED void ensure(int n, size_t smem) {
     if ((size_t)n > nstacks) {
       if (map_base) munmap(map_base, map_len);
       nstacks = n;
@@ -454,13 +498,13 @@ struct Worker {
   }
 };
 inline thread_local std::unique_ptr<Worker> t_worker;
-inline Worker& worker() {
+CUDA_EMU_UNCHECKED inline Worker& worker() {
   if (!t_worker) t_worker.reset(new Worker());
   return *t_worker;
 }
 
 // Runs one block to completion; returns 0 or an error code (message in b.errmsg).
-inline int run_block(const uint3& bid, const dim3& grid, const dim3& bdim, size_t smem, void (*body)(void*), void* arg) {
+CUDA_EMU_UNCHECKED inline int run_block(const uint3& bid, const dim3& grid, const dim3& bdim, size_t smem, void (*body)(void*), void* arg) {
   Worker& W = worker();
   int n = bdim.x * bdim.y * bdim.z;
   W.ensure(n, smem);
@@ -472,6 +516,8 @@ inline int run_block(const uint3& bid, const dim3& grid, const dim3& bdim, size_
   b.body = body;
   b.body_arg = arg;
   b.dyn_smem = W.dyn.data();
+  b.smem = smem;
+  ++b.epoch;
   b.stack_lo = W.slo.data();
   b.stack_hi = W.shi.data();
   b.free_stacks = W.freelist.data();
@@ -504,16 +550,26 @@ inline int run_block(const uint3& bid, const dim3& grid, const dim3& bdim, size_
     f.warp = i >> 5;
     f.state = kNotStarted;
     f.stack_id = -1;
+    f.coll_id = 0;
     b.warps[f.warp].valid |= 1u << f.lane;
   }
+#ifdef CUDA_EMU_CHECK
+  cuda_emu_check_block(&b, W.dyn.size());
+#endif
   while (b.ndone < n && !b.error) {
     if (Fiber* f = next_ready(&b, b.fibers)) {  // start a round
+#ifdef CUDA_EMU_CHECK
+      cuda_emu_check_enter();  // from here until the switch back, the block's threads run: check their accesses
+#endif
 #ifdef CUDA_EMU_UCONTEXT
       swapcontext(&b.sched_uc, &f->uc);
 #else
       asan_before(&b.sched_fake, &b, f);
       cuda_emu_switch(&b.sched_sp, f->sp);
       asan_after(b.sched_fake);
+#endif
+#ifdef CUDA_EMU_CHECK
+      cuda_emu_check_leave();
 #endif
       continue;
     }
@@ -536,18 +592,18 @@ inline int run_block(const uint3& bid, const dim3& grid, const dim3& bdim, size_
 // ---------------------------------------------------------------- worker pool
 class Pool {
  public:
-  static Pool& get() {
+  CUDA_EMU_UNCHECKED static Pool& get() {
     static Pool p;
     return p;
   }
   // Runs job(worker_index) on `nthreads` threads (the caller is one of them).
   template <class F>
-  void run(int nthreads, F&& job) {
+  CUDA_EMU_UNCHECKED void run(int nthreads, F&& job) {
     std::lock_guard<std::mutex> launch_lock(launch_mu_);
     nthreads = std::max(1, std::min<int>(nthreads, size()));
     {
       std::lock_guard<std::mutex> g(mu_);
-      job_ = [&job](int i) { job(i); };
+      job_ = [&job](int i) CUDA_EMU_UNCHECKED { job(i); };
       active_ = nthreads - 1;
       pending_ = nthreads - 1;
       ++gen_;
@@ -555,18 +611,18 @@ class Pool {
     cv_.notify_all();
     job(0);
     std::unique_lock<std::mutex> g(mu_);
-    done_cv_.wait(g, [&] { return pending_ == 0; });
+    done_cv_.wait(g, [&]() CUDA_EMU_UNCHECKED { return pending_ == 0; });
   }
-  int size() const { return (int)threads_.size() + 1; }
+  CUDA_EMU_UNCHECKED int size() const { return (int)threads_.size() + 1; }
 
  private:
-  Pool() {
+  CUDA_EMU_UNCHECKED Pool() {
     int n = 0;
     if (const char* s = getenv("CUDA_EMU_WORKERS")) n = atoi(s);
     if (n <= 0) n = std::max(1u, std::thread::hardware_concurrency());
-    for (int i = 1; i < n; ++i) threads_.emplace_back([this, i] { loop(i); });
+    for (int i = 1; i < n; ++i) threads_.emplace_back([this, i]() CUDA_EMU_UNCHECKED { loop(i); });
   }
-  ~Pool() {
+  CUDA_EMU_UNCHECKED ~Pool() {
     {
       std::lock_guard<std::mutex> g(mu_);
       stop_ = true;
@@ -574,13 +630,13 @@ class Pool {
     cv_.notify_all();
     for (auto& t : threads_) t.join();
   }
-  void loop(int idx) {
+  CUDA_EMU_UNCHECKED void loop(int idx) {
     uint64_t seen = 0;
     for (;;) {
       std::function<void(int)> job;
       {
         std::unique_lock<std::mutex> g(mu_);
-        cv_.wait(g, [&] { return stop_ || gen_ != seen; });
+        cv_.wait(g, [&]() CUDA_EMU_UNCHECKED { return stop_ || gen_ != seen; });
         if (stop_) return;
         seen = gen_;
         if (idx > active_) continue;
@@ -600,8 +656,9 @@ class Pool {
   bool stop_ = false;
 };
 
-inline char* last_error_msg() {
-  static char m[256];
+constexpr size_t kErrorMessageBytes = sizeof(Block::errmsg);
+CUDA_EMU_UNCHECKED inline char* last_error_msg() {
+  static char m[kErrorMessageBytes];
   return m;
 }
 
@@ -610,42 +667,51 @@ inline bool bad_config(dim3 grid, dim3 block, size_t smem) {
   uint64_t nblocks = (uint64_t)grid.x * grid.y * grid.z;
   uint64_t nthr = (uint64_t)block.x * block.y * block.z;
   if (nthr != 0 && nthr <= 1024 && nblocks != 0 && smem <= 227 * 1024) return false;
-  snprintf(last_error_msg(), 256, "invalid launch configuration: grid (%u,%u,%u) block (%u,%u,%u) smem %zu", grid.x,
+  snprintf(last_error_msg(), kErrorMessageBytes, "invalid launch configuration: grid (%u,%u,%u) block (%u,%u,%u) smem %zu", grid.x,
            grid.y, grid.z, block.x, block.y, block.z, smem);
   return true;
 }
 
 // Runs kernel k over the grid with its arguments `args` (one copy, shared read-only by all threads).
 template <class... P>
-int launch_tuple(void (*k)(P...), dim3 grid, dim3 block, size_t smem, std::tuple<std::decay_t<P>...>& args) {
+CUDA_EMU_UNCHECKED int launch_tuple(void (*k)(P...), dim3 grid, dim3 block, size_t smem, std::tuple<std::decay_t<P>...>& args) {
   struct Ctx {
     void (*k)(P...);
     std::tuple<std::decay_t<P>...>* args;
   } ctx{k, &args};
-  auto body = +[](void* p) {
+  auto body = +[](void* p) CUDA_EMU_UNCHECKED {
     auto* c = static_cast<Ctx*>(p);
-    std::apply(c->k, *c->args);
+    auto fn = c->k;  // a local: std::apply (checked code in the checking mode) reads it on the thread's stack
+    std::apply(fn, *c->args);
   };
   uint64_t nblocks = (uint64_t)grid.x * grid.y * grid.z;
   if (bad_config(grid, block, smem)) return cudaErrorInvalidConfiguration;
+#ifdef CUDA_EMU_CHECK
+  // the kernel (named in reports) and its argument tuple (the threads read it: not a device access)
+  if (cuda_emu_check_launch(reinterpret_cast<const void*>(k), &args, sizeof args, last_error_msg(), kErrorMessageBytes))
+    return cudaErrorLaunchFailure;
+#endif
   std::atomic<uint64_t> next{0};
   std::atomic<int> err{0};
-  Pool::get().run((int)std::min<uint64_t>(nblocks, Pool::get().size()), [&](int) {
+  Pool::get().run((int)std::min<uint64_t>(nblocks, Pool::get().size()), [&](int) CUDA_EMU_UNCHECKED {
     for (;;) {
       uint64_t i = next.fetch_add(1, std::memory_order_relaxed);
       if (i >= nblocks || err.load(std::memory_order_relaxed)) break;
       uint3 bid = make_uint3(i % grid.x, (i / grid.x) % grid.y, i / ((uint64_t)grid.x * grid.y));
       if (run_block(bid, grid, block, smem, body, &ctx)) {
         int z = 0;
-        if (err.compare_exchange_strong(z, 1)) memcpy(last_error_msg(), worker().blk.errmsg, 256);
+        if (err.compare_exchange_strong(z, 1)) memcpy(last_error_msg(), worker().blk.errmsg, kErrorMessageBytes);
       }
     }
   });
+#ifdef CUDA_EMU_CHECK
+  cuda_emu_check_launch_end();
+#endif
   return err.load() ? cudaErrorLaunchFailure : cudaSuccess;
 }
 
 template <class... P, class... A>
-int launch(void (*k)(P...), dim3 grid, dim3 block, size_t smem, A&&... a) {
+CUDA_EMU_UNCHECKED int launch(void (*k)(P...), dim3 grid, dim3 block, size_t smem, A&&... a) {
   std::tuple<std::decay_t<P>...> args(std::forward<A>(a)...);
   return launch_tuple(k, grid, block, smem, args);
 }
@@ -657,16 +723,17 @@ struct LaunchJob {
   dim3 grid, block;
   size_t smem;
   std::tuple<std::decay_t<P>...> args;
-  static int run(void* p) {
+  CUDA_EMU_UNCHECKED static int run(void* p) {
     auto* j = static_cast<LaunchJob*>(p);
     return launch_tuple(j->k, j->grid, j->block, j->smem, j->args);
   }
-  static void drop(void* p) { delete static_cast<LaunchJob*>(p); }
+  CUDA_EMU_UNCHECKED static void drop(void* p) { delete static_cast<LaunchJob*>(p); }
 };
 
 template <class T>
-T atomic_rmw(T* p, T v, T (*op)(T, T)) {
+CUDA_EMU_UNCHECKED T atomic_rmw(T* p, T v, T (*op)(T, T)) {
   static_assert(sizeof(T) == 4 || sizeof(T) == 8);
+  CUDA_EMU_CHECK_ATOMIC(p, sizeof(T));
   using U = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
   U* q = reinterpret_cast<U*>(p);
   U old = __atomic_load_n(q, __ATOMIC_RELAXED), nw;
@@ -682,14 +749,14 @@ T atomic_rmw(T* p, T v, T (*op)(T, T)) {
 }  // namespace cuda_emu
 
 // ================================================================ CUDA device API
-inline void __syncthreads() { ::cuda_emu::syncthreads(); }
-inline void __syncwarp(unsigned mask = 0xffffffffu) { ::cuda_emu::warp_collective(mask, nullptr, &::cuda_emu::nop_combine); }
-inline unsigned __activemask() {
+CUDA_EMU_UNCHECKED inline void __syncthreads() { ::cuda_emu::syncthreads(); }
+CUDA_EMU_UNCHECKED inline void __syncwarp(unsigned mask = 0xffffffffu) { ::cuda_emu::warp_collective(mask, nullptr, &::cuda_emu::nop_combine); }
+CUDA_EMU_UNCHECKED inline unsigned __activemask() {
   auto* f = ::cuda_emu::cur();
   auto& w = f->block->warps[f->warp];
   return w.valid & ~w.exited;  // approximation: no notion of convergence
 }
-inline unsigned __ballot_sync(unsigned mask, int pred) {
+CUDA_EMU_UNCHECKED inline unsigned __ballot_sync(unsigned mask, int pred) {
   ::cuda_emu::VoteRec r{pred, 0};
   ::cuda_emu::warp_collective(mask, &r, &::cuda_emu::ballot_combine);
   return r.out;
@@ -719,22 +786,25 @@ inline T __shfl_up_sync(unsigned mask, T v, unsigned d, int width = 32) {
   return ::cuda_emu::shfl_generic(mask, v, j < (lane & ~(width - 1)) ? lane : j);
 }
 
-inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
-inline void __threadfence_block() { std::atomic_thread_fence(std::memory_order_seq_cst); }
+CUDA_EMU_UNCHECKED inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
+CUDA_EMU_UNCHECKED inline void __threadfence_block() { std::atomic_thread_fence(std::memory_order_seq_cst); }
 
 template <class T>
-inline T atomicAdd(T* p, T v) {
-  if constexpr (std::is_integral_v<T>) return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST);
-  else return ::cuda_emu::atomic_rmw<T>(p, v, +[](T a, T b) { return T(a + b); });
+CUDA_EMU_UNCHECKED inline T atomicAdd(T* p, T v) {
+  if constexpr (std::is_integral_v<T>) {
+    CUDA_EMU_CHECK_ATOMIC(p, sizeof(T));
+    return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST);
+  } else return ::cuda_emu::atomic_rmw<T>(p, v, +[](T a, T b) { return T(a + b); });
 }
 template <class T>
-inline T atomicMax(T* p, T v) { return ::cuda_emu::atomic_rmw<T>(p, v, +[](T a, T b) { return a > b ? a : b; }); }
+CUDA_EMU_UNCHECKED inline T atomicMax(T* p, T v) { return ::cuda_emu::atomic_rmw<T>(p, v, +[](T a, T b) { return a > b ? a : b; }); }
 template <class T>
-inline T atomicMin(T* p, T v) { return ::cuda_emu::atomic_rmw<T>(p, v, +[](T a, T b) { return a < b ? a : b; }); }
+CUDA_EMU_UNCHECKED inline T atomicMin(T* p, T v) { return ::cuda_emu::atomic_rmw<T>(p, v, +[](T a, T b) { return a < b ? a : b; }); }
 template <class T>
-inline T atomicExch(T* p, T v) { return ::cuda_emu::atomic_rmw<T>(p, v, +[](T, T b) { return b; }); }
+CUDA_EMU_UNCHECKED inline T atomicExch(T* p, T v) { return ::cuda_emu::atomic_rmw<T>(p, v, +[](T, T b) { return b; }); }
 template <class T>
-inline T atomicCAS(T* p, T cmp, T v) {
+CUDA_EMU_UNCHECKED inline T atomicCAS(T* p, T cmp, T v) {
+  CUDA_EMU_CHECK_ATOMIC(p, sizeof(T));
   __atomic_compare_exchange_n(p, &cmp, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
   return cmp;
 }

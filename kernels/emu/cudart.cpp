@@ -24,7 +24,9 @@
 //     bdemu_sync_count() returns the count (tests).
 // Exports bdemu_device_range() for the other shims (libcublas / libcudnn link to this library); the streams'
 // exports (bdemu_stream_submit, through which every stream's work runs) are in cudart_streams.cpp.
+// BD_EMU_CHECK=memcheck quarantines freed device memory (cudart_check.cpp).
 #include "cudart_state.h"
+#include "cudart_check.h"
 
 using namespace bdemu_rt;
 namespace {
@@ -52,8 +54,9 @@ cudaError_t device_free(void* p) {
   auto it = s.device.find((uintptr_t)p);
   CHECK(it != s.device.end(), cudaErrorInvalidValue);
   s.used -= it->second;
+  size_t size = it->second;
   s.device.erase(it);
-  free(p);
+  if (!quarantine(p, size)) free(p);  // BD_EMU_CHECK=memcheck keeps freed ranges to recognise use after free
   return cudaSuccess;
 }
 // Checks a copy's arguments (under the lock): a device side must lie inside one allocation, a host side must not
@@ -215,6 +218,7 @@ cudaError_t cudaDeviceReset(void) {
   s.device.clear();
   s.freeing.clear();
   s.used = 0;
+  release_quarantine();
   return cudaSuccess;
 }
 cudaError_t cudaDriverGetVersion(int* v) {

@@ -1,6 +1,7 @@
 // mma_emu.h -- the emulated twins of kernels/mma.cuh (included from there under CUDA_EMU): tensor-core mma.sync as a
 // warp collective with the PTX ISA fragment layout, cp.async as a synchronous copy, and cudaFuncSetAttribute for
 // the launchers that opt in to more than 48 KB of dynamic shared memory (the emulator's limit is a fixed 227 KB).
+// The combines run as emulator code (CUDA_EMU_UNCHECKED); in the checking mode ldmatrix reports each lane's row read.
 //
 // tc::ldmatrix_x4_trans: the row addresses of all 32 lanes gathered the same way (see below).
 // tc::mma_m16n8k16<T>: all 32 lanes publish their a[4], b[2], c[4] registers (cuda_emu::warp_collective: the last
@@ -34,14 +35,14 @@ struct MmaRec {
   float d[4];
 };
 template <class T>
-inline float half_at(uint32_t r, int hi) {
+CUDA_EMU_UNCHECKED inline float half_at(uint32_t r, int hi) {
   uint16_t h = (uint16_t)(hi ? r >> 16 : r & 0xffffu);
   T v;
   memcpy(&v, &h, 2);
   return bd::to_f32(v);
 }
 template <class T>
-void mma_combine(void** ptrs, uint32_t group) {
+CUDA_EMU_UNCHECKED void mma_combine(void** ptrs, uint32_t group) {
   if (group != 0xffffffffu) {
     ::cuda_emu::Fiber* f = ::cuda_emu::cur();
     f->block->error = 4;
@@ -95,7 +96,7 @@ struct LdmRec {
   const uint16_t* row;
   uint32_t r[4];
 };
-inline void ldmatrix_trans_combine(void** ptrs, uint32_t group) {
+CUDA_EMU_UNCHECKED inline void ldmatrix_trans_combine(void** ptrs, uint32_t group) {
   if (group != 0xffffffffu) {
     ::cuda_emu::Fiber* f = ::cuda_emu::cur();
     f->block->error = 4;
@@ -119,6 +120,7 @@ inline void ldmatrix_x4_trans(uint32_t (&r)[4], const void* smem_row) {
     f->block->error = 4;
     snprintf(f->block->errmsg, sizeof f->block->errmsg, "ldmatrix: row address %p is not 16-byte aligned", smem_row);
   }
+  CUDA_EMU_CHECK_READ(smem_row, 16);  // the warp reads this lane's 16-byte row (racecheck sees it as this lane's read)
   emu::LdmRec rec{static_cast<const uint16_t*>(smem_row), {0, 0, 0, 0}};
   ::cuda_emu::warp_collective(0xffffffffu, &rec, &emu::ldmatrix_trans_combine);
   for (int i = 0; i < 4; ++i) r[i] = rec.r[i];
