@@ -6,7 +6,7 @@
 //             (-cudart shared: libcudart.so.<major> is NEEDED, so the process has one runtime, the one
 //             ffi/cuda/discover.ts found and loaded first) -> kernels/build/libbdkernels.so
 //   emulated: g++ against kernels/emu (CPU fibers) -> kernels/build/emu/libbdkernels.so, plus the shim libraries
-//             libcudart.so, libcublas.so, libcudnn.so in the same folder (BD_CUDA_EMULATE=1 uses them)
+//             libcudart.so, libcublas.so, libcudnn.so, libcublasLt.so in the same folder (BD_CUDA_EMULATE=1 uses them)
 // Every object and library is rebuilt only when its inputs (sources, headers, flags, compiler) change: a hash
 // of them is stored beside each output. Without nvcc only the emulated build runs, and says so. With the CUDA
 // headers at hand the shims are also checked against them (abi_check.cpp and a compile of each shim against the
@@ -165,10 +165,11 @@ class Builder {
       await this.produce(`emu/${basename(src)}`, obj, key, (tmp) => ["g++", ...flags, "-x", "c++", "-I", KERNELS, "-c", src, "-o", tmp]);
     });
     if (!this.report.ok) return;
-    // shims: libcudart first (the other two and libbdkernels link to it and find it through $ORIGIN)
+    // shims: libcudart first (the other shims and libbdkernels link to it and find it through $ORIGIN)
     const shimFlags = ["-std=c++17", "-O2", "-fPIC", "-shared", "-mtls-dialect=gnu2", "-Wall", "-Wno-unused-parameter", "-pthread"];
-    for (const name of ["cudart", "cublas", "cudnn"]) {
-      const srcs = shimSources(name);
+    // [library name, source name]: libcublasLt.so is built from kernels/emu/cublaslt.cpp
+    for (const [name, src] of [["cudart", "cudart"], ["cublas", "cublas"], ["cudnn", "cudnn"], ["cublasLt", "cublaslt"]] as const) {
+      const srcs = shimSources(src);
       const out = join(EMULATED_DIR, `lib${name}.so`);
       const deps = name === "cudart" ? [] : ["-L", EMULATED_DIR, "-l:libcudart.so", "-Wl,-rpath,$ORIGIN", "-ldl"];
       deps.push(`-Wl,--version-script,${exportsFile(`${name === "cudart" ? "cuda*; bdemu_*;" : name + "*;"}`)}`);
@@ -198,6 +199,7 @@ class Builder {
     const checks: [string, string[]][] = [["abi_check.cpp", []], ...shimSources("cudart").map((f): [string, string[]] => [basename(f), ["-DBD_REAL_CUDA_HEADERS"]])];
     if (found("cublas_v2.h")) checks.push(["cublas.cpp", ["-DBD_REAL_CUDA_HEADERS"]]);
     else this.report.notes.push("cublas_v2.h not found: the cuBLAS shim's signatures were not checked (its values are documented)");
+    if (!found("cublasLt.h")) this.report.notes.push("cublasLt.h not found: the cuBLASLt shim's values were not checked (their source is in kernels/emu/api/cublaslt.h)");
     if (found("cudnn.h")) checks.push(["cudnn.cpp", ["-DBD_REAL_CUDA_HEADERS"]]);
     else this.report.notes.push("cudnn.h not found: the cuDNN shim's signatures were not checked (its values are documented)");
     const stampDir = join(KERNELS_BUILD_DIR, "obj", "emu");
