@@ -22,6 +22,10 @@ import { hasBackend } from "../../src/backends/registry.ts";
 import type { DType } from "../../src/core/dtype.ts";
 import { linear, memoryStats, tidy } from "../../src/tensor/index.ts";
 import { randomTensor, values } from "../helpers/op-harness.ts";
+import path from "node:path";
+import { UNet2DConditionModel } from "../../src/models/unet/index.ts";
+import { goldenCases, goldenTensor, maxError, openGolden } from "../helpers/golden.ts";
+import { goldenDir } from "../helpers/paths.ts";
 
 const HAS_LT = hasBackend("cuda") && cudaContext().libs.cublasLt !== null;
 const U: Record<string, number> = { float32: 2 ** -24, float16: 2 ** -11, bfloat16: 2 ** -8 };
@@ -116,6 +120,33 @@ describe.skipIf(!HAS_LT)("CUDA linear through cuBLASLt epilogues", () => {
                 }
             });
           });
+
+  // A whole UNet (the golden tiny SD 1.5 one) with every linear through cuBLASLt vs the unfused path. Bounds: float32
+  // 1e-5·max (the golden single-module tolerance; only the GEMM implementation may differ, and the bias is added in
+  // float32 on both paths); float16 1e-2·max, as CUDA vs CPU in float16 (test/cuda/models.test.ts): the paths differ
+  // by one rounding per linear (bias added before / after rounding to float16), which propagates like rounding flips.
+  for (const [dtype, bound] of [["float32", 1e-5], ["float16", 1e-2]] as const)
+    test(`tiny SD 1.5 UNet forward in ${dtype}: cuBLASLt = unfused (${bound}·max)`, () => {
+      const entry = goldenCases("unet").find((e) => e.file.includes("sd15")) ?? goldenCases("unet")[0]!;
+      const unet = UNet2DConditionModel.fromPretrained(path.join(goldenDir, entry.meta.model!), { device: "cuda", dtype });
+      try {
+        tidy(() => {
+          const f = openGolden(entry.file);
+          const c = Object.keys(entry.tensors)[0]!.split("/")[0]!;
+          const sample = goldenTensor(f, `${c}/sample`).to({ device: "cuda", dtype });
+          const t = goldenTensor(f, `${c}/timestep`).to("cuda");
+          const ehs = goldenTensor(f, `${c}/encoder_hidden_states`).to({ device: "cuda", dtype });
+          const before = ltPlanCount();
+          const fused = withLinearMode(undefined, () => unet.call(sample, t, ehs, {})).toFloat32Array();
+          expect(ltPlanCount()).toBeGreaterThan(before); // the UNet's linears went through cuBLASLt
+          const plain = withLinearMode("cublas", () => unet.call(sample, t, ehs, {})).toFloat32Array();
+          const { maxAbs, maxRef } = maxError(fused, plain);
+          expect(maxAbs / maxRef).toBeLessThanOrEqual(bound);
+        });
+      } finally {
+        unet.dispose();
+      }
+    });
 
   test("a plan is built once per shape and alignment, then reused", () => {
     tidy(() => {

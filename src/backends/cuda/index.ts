@@ -221,6 +221,17 @@ export function cudaInfo(): CudaBackendInfo | null {
 }
 
 /**
+ * The current device's compute capability [major, minor], read from the device on each call
+ * (cudaDeviceGetAttribute: cheap, no sync; the emulated device answers BD_EMU_COMPUTE_CAPABILITY, default 8.0).
+ */
+export function cudaComputeCapability(): [number, number] {
+  const c = cudaContext();
+  const i32 = new Int32Array(1);
+  const attr = (a: number) => (c.rt.cudaDeviceGetAttribute(i32, a, c.device) === 0 ? i32[0]! : 0);
+  return [attr(cudaDevAttr.computeCapabilityMajor), attr(cudaDevAttr.computeCapabilityMinor)];
+}
+
+/**
  * How linear layers run now: "cuBLASLt (…)" — one cublasLtMatmul with the bias / GELU epilogue — or "cuBLAS GEMM +
  * bias kernel (why)" when libcublasLt is missing or BD_CUDA_LINEAR=cublas asks for the unfused path (read per call).
  */
