@@ -17,12 +17,12 @@ export interface DtypeChoice {
 export function choosePipelineDtype(device: Device, explicit: DType | undefined): DtypeChoice {
   if (explicit !== undefined) return { dtype: explicit, reason: "given" };
   if (device === "cuda") return cudaDefaultDtype(...cudaComputeCapability());
-  return { dtype: "float32", reason: `default on ${device} (float32)` };
+  return { dtype: "float32", reason: `default on ${device}` };
 }
 
 /** The default on a CUDA device of compute capability major.minor. */
 export function cudaDefaultDtype(major: number, minor: number): DtypeChoice {
   return major >= 8
-    ? { dtype: "bfloat16", reason: `default on CUDA compute capability ${major}.${minor} (≥ 8.0: bfloat16)` }
-    : { dtype: "float16", reason: `default on CUDA compute capability ${major}.${minor} (< 8.0 has no bfloat16: float16)` };
+    ? { dtype: "bfloat16", reason: `default for CUDA compute capability ${major}.${minor} ≥ 8.0` }
+    : { dtype: "float16", reason: `default for CUDA compute capability ${major}.${minor} < 8.0, which has no bfloat16` };
 }
