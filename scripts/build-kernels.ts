@@ -6,7 +6,7 @@
 //             (-cudart shared: libcudart.so.<major> is NEEDED, so the process has one runtime, the one
 //             ffi/cuda/discover.ts found and loaded first) -> kernels/build/libbdkernels.so
 //   emulated: g++ against kernels/emu (CPU fibers) -> kernels/build/emu/libbdkernels.so, plus the shim libraries
-//             libcudart.so, libcublas.so, libcudnn.so in the same folder (BD_CUDA_EMULATE=1 uses them)
+//             libcudart.so, libcublas.so, libcudnn.so, libcublasLt.so in the same folder (BD_CUDA_EMULATE=1 uses them)
 //   checked:  the emulated kernels again with the checking mode's instrumentation (EMU_CHECK_FLAGS) and the
 //             checker kernels/emu/check*.cpp -> kernels/build/emu-check/libbdkernels.so (BD_EMU_CHECK selects it;
 //             ARCHITECTURE.md decision 18); built when BD_EMU_CHECK is set or with --emu-check
@@ -171,10 +171,11 @@ class Builder {
     const objDir = join(KERNELS_BUILD_DIR, "obj", "emu");
     const keys = await this.emulatedObjects(gxx, jobs, headers, objDir, EMU_FLAGS, "emu");
     if (!this.report.ok) return;
-    // shims: libcudart first (the other two and libbdkernels link to it and find it through $ORIGIN)
+    // shims: libcudart first (the other shims and libbdkernels link to it and find it through $ORIGIN)
     const shimFlags = ["-std=c++17", "-O2", "-fPIC", "-shared", "-mtls-dialect=gnu2", "-Wall", "-Wno-unused-parameter", "-pthread"];
-    for (const name of ["cudart", "cublas", "cudnn"]) {
-      const srcs = shimSources(name);
+    // [library name, source name]: libcublasLt.so is built from kernels/emu/cublaslt.cpp
+    for (const [name, src] of [["cudart", "cudart"], ["cublas", "cublas"], ["cudnn", "cudnn"], ["cublasLt", "cublaslt"]] as const) {
+      const srcs = shimSources(src);
       const out = join(EMULATED_DIR, `lib${name}.so`);
       const deps = name === "cudart" ? [] : ["-L", EMULATED_DIR, "-l:libcudart.so", "-Wl,-rpath,$ORIGIN", "-ldl"];
       deps.push(`-Wl,--version-script,${exportsFile(`${name === "cudart" ? "cuda*; bdemu_*;" : name + "*;"}`)}`);
@@ -236,6 +237,7 @@ class Builder {
     const checks: [string, string[]][] = [["abi_check.cpp", []], ...shimSources("cudart").map((f): [string, string[]] => [basename(f), ["-DBD_REAL_CUDA_HEADERS"]])];
     if (found("cublas_v2.h")) checks.push(["cublas.cpp", ["-DBD_REAL_CUDA_HEADERS"]]);
     else this.report.notes.push("cublas_v2.h not found: the cuBLAS shim's signatures were not checked (its values are documented)");
+    if (!found("cublasLt.h")) this.report.notes.push("cublasLt.h not found: the cuBLASLt shim's values were not checked (their source is in kernels/emu/api/cublaslt.h)");
     if (found("cudnn.h")) checks.push(["cudnn.cpp", ["-DBD_REAL_CUDA_HEADERS"]]);
     else this.report.notes.push("cudnn.h not found: the cuDNN shim's signatures were not checked (its values are documented)");
     const stampDir = join(KERNELS_BUILD_DIR, "obj", "emu");

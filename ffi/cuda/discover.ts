@@ -1,5 +1,5 @@
-// Where the CUDA libraries are: the one place that searches for libcudart, libcublas, libcudnn and our kernels
-// library, and for the CUDA toolkit (nvcc) that builds kernels. Order: $BD_CUDA_LIB_DIR, $CUDA_HOME /
+// Where the CUDA libraries are: the one place that searches for libcudart, libcublas, libcudnn, libcublasLt
+// (optional: linear layers with epilogues when present) and our kernels library, and for the CUDA toolkit (nvcc) that builds kernels. Order: $BD_CUDA_LIB_DIR, $CUDA_HOME /
 // $CUDA_PATH, /usr/local/cuda, the `ldconfig -p` cache, then the nvidia/*/lib folders of Python site-packages
 // (PyTorch's wheels ship cuBLAS and cuDNN there, so a machine with PyTorch needs nothing more).
 // BD_CUDA_EMULATE=1 points everything at the emulated device in kernels/build/emu/ (ARCHITECTURE.md decision 4);
@@ -11,7 +11,10 @@ import { existsSync, readdirSync, realpathSync } from "node:fs";
 import { homedir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 
-export type CudaLibrary = "cudart" | "cublas" | "cudnn" | "kernels";
+export type CudaLibrary = "cudart" | "cublas" | "cudnn" | "cublasLt" | "kernels";
+/** The libraries device "cuda" cannot work without; cublasLt is used when found (the cuBLAS path otherwise). */
+export type RequiredCudaLibrary = Exclude<CudaLibrary, "cublasLt">;
+export const OPTIONAL_LIBRARIES: readonly CudaLibrary[] = ["cublasLt"];
 type Env = Readonly<Record<string, string | undefined>>;
 
 /** The project root (this file is ffi/cuda/discover.ts). */
@@ -39,16 +42,18 @@ export const LIBRARY_FILES: Record<CudaLibrary, readonly string[]> = {
   cudart: ["libcudart.so", "libcudart.so.13", "libcudart.so.12", "libcudart.so.11.0"],
   cublas: ["libcublas.so", "libcublas.so.13", "libcublas.so.12", "libcublas.so.11"],
   cudnn: ["libcudnn.so", "libcudnn.so.9", "libcudnn.so.8"],
+  cublasLt: ["libcublasLt.so", "libcublasLt.so.13", "libcublasLt.so.12", "libcublasLt.so.11"],
   kernels: ["libbdkernels.so"],
 };
 /** The site-packages folder (nvidia/<pkg>/lib) of each library in NVIDIA's pip wheels. */
-const WHEEL_PACKAGE: Partial<Record<CudaLibrary, string>> = { cudart: "cuda_runtime", cublas: "cublas", cudnn: "cudnn" };
+const WHEEL_PACKAGE: Partial<Record<CudaLibrary, string>> = { cudart: "cuda_runtime", cublas: "cublas", cudnn: "cudnn", cublasLt: "cublas" };
 
 const INSTALL_HINT: Record<CudaLibrary, string> = {
   cudart:
     "install the NVIDIA driver and the CUDA runtime (the CUDA toolkit from https://developer.nvidia.com/cuda-downloads, " +
     "`apt-get install cuda-cudart-12-x`, or `pip install nvidia-cuda-runtime-cu12`)",
   cublas: "install cuBLAS (part of the CUDA toolkit; or `pip install nvidia-cublas-cu12`, which PyTorch's CUDA wheels include)",
+  cublasLt: "install cuBLASLt (libcublasLt ships beside libcublas in the CUDA toolkit and in `pip install nvidia-cublas-cu12`)",
   cudnn: "install cuDNN 8 or 9 (https://developer.nvidia.com/cudnn, or `pip install nvidia-cudnn-cu12`, which PyTorch's CUDA wheels include)",
   kernels: "build it with `bun scripts/build-kernels.ts` (needs nvcc from the CUDA toolkit), or set BD_KERNELS_LIB to a prebuilt libbdkernels.so",
 };
@@ -173,7 +178,7 @@ export function isEmulated(env: Env = process.env): boolean {
 export function discoverCuda(opts: DiscoverOptions = {}): CudaDiscovery {
   const env = opts.env ?? process.env;
   const emulated = opts.emulate ?? isEmulated(env);
-  const names: CudaLibrary[] = ["cudart", "cublas", "cudnn", "kernels"];
+  const names: CudaLibrary[] = ["cudart", "cublas", "cudnn", "cublasLt", "kernels"];
   const libraries = {} as Record<CudaLibrary, LibraryLocation>;
   if (emulated) {
     const checked = emuCheckers(env) !== null;
@@ -215,10 +220,10 @@ export class CudaNotFoundError extends Error {
 }
 
 /** The paths of `names`, or a CudaNotFoundError naming every missing one. */
-export function requireLibraries(d: CudaDiscovery, names: readonly CudaLibrary[]): Record<CudaLibrary, string> {
+export function requireLibraries<N extends CudaLibrary>(d: CudaDiscovery, names: readonly N[]): Record<N, string> {
   const missing = names.map((n) => d.libraries[n]).filter((l) => !l.path);
   if (missing.length) throw new CudaNotFoundError(missing, d.emulated);
-  return Object.fromEntries(names.map((n) => [n, d.libraries[n].path!])) as Record<CudaLibrary, string>;
+  return Object.fromEntries(names.map((n) => [n, d.libraries[n].path!])) as Record<N, string>;
 }
 
 // ---- the toolkit (for building kernels)

@@ -1,5 +1,5 @@
-// The CUDA libraries in one call: discover (discover.ts), bind (bind.ts + the symbol tables), check the kernels
-// library's ABI, and give each library its check(), and the version check (versions.ts) initCuda runs.
+// The CUDA libraries in one call: discover (discover.ts), bind (bind.ts + the symbol tables; cuBLASLt when it is
+// found, else null with the reason), check the kernels library's ABI, and give each library its check(), and the version check (versions.ts) initCuda runs.
 // cudaEnvironment() is the report behind `bun-diffusion info`: per device it queries only cudaGetDeviceProperties
 // (name, total memory) and cudaDeviceGetAttribute (compute capability, SMs), which create no context; free memory
 // is not reported there (cudaMemGetInfo needs a context on the device).
@@ -8,10 +8,12 @@ import { getOpenBlas } from "../openblas.ts";
 import { applyEmulatedMemoryEnv } from "./emu-memory.ts";
 import { openLibrary, type StatusCheck } from "./bind.ts";
 import { CUBLAS, cublasCheck, type Cublas } from "./cublas.ts";
+import { CUBLASLT, cublasLtCheck, type CublasLt } from "./cublaslt.ts";
 import { CUDART, PROP_BUFFER_BYTES, PROP_TOTAL_GLOBAL_MEM, cudaDevAttr, cudartCheck, type Cudart } from "./cudart.ts";
 import { CUDNN, cudnnCheck, type Cudnn } from "./cudnn.ts";
 import {
-  type CudaLibrary, type CudaToolkit, type DiscoverOptions, discoverCuda, findCudaToolkit, requireLibraries,
+  type CudaLibrary, type CudaToolkit, type DiscoverOptions, OPTIONAL_LIBRARIES, type RequiredCudaLibrary, discoverCuda,
+  findCudaToolkit, requireLibraries,
 } from "./discover.ts";
 import { KERNELS, checkKernelAbi, type KernelAbi, type Kernels } from "./kernels.ts";
 import { type CudaVersions, cudaVersionProblem, formatCudaVersion, readCudaVersions } from "./versions.ts";
@@ -20,9 +22,13 @@ export { type CudaVersions, cudaVersionProblem, formatCudaVersion, readCudaVersi
 
 export interface CudaLibraries {
   emulated: boolean;
-  paths: Record<CudaLibrary, string>;
+  paths: Record<RequiredCudaLibrary, string> & { cublasLt?: string };
   cudart: Cudart;
   cublas: Cublas;
+  /** cuBLASLt, or null when it was not found or could not be loaded (`cublasLtMissing` says why). */
+  cublasLt: CublasLt | null;
+  cublasLtMissing: string | null;
+  cublasLtCheck: StatusCheck;
   cudnn: Cudnn;
   kernels: Kernels;
   kernelAbi: KernelAbi;
@@ -40,7 +46,9 @@ const loaded = new Map<string, CudaLibraries>();
  */
 export function loadCuda(opts: DiscoverOptions = {}): CudaLibraries {
   const d = discoverCuda(opts);
-  const paths = requireLibraries(d, ["cudart", "cublas", "cudnn", "kernels"]);
+  const paths: CudaLibraries["paths"] = requireLibraries(d, ["cudart", "cublas", "cudnn", "kernels"] as const);
+  const ltPath = d.libraries.cublasLt.path;
+  if (ltPath) paths.cublasLt = ltPath;
   const key = Object.values(paths).join("|");
   const hit = loaded.get(key);
   if (hit) return hit;
@@ -53,13 +61,26 @@ export function loadCuda(opts: DiscoverOptions = {}): CudaLibraries {
   const cudart = openLibrary("cudart", paths.cudart, CUDART);
   const cublas = openLibrary("cuBLAS", paths.cublas, CUBLAS);
   const cudnn = openLibrary("cuDNN", paths.cudnn, CUDNN);
+  let cublasLt: CublasLt | null = null;
+  let cublasLtMissing: string | null = null;
+  if (ltPath)
+    try {
+      cublasLt = openLibrary("cuBLASLt", ltPath, CUBLASLT);
+    } catch (e) {
+      cublasLtMissing = (e as Error).message;
+      delete paths.cublasLt;
+    }
+  else cublasLtMissing = `libcublasLt not found (looked in ${d.libraries.cublasLt.searched.length} places)`;
   const kernels = openLibrary("kernels", paths.kernels, KERNELS);
   const kernelAbi = checkKernelAbi(kernels.symbols.bdk_abi!() as string | null, paths.kernels);
   if (kernelAbi.emulated !== d.emulated)
     throw new Error(`${paths.kernels} is ${kernelAbi.emulated ? "the emulated" : "the real"} kernels library but the ${d.emulated ? "emulated" : "real"} device was asked for`);
   const libs: CudaLibraries = {
-    emulated: d.emulated, paths, cudart, cublas, cudnn, kernels, kernelAbi,
+    emulated: d.emulated, paths, cudart, cublas, cudnn, kernels, kernelAbi, cublasLt, cublasLtMissing,
     check: cudartCheck(cudart), cublasCheck: cublasCheck(cublas), cudnnCheck: cudnnCheck(cudnn),
+    cublasLtCheck: cublasLt ? cublasLtCheck(cublasLt) : () => {
+      throw new Error(`internal: cuBLASLt is not loaded (${cublasLtMissing})`);
+    },
   };
   loaded.set(key, libs);
   return libs;
@@ -95,6 +116,8 @@ export interface CudaLibraryReport {
   version?: string;
   /** Why it is missing or could not be used. */
   error?: string;
+  /** The backend works without it (cuBLASLt: linear layers then take the cuBLAS GEMM and a bias kernel). */
+  optional?: boolean;
   /** Where it was looked for, when it was not found. */
   searched?: string[];
 }
@@ -123,11 +146,12 @@ export function cudaEnvironment(opts: DiscoverOptions = {}): CudaEnvironmentRepo
   const problems: string[] = [];
   const libraries = {} as Record<CudaLibrary, CudaLibraryReport>;
   for (const [name, loc] of Object.entries(d.libraries) as [CudaLibrary, (typeof d.libraries)[CudaLibrary]][]) {
-    libraries[name] = { path: loc.path, source: loc.source };
+    const optional = OPTIONAL_LIBRARIES.includes(name);
+    libraries[name] = { path: loc.path, source: loc.source, ...(optional ? { optional } : {}) };
     if (!loc.path) {
-      libraries[name].error = `not found (looked in ${loc.searched.length} places)`;
+      libraries[name].error = `not found (looked in ${loc.searched.length} places)${optional ? "; optional" : ""}`;
       libraries[name].searched = loc.searched;
-      problems.push(`${name} not found`);
+      if (!optional) problems.push(`${name} not found`);
     }
   }
   const report: CudaEnvironmentReport = {
@@ -175,6 +199,14 @@ export function cudaEnvironment(opts: DiscoverOptions = {}): CudaEnvironmentRepo
         libraries.cublas.version = v.join(".");
       }
     });
+  if (libraries.cublasLt.path)
+    try {
+      const lt = openLibrary("cuBLASLt", libraries.cublasLt.path, CUBLASLT);
+      const v = Number(lt.symbols.cublasLtGetVersion()); // major * 10000 + minor * 100 + patch
+      libraries.cublasLt.version = `${Math.floor(v / 10000)}.${Math.floor((v % 10000) / 100)}.${v % 100}`;
+    } catch (e) {
+      libraries.cublasLt.error = `${(e as Error).message}; optional`; // not a problem: linear layers use cuBLAS
+    }
   if (libraries.cudnn.path)
     attempt("cudnn", () => {
       const v = Number(openLibrary("cuDNN", libraries.cudnn.path!, CUDNN).symbols.cudnnGetVersion());
@@ -194,7 +226,7 @@ export function cudaEnvironment(opts: DiscoverOptions = {}): CudaEnvironmentRepo
         if (problem && report.driver.version) problems.push((report.versionProblem = problem)); // no driver: cudart already says so
       }
     });
-  report.available = Object.values(libraries).every((l) => l.path && !l.error) && report.devices.length > 0 && !report.versionProblem;
+  report.available = Object.values(libraries).every((l) => l.optional || (l.path && !l.error)) && report.devices.length > 0 && !report.versionProblem;
   return report;
 }
 export { parseByteSize, setEmulatedMemoryLimit } from "./emu-memory.ts";

@@ -38,6 +38,23 @@ BD_CUBLAS_ALGOS(BD_SAME)
 BD_CUDA_DATA_TYPES(BD_SAME)
 #endif
 
+#if __has_include(<cublasLt.h>)
+#include <cublasLt.h>
+#define BD_CUBLASLT_VALUES_ONLY
+#include "api/cublaslt.h"
+BD_CUBLASLT_MATMUL_DESC(BD_SAME)
+BD_CUBLASLT_LAYOUT(BD_SAME)
+BD_CUBLASLT_PREFERENCE(BD_SAME)
+BD_CUBLASLT_ORDER(BD_SAME)
+BD_CUBLASLT_POINTER_MODE(BD_SAME)
+BD_CUBLASLT_EPILOGUE(BD_SAME)
+// ffi/cuda/cublaslt.ts reads the heuristic result at these offsets
+static_assert(sizeof(cublasLtMatmulAlgo_t) == 64, "cublasLtMatmulAlgo_t size");
+static_assert(sizeof(cublasLtMatmulHeuristicResult_t) == 96, "cublasLtMatmulHeuristicResult_t size");
+static_assert(offsetof(cublasLtMatmulHeuristicResult_t, workspaceSize) == 64, "workspaceSize offset");
+static_assert(offsetof(cublasLtMatmulHeuristicResult_t, state) == 72, "state offset");
+#endif
+
 #if __has_include(<cudnn.h>)
 #include <cudnn.h>
 BD_CUDNN_STATUS(BD_SAME)

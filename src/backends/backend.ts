@@ -63,6 +63,9 @@ export type BinaryOp =
   | "logical_and"
   | "logical_or";
 
+/** The activation a backend's `linear` may fuse: none, or gelu(approximate="tanh"). */
+export type LinearActivation = "none" | "gelu_tanh";
+
 export type ReduceOp = "sum" | "mean" | "max" | "min" | "argmax" | "argmin" | "var" | "prod";
 
 export interface Conv2dParams {
@@ -135,6 +138,13 @@ export interface Backend {
    * views with stride 0 allowed); the last two dims of a and b may be any strides.
    */
   matmul(a: TensorView, b: TensorView, out: TensorView): void;
+  /**
+   * The linear layer in one call: out[..., M, N] = act(x[..., M, K] · w[N, K]ᵀ + bias[N]), bias and activation
+   * applied to the float32 result before its one rounding where the backend fuses them (CUDA: a cuBLASLt epilogue),
+   * else in out in place (`composedLinear`). x: ≥ 2-D, any strides; w and bias: any strides; out contiguous with x's
+   * leading dims. act "gelu_tanh" is gelu(approximate="tanh"), the only activation cuBLASLt's GELU epilogue computes.
+   */
+  linear(x: TensorView, w: TensorView, bias: TensorView | null, out: TensorView, act: LinearActivation): void;
   /** NCHW conv2d, cross-correlation as torch. w: [O, C/groups, kh, kw]; bias: [O] or null. */
   conv2d(x: TensorView, w: TensorView, bias: TensorView | null, out: TensorView, p: Conv2dParams): void;
   /**

@@ -27,7 +27,7 @@ export async function runGeneration(o: GenerationRequest, post: (m: WorkerMessag
     const kind = pipelineKind(index.className);
     const t0 = performance.now();
     pipe = await loadPipeline(index, { device: o.device, dtype: o.dtype, variant: o.variant, attention: o.attention, onNotice: (m) => log(`notice: ${m}`) });
-    log(`loaded ${kind === "sdxl" ? "SDXL" : "SD"} model ${pipe.modelName} on ${pipe.device} (${pipe.dtype}) in ${((performance.now() - t0) / 1000).toFixed(1)}s`);
+    log(`loaded ${kind === "sdxl" ? "SDXL" : "SD"} model ${pipe.modelName} on ${pipe.device} (${pipe.dtype}${pipe.dtypeReason === "given" ? "" : `: ${pipe.dtypeReason}`}) in ${((performance.now() - t0) / 1000).toFixed(1)}s`);
     if (o.tome !== undefined) pipe.enableTokenMerging({ ratio: o.tome });
     if (o.deepcache !== undefined) pipe.enableDeepCache({ interval: o.deepcache });
     if (o.fuseQkv) pipe.fuseQkvProjections();

@@ -109,7 +109,11 @@ export function registerGenerate(program: Command): void {
     .option("-b, --batch <n>", "images to generate", positiveInt("--batch"), 1)
     .option("-o, --out <file-or-dir>", "output .png file (one image), or a folder ending with / or existing (NNNNN-seed.png files; created when missing)", "outputs/")
     .addOption(new Option("--device <device>", "where to run").choices(["cpu", "cuda", "auto"]).default("cpu"))
-    .addOption(new Option("--dtype <dtype>", "compute dtype").choices(["float32", "float16", "bfloat16"]).default("float32"))
+    .addOption(
+      new Option("--dtype <dtype>", "compute dtype (default: bfloat16 on CUDA compute capability ≥ 8.0, float16 below, float32 on the CPU)").choices([
+        "float32", "float16", "bfloat16",
+      ]),
+    )
     .option("--clip-skip <n>", "skip the last n CLIP layers (diffusers' clip_skip)", positiveInt("--clip-skip"))
     .addOption(new Option("--long-prompt <mode>", "prompts over 75 tokens").choices(["truncate", "chunked"]))
     .option("--variant <name>", 'weights variant, e.g. "fp16"')

@@ -19,7 +19,8 @@ export interface GenerationRequest {
   scheduler?: string;
   batch: number;
   device: DeviceSpec;
-  dtype: DType;
+  /** Absent: the pipeline's default for the device (src/pipelines/default-dtype.ts). */
+  dtype?: DType;
   clipSkip?: number;
   longPrompt?: "truncate" | "chunked";
   variant?: string;

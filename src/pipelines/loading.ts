@@ -8,6 +8,7 @@
 import { existsSync, readFileSync, readdirSync, statSync } from "node:fs";
 import path from "node:path";
 import { resolveDevice } from "../backends/select.ts";
+import { choosePipelineDtype } from "./default-dtype.ts";
 import { ModelFolderError } from "../io/model-folder.ts";
 import { parsePythonJson } from "../io/python-json.ts";
 import type { DType, DeviceSpec } from "../tensor/index.ts";
@@ -171,7 +172,10 @@ export function modelDisplayName(dir: string): string {
 export interface PipelineLoadOptions {
   /** "cpu" (default), "cuda", or "auto" (CUDA when loaded, else the CPU with one notice). */
   device?: DeviceSpec;
-  /** Compute dtype of the UNet and text encoders: "float32" (default), "float16", "bfloat16". */
+  /**
+   * Compute dtype of the UNet and text encoders: "float32", "float16", "bfloat16". Default: bfloat16 on CUDA devices
+   * of compute capability ≥ 8.0, float16 on older ones, float32 on the CPU (default-dtype.ts; `pipe.dtypeReason`).
+   */
   dtype?: DType;
   /** Weights variant, e.g. "fp16" for diffusion_pytorch_model.fp16.safetensors. */
   variant?: string;
@@ -205,9 +209,9 @@ export const TOKENIZER_CLASSES = ["CLIPTokenizer", "CLIPTokenizerFast"];
 
 /** Checks shared by both pipelines' loaders; returns the device and scheduler config. */
 export function prepareLoad(index: ModelIndex, opts: PipelineLoadOptions) {
-  const dtype = opts.dtype ?? "float32";
-  if (!["float32", "float16", "bfloat16"].includes(dtype))
-    throw new Error(`dtype "${dtype}" is not supported for pipelines; use "float32", "float16" or "bfloat16"`);
+  const given = opts.dtype;
+  if (given !== undefined && !["float32", "float16", "bfloat16"].includes(given))
+    throw new Error(`dtype "${given}" is not supported for pipelines; use "float32", "float16" or "bfloat16"`);
   if (opts.scheduler !== undefined && !SCHEDULER_NAMES.includes(opts.scheduler))
     throw new Error(`unknown scheduler "${opts.scheduler}"; valid names: ${SCHEDULER_NAMES.join(", ")}`);
   if (opts.attention !== undefined) getAttention(opts.attention); // an unknown kind fails before any weight is read
@@ -219,7 +223,9 @@ export function prepareLoad(index: ModelIndex, opts: PipelineLoadOptions) {
         "to fromPretrained({ scheduler }) or generate({ scheduler }) (the CLI: --scheduler)",
     );
   if (opts.device === "meta") throw new Error('device "meta" holds shapes only and cannot generate images; use "cpu", "cuda" or "auto"');
-  return { dtype, device: resolveDevice(opts.device ?? "cpu", { notice: opts.onNotice }), schedulerConfig };
+  const device = resolveDevice(opts.device ?? "cpu", { notice: opts.onNotice });
+  const { dtype, reason: dtypeReason } = choosePipelineDtype(device, given);
+  return { dtype, dtypeReason, device, schedulerConfig };
 }
 
 /** Load modules in order; on failure dispose what was loaded and rethrow. */

@@ -62,6 +62,8 @@ export interface PipelineParts {
   modelName: string;
   device: Device;
   dtype: DType;
+  /** Why this dtype (default-dtype.ts): "given", or the default rule that chose it. */
+  dtypeReason?: string;
   unet: UNet2DConditionModel;
   vae: AutoencoderKL;
   schedulerConfig: Record<string, unknown>;
@@ -76,6 +78,8 @@ export abstract class DiffusionPipeline<O extends GenerateOptions, X> {
   readonly device: Device;
   /** Compute dtype of the UNet and text encoders. */
   readonly dtype: DType;
+  /** Why `dtype`: "given" by the caller, or the default rule (bfloat16 on sm_80+, float16 below, float32 on the CPU). */
+  readonly dtypeReason: string;
   readonly unet: UNet2DConditionModel;
   readonly vae: AutoencoderKL;
   /** The model's scheduler_config.json (with `_class_name`); schedulers are built from it per call. */
@@ -109,6 +113,7 @@ export abstract class DiffusionPipeline<O extends GenerateOptions, X> {
     this.modelName = p.modelName;
     this.device = p.device;
     this.dtype = p.dtype;
+    this.dtypeReason = p.dtypeReason ?? "given";
     this.unet = p.unet;
     this.vae = p.vae;
     this.schedulerConfig = p.schedulerConfig;

@@ -132,7 +132,7 @@ export class StableDiffusionXLPipeline extends DiffusionPipeline<StableDiffusion
           ? `is an SD 1.x/2.x model (${index.className}); load it with StableDiffusionPipeline.fromPretrained() or loadPipeline()`
           : `holds a ${index.className}; StableDiffusionXLPipeline loads ${SDXL_PIPELINE_CLASSES.join(" / ")} folders`,
       );
-    const { dtype, device, schedulerConfig } = prepareLoad(index, opts);
+    const { dtype, dtypeReason, device, schedulerConfig } = prepareLoad(index, opts);
     const unetDir = componentDir(index, "unet", ["UNet2DConditionModel"])!;
     const vaeDir = componentDir(index, "vae", ["AutoencoderKL"])!;
     const te1Dir = componentDir(index, "text_encoder", TEXT_ENCODER_CLASSES, true);
@@ -160,6 +160,7 @@ export class StableDiffusionXLPipeline extends DiffusionPipeline<StableDiffusion
         modelName: modelDisplayName(index.dir),
         device,
         dtype,
+        dtypeReason,
         unet: m.unet,
         vae: m.vae,
         schedulerConfig,

@@ -61,7 +61,7 @@ export class StableDiffusionPipeline extends DiffusionPipeline<GenerateOptions, 
           ? `is an SDXL model (${index.className}); load it with StableDiffusionXLPipeline.fromPretrained() or loadPipeline()`
           : `holds a ${index.className}; StableDiffusionPipeline loads ${SD_PIPELINE_CLASSES.join(" / ")} folders`,
       );
-    const { dtype, device, schedulerConfig } = prepareLoad(index, opts);
+    const { dtype, dtypeReason, device, schedulerConfig } = prepareLoad(index, opts);
     const unetDir = componentDir(index, "unet", ["UNet2DConditionModel"])!;
     const vaeDir = componentDir(index, "vae", ["AutoencoderKL"])!;
     const teDir = componentDir(index, "text_encoder", TEXT_ENCODER_CLASSES, true);
@@ -80,6 +80,7 @@ export class StableDiffusionPipeline extends DiffusionPipeline<GenerateOptions, 
         modelName: modelDisplayName(index.dir),
         device,
         dtype,
+        dtypeReason,
         unet: m.unet,
         vae: m.vae,
         schedulerConfig,

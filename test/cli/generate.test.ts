@@ -59,6 +59,7 @@ describe("bun-diffusion generate", () => {
     expect(r.code).toBe(0);
     expect(r.stdout.trim()).toBe(out);
     expect(r.stderr).toMatch(/step 20\/20 \(.*it\/s, ETA/); // plain progress lines when not on a TTY
+    expect(r.stderr).toMatch(/loaded SD model \S+ on cpu \(float32: default on cpu\)/); // no --dtype: the device's default, with why
     console.log(`CLI demo run (20 steps, process start to PNG): ${seconds.toFixed(1)} s`);
 
     const png = new Uint8Array(readFileSync(out));

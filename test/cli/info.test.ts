@@ -21,7 +21,8 @@ test("info --json reports runtime, CPU backend and OpenBLAS status", () => {
 test("info reports the CUDA environment: libraries with where they were found or where we looked", () => {
   const r = Bun.spawnSync([process.execPath, path.join(projectRoot, "src/cli/main.ts"), "info", "--json"], { cwd: projectRoot });
   const cuda = JSON.parse(r.stdout.toString()).cuda;
-  expect(Object.keys(cuda.libraries).sort()).toEqual(["cublas", "cudart", "cudnn", "kernels"]);
+  expect(Object.keys(cuda.libraries).sort()).toEqual(["cublas", "cublasLt", "cudart", "cudnn", "kernels"]);
+  expect(cuda.libraries.cublasLt.optional).toBe(true); // linear layers fall back to cuBLAS without it
   for (const lib of Object.values(cuda.libraries) as { path: string | null; searched?: string[] }[]) {
     if (!lib.path) expect(lib.searched!.length).toBeGreaterThan(0);
   }
@@ -36,6 +37,15 @@ test("with BD_CUDA_EMULATE=1 info reports the emulated device", () => {
   expect(r.exitCode).toBe(0);
   expect(r.stdout.toString()).toMatch(/backend cuda available \(emulated device\)/);
   expect(r.stdout.toString()).toMatch(/cublas\s+\S+emu\/libcublas\.so/);
+  expect(r.stdout.toString()).toMatch(/cublasLt\s+\S+emu\/libcublasLt\.so/);
+  expect(r.stdout.toString()).toMatch(/linear\s+cuBLASLt matmul with bias \/ GELU\(tanh\) epilogues/);
+  expect(r.stdout.toString()).toMatch(/sm 8\.0.*pipelines default to bfloat16/);
+  const off = Bun.spawnSync([process.execPath, path.join(projectRoot, "src/cli/main.ts"), "info"], {
+    cwd: projectRoot,
+    env: { ...process.env, BD_CUDA_EMULATE: "1", BD_CUDA_LINEAR: "cublas", BD_EMU_COMPUTE_CAPABILITY: "7.5" },
+  });
+  expect(off.stdout.toString()).toMatch(/linear\s+cuBLAS GEMM \+ bias kernel \(BD_CUDA_LINEAR=cublas\)/);
+  expect(off.stdout.toString()).toMatch(/sm 7\.5.*pipelines default to float16/);
 });
 
 test("text output names the GEMM backend", () => {

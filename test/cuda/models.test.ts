@@ -209,7 +209,7 @@ describe.skipIf(!HAS_CUDA || !existsSync(SHAPES))("StableDiffusionPipeline on cu
     const images: Float32Array[] = [];
     const cuda0 = memoryStats("cuda").live;
     for (const device of ["cpu", "cuda"] as const) {
-      const pipe = await StableDiffusionPipeline.fromPretrained(SHAPES, { device });
+      const pipe = await StableDiffusionPipeline.fromPretrained(SHAPES, { device, dtype: "float32" }); // explicit: CUDA would default to bfloat16
       const r = await pipe.generate({ prompt: "a red circle on a blue background", steps: 3, seed: 7, width: 64, height: 64, outputType: "tensor" });
       expect(r.tensor!.shape).toEqual([1, 3, 64, 64]);
       images.push(f32(r.tensor!));

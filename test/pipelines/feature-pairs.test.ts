@@ -69,7 +69,7 @@ describe(`feature pairs on ${device}`, () => {
     live0 = memoryStats(device).live;
     tmp = mkdtempSync(path.join(tmpdir(), "bd-pairs-"));
     await makeTinyModel(path.join(tmp, "sd15"), { preset: "sd15", seed: 831 });
-    pipe = await loadPipeline(path.join(tmp, "sd15"), { device });
+    pipe = await loadPipeline(path.join(tmp, "sd15"), { device, dtype: "float32" }); // explicit: CUDA would default to bfloat16
   });
   afterAll(() => {
     pipe?.dispose();

@@ -58,7 +58,7 @@ describe.skipIf(!hasBackend("cuda") || !cudaInfo()?.emulated)("out of memory on 
     live0 = memoryStats("cuda").live;
     tmp = mkdtempSync(path.join(tmpdir(), "bd-oom-"));
     await makeTinyModel(path.join(tmp, "sd15"), { preset: "sd15", seed: 821 });
-    pipe = await loadPipeline(path.join(tmp, "sd15"), { device: "cuda" });
+    pipe = await loadPipeline(path.join(tmp, "sd15"), { device: "cuda", dtype: "float32" }); // explicit: CUDA would default to bfloat16
   });
   afterAll(() => {
     setEmulatedMemoryLimit(null);

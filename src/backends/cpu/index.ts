@@ -11,6 +11,7 @@ import { numel } from "../../core/shape.ts";
 import { binary, binaryScalar, unary, where } from "./elementwise.ts";
 import { reduce, reduceWithIndices, softmax } from "./reduce.ts";
 import { matmul } from "./matmul.ts";
+import { composedLinear } from "../linear-composed.ts";
 import { conv2d, invalidateConvWeights } from "./conv.ts";
 import { attention } from "./attention.ts";
 import { groupNorm, layerNorm } from "./norm.ts";
@@ -74,6 +75,8 @@ export const cpuBackend: Backend = {
   reduceWithIndices,
   softmax,
   matmul,
+  /** matmul into out, then bias and activation in place (the reference for every backend's fused linear). */
+  linear: (x, w, bias, out, act) => composedLinear(cpuBackend, x, w, bias, out, act),
   conv2d,
   attention,
   groupNorm,

@@ -9,7 +9,7 @@ import type { Backend } from "../backend.ts";
 import { registerBackend } from "../registry.ts";
 import { CudaLibraryLoadError } from "../../../ffi/cuda/bind.ts";
 import { PROP_BUFFER_BYTES, cudaDevAttr } from "../../../ffi/cuda/cudart.ts";
-import { type CudaLibrary, CudaNotFoundError, type DiscoverOptions, discoverCuda, isEmulated } from "../../../ffi/cuda/discover.ts";
+import { CudaNotFoundError, type DiscoverOptions, discoverCuda, isEmulated } from "../../../ffi/cuda/discover.ts";
 import { type CudaLibraries, checkCudaVersions, loadCuda } from "../../../ffi/cuda/index.ts";
 import { checkAttentionLayout } from "../../../ffi/cuda/kernels.ts";
 import { attention } from "./attention.ts";
@@ -20,7 +20,8 @@ import { cudaStackFacts, describeCudaStack } from "./diagnose.ts";
 import { binary, binaryScalar, copy, fill, unary, where } from "./elementwise.ts";
 import { downloadView } from "./fallback.ts";
 import { argsort, gather, indexSelect, scatterAdd } from "./indexing.ts";
-import { matmul } from "./linalg.ts";
+import { linear, matmul } from "./linalg.ts";
+import { ltUnavailable } from "./lt-plans.ts";
 import { groupNorm, layerNorm, upsampleNearest2d } from "./norm.ts";
 import { reduce, softmax } from "./reduce.ts";
 
@@ -72,6 +73,7 @@ export const cudaBackend: Backend = {
   reduce,
   softmax,
   matmul,
+  linear,
   conv2d,
   conv2dScratchBytes,
   attention,
@@ -91,7 +93,9 @@ export interface CudaBackendInfo {
   computeCapability: string;
   multiprocessors: number;
   totalMemoryBytes: number;
-  libraries: Record<CudaLibrary, string>;
+  libraries: CudaLibraries["paths"];
+  /** How linear layers run (cudaLinearPath). */
+  linear: string;
 }
 
 export interface InitCudaOptions {
@@ -193,7 +197,9 @@ export function initCuda(opts: InitCudaOptions = {}): CudaBackendInfo {
     multiprocessors: attr(cudaDevAttr.multiProcessorCount),
     totalMemoryBytes: Number(mem[1]),
     libraries: libs.paths,
+    linear: "",
   };
+  info.linear = cudaLinearPath();
   registerBackend(cudaBackend);
   return info;
 }
@@ -212,6 +218,26 @@ export function cudaAvailable(opts: InitCudaOptions = {}): { ok: true } | { ok: 
 /** The initialised backend's device, or null. */
 export function cudaInfo(): CudaBackendInfo | null {
   return info;
+}
+
+/**
+ * The current device's compute capability [major, minor], read from the device on each call
+ * (cudaDeviceGetAttribute: cheap, no sync; the emulated device answers BD_EMU_COMPUTE_CAPABILITY, default 8.0).
+ */
+export function cudaComputeCapability(): [number, number] {
+  const c = cudaContext();
+  const i32 = new Int32Array(1);
+  const attr = (a: number) => (c.rt.cudaDeviceGetAttribute(i32, a, c.device) === 0 ? i32[0]! : 0);
+  return [attr(cudaDevAttr.computeCapabilityMajor), attr(cudaDevAttr.computeCapabilityMinor)];
+}
+
+/**
+ * How linear layers run now: "cuBLASLt (…)" — one cublasLtMatmul with the bias / GELU epilogue — or "cuBLAS GEMM +
+ * bias kernel (why)" when libcublasLt is missing or BD_CUDA_LINEAR=cublas asks for the unfused path (read per call).
+ */
+export function cudaLinearPath(): string {
+  const why = ltUnavailable(cudaContext());
+  return why === null ? "cuBLASLt matmul with bias / GELU(tanh) epilogues" : `cuBLAS GEMM + bias kernel (${why})`;
 }
 
 /** Release every cached block of the allocator (cudaFree); live tensors stay. */

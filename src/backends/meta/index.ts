@@ -56,6 +56,7 @@ export const metaBackend: Backend = {
   reduce: nothing,
   softmax: nothing,
   matmul: nothing,
+  linear: nothing,
   conv2d: (x, w, _bias, out, p) => transient(scratchModel?.conv2dScratchBytes?.(x, w, out, p) ?? 0),
   attention: nothing,
   groupNorm: nothing,

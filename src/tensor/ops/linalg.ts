@@ -4,7 +4,7 @@
 // shapes; the backend receives views (broadcast batch dims have stride 0, transposes are strided views, no copies).
 // Tensor methods: matmul, mm, bmm.
 
-import type { Conv2dParams } from "../../backends/backend.ts";
+import type { Conv2dParams, LinearActivation } from "../../backends/backend.ts";
 import { TensorError } from "../../core/errors.ts";
 import { broadcastShapes, formatShape } from "../../core/shape.ts";
 import { Tensor, backendFor, disposeAll, requireFloat, sameDType } from "./common.ts";
@@ -117,12 +117,14 @@ export function bmm(a: Tensor, b: Tensor): Tensor {
 }
 
 /**
- * torch.nn.functional.linear: x[..., in] @ weight[out, in].T (+ bias[out]). The transpose is a strided view
- * the GEMM reads as it lies; leading dims of x fold into the GEMM's M (one GEMM for the whole batch).
+ * torch.nn.functional.linear: x[..., in] @ weight[out, in].T (+ bias[out]), then `activation` ("gelu_tanh":
+ * gelu(approximate="tanh")). One backend call: the transpose is a strided view the GEMM reads as it lies, leading
+ * dims of x fold into the GEMM's M, and bias and activation are fused into the GEMM where the backend can (CUDA:
+ * cuBLASLt epilogues), else applied in the output in place — no intermediate tensor either way.
  */
-export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor {
+export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null, activation: LinearActivation = "none"): Tensor {
   const op = "linear";
-  backendFor(op, x, weight, bias);
+  const backend = backendFor(op, x, weight, bias);
   requireFloat(op, x);
   sameDType(op, x, weight, ...(bias ? [bias] : []));
   if (weight.ndim !== 2) throw new TensorError(`linear: weight must be 2-D [out, in], got ${formatShape(weight.shape)}`);
@@ -132,27 +134,24 @@ export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor 
     throw new TensorError(`linear: input ${formatShape(x.shape)} has ${x.shape[x.ndim - 1]} features, weight ${formatShape(weight.shape)} expects ${inF}`);
   if (bias && (bias.ndim !== 1 || bias.shape[0] !== outF))
     throw new TensorError(`linear: bias must have shape [${outF}] for weight ${formatShape(weight.shape)}, got ${formatShape(bias.shape)}`);
-  const wt = weight.T; // [in, out] view
-  let y: Tensor;
+  if (activation !== "none" && activation !== "gelu_tanh")
+    throw new TensorError(`linear: activation must be "none" or "gelu_tanh", got ${JSON.stringify(activation)}`);
+  const x2 = x.ndim === 1 ? x.unsqueeze(0) : x; // [1, in]
+  const out = Tensor.empty([...x2.shape.slice(0, -1), outF], x.dtype, x.device);
   try {
-    // x is checked above: ≥ 2-D goes straight to the GEMM with x's batch dims (what matmul would do), 1-D via matmul
-    y = x.ndim >= 2 ? batchedMatmul("matmul", x, wt, x.shape.slice(0, -2)) : matmul(x, wt);
-  } finally {
-    wt.dispose();
-  }
-  if (!bias) return y;
-  const backend = backendFor(op, y, bias);
-  const bv = bias.expand(y.shape);
-  const out = Tensor.empty(y.shape, y.dtype, y.device);
-  try {
-    backend.binary("add", y, bv, out);
+    backend.linear(x2, weight, bias ?? null, out, activation);
   } catch (e) {
     out.dispose();
     throw e;
   } finally {
-    disposeAll(y, bv);
+    if (x2 !== x) x2.dispose();
   }
-  return out;
+  if (x.ndim > 1) return out;
+  try {
+    return out.reshape([outF]);
+  } finally {
+    out.dispose();
+  }
 }
 
 export interface Conv2dOptions {
