@@ -46,7 +46,7 @@ if ! ldconfig -p 2>/dev/null | grep -q 'libopenblas\.so\.0'; then
 fi
 
 # 4. CUDA kernels (scripts/build-kernels.ts, cached by source hash). The test command builds the emulated
-#    device (g++; ARCHITECTURE decision 4) and, when nvcc exists, the real library for every architecture as a
+#    device (g++; ARCHITECTURE decision 4) with its checking-mode variant (decision 18) and, when nvcc exists, the real library for every architecture as a
 #    compile check. Other commands build the real library only on a machine with nvcc and an NVIDIA driver.
 has_driver() { [ -e /dev/nvidiactl ] || ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1'; }
 if [ "${1:-}" = "test" ]; then
@@ -56,7 +56,8 @@ if [ "${1:-}" = "test" ]; then
   fi
   if command -v g++ >/dev/null 2>&1 || command -v nvcc >/dev/null 2>&1; then
     log "building CUDA kernels (cached after the first run)"
-    "$BUN" scripts/build-kernels.ts >&2
+    # --emu-check: the checking mode's variant of the emulated kernels, which test/cuda/check-suite.test.ts runs
+    "$BUN" scripts/build-kernels.ts --emu-check >&2
   else
     log "neither g++ nor nvcc found: CUDA tests will be skipped (apt-get install g++ to run them emulated)"
   fi

@@ -110,9 +110,23 @@ export const cudaDevAttr = {
 } as const;
 
 /** check() for cudart and for our kernel launchers (which return cudaError_t too). */
-export function cudartCheck(rt: Cudart): StatusCheck {
-  return makeCheck("cudart", (status) => ({
+export function cudartCheck(rt: Cudart, lastKernelMessage: () => string | null = () => null): StatusCheck {
+  const plain = makeCheck("cudart", (status) => ({
     name: rt.symbols.cudaGetErrorName(status) ?? `cudaError ${status}`,
     message: rt.symbols.cudaGetErrorString(status) ?? "unknown error",
   }));
+  if (!rt.has("bdemu_work_error")) return plain;
+  // the emulated runtime: an execution error comes back from the next synchronising call, which says which stream
+  // work failed; the emulated kernel's own message (a deadlock, a memcheck / racecheck report) is added to it
+  return (status, fn, context) => {
+    if (status !== 0 && SYNCHRONISING.test(fn)) {
+      const work = rt.symbols.bdemu_work_error!() as string | null;
+      const kernel = work?.startsWith("kernel launch") ? lastKernelMessage() : null;
+      const detail = [work, kernel && `emulator: ${kernel}`].filter(Boolean).join("; ");
+      if (detail) context = context ? `${context}; ${detail}` : detail;
+    }
+    plain(status, fn, context);
+  };
 }
+/** The runtime calls that return errors raised earlier by queued work. */
+const SYNCHRONISING = /Synchronize$|^cudaMemcpy$|Query$/;

@@ -77,7 +77,7 @@ export function loadCuda(opts: DiscoverOptions = {}): CudaLibraries {
     throw new Error(`${paths.kernels} is ${kernelAbi.emulated ? "the emulated" : "the real"} kernels library but the ${d.emulated ? "emulated" : "real"} device was asked for`);
   const libs: CudaLibraries = {
     emulated: d.emulated, paths, cudart, cublas, cudnn, kernels, kernelAbi, cublasLt, cublasLtMissing,
-    check: cudartCheck(cudart), cublasCheck: cublasCheck(cublas), cudnnCheck: cudnnCheck(cudnn),
+    check: cudartCheck(cudart, () => (kernels.symbols.bdk_last_error!() as string | null) || null), cublasCheck: cublasCheck(cublas), cudnnCheck: cudnnCheck(cudnn),
     cublasLtCheck: cublasLt ? cublasLtCheck(cublasLt) : () => {
       throw new Error(`internal: cuBLASLt is not loaded (${cublasLtMissing})`);
     },

@@ -17,6 +17,7 @@ import { CudaError } from "../../ffi/cuda/bind.ts";
 import { cublasComputeType, cublasOperation, cudaDataType } from "../../ffi/cuda/cublas.ts";
 import { ltEpilogue, ltLayout, ltSetI32 } from "../../ffi/cuda/cublaslt.ts";
 import { cudaContext, cudaLinearPath } from "../../src/backends/cuda/index.ts";
+import { ltMatmulCount } from "../../src/backends/cuda/linalg.ts";
 import { ltHandle, ltPlan, ltPlanCount } from "../../src/backends/cuda/lt-plans.ts";
 import { hasBackend } from "../../src/backends/registry.ts";
 import type { DType } from "../../src/core/dtype.ts";
@@ -137,10 +138,12 @@ describe.skipIf(!HAS_LT)("CUDA linear through cuBLASLt epilogues", () => {
           const sample = goldenTensor(f, `${c}/sample`).to({ device: "cuda", dtype });
           const t = goldenTensor(f, `${c}/timestep`).to("cuda");
           const ehs = goldenTensor(f, `${c}/encoder_hidden_states`).to({ device: "cuda", dtype });
-          const before = ltPlanCount();
+          const before = ltMatmulCount();
           const fused = withLinearMode(undefined, () => unet.call(sample, t, ehs, {})).toFloat32Array();
-          expect(ltPlanCount()).toBeGreaterThan(before); // the UNet's linears went through cuBLASLt
+          const calls = ltMatmulCount();
+          expect(calls).toBeGreaterThan(before); // the UNet's linears went through cuBLASLt (plans may be cached already)
           const plain = withLinearMode("cublas", () => unet.call(sample, t, ehs, {})).toFloat32Array();
+          expect(ltMatmulCount()).toBe(calls); // and the baseline did not
           const { maxAbs, maxRef } = maxError(fused, plain);
           expect(maxAbs / maxRef).toBeLessThanOrEqual(bound);
         });

@@ -3,7 +3,8 @@
 // text-encoder rows, a non-square VAE decode) is built in a temp dir from the golden folder, and every
 // registered driver that runs on the CPU and drives one of its entries is run on it in a subprocess
 // (`bun test <files>` with BD_GOLDEN_DIR=<tmp>), together with the coverage test. They must pass and
-// must have run: a passing test per derived entry (a todo per pending one) and no failures.
+// must have run: a passing test per derived entry (a todo per pending one) and no failures. The child gets the
+// test command's per-test timeout (Bun 1.4 keeps a preload's default timeout for its first file only).
 
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -50,7 +51,7 @@ test("every CPU golden driver passes on the derived folder and runs its cases", 
   const files = GOLDEN_DRIVERS.filter((d) => d.device === undefined && index.some(d.match)).map((d) => d.file);
   files.push("test/golden/coverage.test.ts");
   const started = performance.now();
-  const r = Bun.spawnSync([process.execPath, "test", ...files], {
+  const r = Bun.spawnSync([process.execPath, "test", "--timeout", "120000", ...files], {
     cwd: projectRoot,
     env: { ...process.env, BD_GOLDEN_DIR: tmp, BD_TEST_DEVICES: "cpu" }, // CPU only: the CUDA driver is not among them
     stdout: "pipe",

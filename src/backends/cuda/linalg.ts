@@ -136,6 +136,12 @@ function rowBlocks(x: TensorView): [number, number, number, number] | null {
 const ONE_F = new Float32Array([1]);
 const ZERO_F = new Float32Array([0]);
 
+let ltMatmuls = 0;
+/** cublasLtMatmul calls made so far (tests: which path the linear layers took). */
+export function ltMatmulCount(): number {
+  return ltMatmuls;
+}
+
 export function linear(x: TensorView, w: TensorView, bias: TensorView | null, out: TensorView, act: LinearActivation): void {
   if (numel(out.shape) === 0) return;
   requireDType("linear", x.dtype, w, bias, out);
@@ -189,6 +195,7 @@ export function linear(x: TensorView, w: TensorView, bias: TensorView | null, ou
     }
     const st = lt.cublasLtMatmul(ltHandle(c), plan.desc, ONE_F, pa, plan.a, pb, plan.b, ZERO_F, pd, plan.d, pd, plan.d, plan.algo, ws, plan.workspace, c.stream);
     if (st !== 0) c.libs.cublasLtCheck(st, "cublasLtMatmul", context());
+    ltMatmuls++;
   } finally {
     for (const t of temps) t.free();
   }
