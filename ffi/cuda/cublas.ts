@@ -43,7 +43,8 @@ export const cublasMath = { default: 0, tensorOp: 1, pedantic: 2, tf32TensorOp: 
 export const cublasGemmAlgo = { default: -1, defaultTensorOp: 99 } as const;
 export const cublasStatus = { success: 0, notInitialized: 1, allocFailed: 3, invalidValue: 7, notSupported: 15 } as const;
 
-const NAMES: Record<number, string> = {
+/** cublasStatus_t names (cuBLAS and cuBLASLt share the type), for libraries without cublasGetStatusName. */
+export const CUBLAS_STATUS_NAMES: Record<number, string> = {
   0: "CUBLAS_STATUS_SUCCESS",
   1: "CUBLAS_STATUS_NOT_INITIALIZED",
   3: "CUBLAS_STATUS_ALLOC_FAILED",
@@ -59,7 +60,7 @@ const NAMES: Record<number, string> = {
 export function cublasCheck(lib: Cublas): StatusCheck {
   const s = lib.symbols;
   return makeCheck("cuBLAS", (status) => ({
-    name: (lib.has("cublasGetStatusName") ? s.cublasGetStatusName(status) : null) ?? NAMES[status] ?? `cublasStatus ${status}`,
+    name: (lib.has("cublasGetStatusName") ? s.cublasGetStatusName(status) : null) ?? CUBLAS_STATUS_NAMES[status] ?? `cublasStatus ${status}`,
     message: (lib.has("cublasGetStatusString") ? s.cublasGetStatusString(status) : null) ?? "see the cuBLAS documentation",
   }));
 }

@@ -5,6 +5,7 @@
 // operation, compute and data types are cuBLAS's (cublas.ts). Attributes are set from small typed arrays of the
 // attribute's exact C size (cuBLASLt checks it): ltSet* below.
 
+import { CUBLAS_STATUS_NAMES } from "./cublas.ts";
 import { makeCheck, type NativeLibrary, type StatusCheck, type SymbolTable } from "./bind.ts";
 
 const S = "i32"; // cublasStatus_t
@@ -93,21 +94,11 @@ export function ltSetU64(set: Setter, obj: number, attr: number, v: number): num
   return set(obj, attr, u64, 8);
 }
 
-const NAMES: Record<number, string> = {
-  0: "CUBLAS_STATUS_SUCCESS",
-  1: "CUBLAS_STATUS_NOT_INITIALIZED",
-  3: "CUBLAS_STATUS_ALLOC_FAILED",
-  7: "CUBLAS_STATUS_INVALID_VALUE",
-  8: "CUBLAS_STATUS_ARCH_MISMATCH",
-  13: "CUBLAS_STATUS_EXECUTION_FAILED",
-  14: "CUBLAS_STATUS_INTERNAL_ERROR",
-  15: "CUBLAS_STATUS_NOT_SUPPORTED",
-};
 
 export function cublasLtCheck(lib: CublasLt): StatusCheck {
   const s = lib.symbols;
   return makeCheck("cuBLASLt", (status) => ({
-    name: (lib.has("cublasLtGetStatusName") ? s.cublasLtGetStatusName(status) : null) ?? NAMES[status] ?? `cublasStatus ${status}`,
+    name: (lib.has("cublasLtGetStatusName") ? s.cublasLtGetStatusName(status) : null) ?? CUBLAS_STATUS_NAMES[status] ?? `cublasStatus ${status}`,
     message: (lib.has("cublasLtGetStatusString") ? s.cublasLtGetStatusString(status) : null) ?? "see the cuBLASLt documentation",
   }));
 }
