@@ -109,7 +109,7 @@ describe.each(DEVICES)("channels-last ops on %s", (device) => {
       }
     });
 
-    test.each([
+    test.each<{ name: string; shape: number[]; G: number }>([
       { name: "small groups [2, 12, 5, 7] G 3", shape: [2, 12, 5, 7], G: 3 },
       { name: "split groups [2, 20, 48, 48] G 2 (23040 per group)", shape: [2, 20, 48, 48], G: 2 },
       { name: "one channel per group [1, 6, 4, 3] G 6", shape: [1, 6, 4, 3], G: 6 },
