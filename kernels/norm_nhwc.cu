@@ -9,8 +9,9 @@
 //   - larger: the group's pixels are cut into P pieces of ≤ kPiece elements (whole pixels, at least one); a block
 //     per piece writes its (mean, M2) to the workspace, then a block per piece merges its group's partials with Chan
 //     et al.'s update in a fixed order (every block of a group gets the same statistics) and normalises its piece.
-// The statistics are the same quantities as the NCHW kernels' summed in another order: results agree with them to
-// float32 rounding, not bit for bit.
+// The statistics are the same quantities as the NCHW kernels' summed in another order (and the first pass shifted by
+// the group's, or piece's, first value, which keeps the precision of means far from zero): results agree with them
+// to float32 rounding, not bit for bit.
 //
 // Launchers:
 //   bdk_group_norm_nhwc_<t>(out, x, weight, bias, add, N, C, S, groups, eps, silu, ws, stream)   x, out: contiguous
@@ -71,9 +72,11 @@ __global__ void __launch_bounds__(512) group_norm_kernel(T* out, const T* x, con
   const int64_t len = q.cg * q.S;
   for (int64_t ng = blockIdx.x; ng < q.N * q.groups; ng += gridDim.x) {
     int64_t n = ng / q.groups, g = ng % q.groups, base = q.base(n, g);
+    // sums shifted by the group's first value: far-from-zero means keep their precision (the CPU's statistics do too)
+    const float shift = plus(x[base], add, n * q.C + g * q.cg);
     float s = 0.f;
-    for (int64_t i = threadIdx.x; i < len; i += blockDim.x) s += plus(x[base + q.at(i)], add, n * q.C + q.channel(g, i));
-    float mean = block_sum(s, red) / (float)len;
+    for (int64_t i = threadIdx.x; i < len; i += blockDim.x) s += plus(x[base + q.at(i)], add, n * q.C + q.channel(g, i)) - shift;
+    float mean = shift + block_sum(s, red) / (float)len;
     float m2 = 0.f;
     for (int64_t i = threadIdx.x; i < len; i += blockDim.x) {
       float d = plus(x[base + q.at(i)], add, n * q.C + q.channel(g, i)) - mean;
@@ -97,9 +100,10 @@ __global__ void __launch_bounds__(kThreads) group_norm_partial_kernel(Pieces r, 
   for (int64_t blk = blockIdx.x; blk < r.blocks(); blk += gridDim.x) {
     int64_t ng = blk / r.P, p = blk % r.P, n = ng / q.groups, g = ng % q.groups;
     int64_t first = p * r.pix * q.cg, m = r.count(p), base = q.base(n, g);
+    const float shift = plus(x[base + q.at(first)], add, n * q.C + g * q.cg);  // the piece's first value (as above)
     float s = 0.f;
-    for (int64_t i = threadIdx.x; i < m; i += blockDim.x) s += plus(x[base + q.at(first + i)], add, n * q.C + q.channel(g, i));
-    float mean = block_sum(s, red) / (float)m;
+    for (int64_t i = threadIdx.x; i < m; i += blockDim.x) s += plus(x[base + q.at(first + i)], add, n * q.C + q.channel(g, i)) - shift;
+    float mean = shift + block_sum(s, red) / (float)m;
     float m2 = 0.f;
     for (int64_t i = threadIdx.x; i < m; i += blockDim.x) {
       float d = plus(x[base + q.at(first + i)], add, n * q.C + q.channel(g, i)) - mean;
