@@ -66,6 +66,10 @@ export {
   FusedQkvProcessor,
   type FuseQkvOptions,
   type FusedQkvHandle,
+  applyChannelsLast,
+  removeChannelsLast,
+  channelsLastOf,
+  type ChannelsLastHandle,
 } from "./speed/index.ts";
 export { GeneratedImage, formatParameters, parseParameters, type GenerationParameters, type ParsedParameters } from "./io/image.ts";
 export { openSafetensors, writeSafetensors } from "./io/safetensors.ts";

@@ -155,6 +155,7 @@ function buildTable(): Record<string, SymbolSpec> {
     t[`bdk_reduce_${g}`] = spec("i32", P, P, I, I, I, "f32", P); // (op, out, x, outer, r, inner, correction, stream)
     t[`bdk_softmax_${g}`] = spec(P, P, I, I, "i32", P); // (out, x, rows, cols, log, stream)
     t[`bdk_group_norm_${g}`] = spec(P, P, P, P, P, I, I, I, "i32", "f32", "i32", P, P); // (out, x, w, b, add, N, C, S, groups, eps, silu, ws, stream)
+    t[`bdk_group_norm_nhwc_${g}`] = spec(P, P, P, P, P, I, I, I, "i32", "f32", "i32", P, P); // kernels/norm_nhwc.cu: as bdk_group_norm_<t>, x and out [N, S, C]
     t[`bdk_layer_norm_${g}`] = spec(P, P, P, P, I, I, "f32", P); // (out, x, w, b, rows, cols, eps, stream)
     t[`bdk_timestep_embedding_${g}`] = spec(P, P, I, I, "i32", "f32", "f32", "f32", P); // (out, t, n, dim, flip, shift, scale, max_period, stream)
     t[`bdk_attention_${g}`] = spec(P, P, P, P, P, P, P); // (p AttentionParams, out, q, k, v, mask, stream)
@@ -166,6 +167,7 @@ function buildTable(): Record<string, SymbolSpec> {
   t.bdk_test_ldmatrix_trans = spec(P, P, P); // (out u32[32,4], m u16[4,8,8], stream): one ldmatrix .x4 .trans
   t.bdk_attention_params_layout = { args: [], returns: "cstring" };
   t.bdk_group_norm_workspace = { args: [I, I, I, "i32"], returns: "i64" }; // (N, C, S, groups) -> bytes (0: not split)
+  t.bdk_group_norm_nhwc_workspace = { args: [I, I, I, "i32"], returns: "i64" }; // (N, C, S, groups) -> bytes for [N, S, C] (0: not split)
   t.bdk_elementwise_last_width = { args: [], returns: "i32" }; // elements per thread of the last elementwise launch (1 = scalar path)
   return t;
 }

@@ -23,6 +23,7 @@ import type { AttentionKind } from "../../src/nn/attention-dispatch.ts";
 import { AttnProcessorDefault } from "../../src/nn/attention.ts";
 import { setAttnProcessor } from "../../src/nn/attention-processors.ts";
 import { applyDeepCache, fuseQkvProjections } from "../../src/speed/index.ts";
+import { applyChannelsLast } from "../../src/speed/channels-last.ts";
 import { type DType, type Device, tidy } from "../../src/tensor/index.ts";
 import { round } from "./bench-util.ts";
 import { randomUNet, unetCall, unetInputs } from "./unet-bench.ts";
@@ -70,7 +71,7 @@ const RUNGS: Rung[] = [
   { name: "+ memory-efficient attention", apply: attention("fused") },
   { name: "+ CUDA graph", apply: null, note: "not implemented yet: one UNet step captured and replayed" },
   { name: "+ fused QKV", apply: (u) => void removers.push(fuseQkvProjections([u]).remove) },
-  { name: "+ channels-last", apply: null, note: "not implemented yet: NHWC convolutions and the tensors between them" },
+  { name: "+ channels-last", apply: (u) => void removers.push(applyChannelsLast(u).remove) },
   { name: "+ DeepCache (interval 3)", apply: (u) => void removers.push(applyDeepCache(u, { interval: 3, branchId: 0 }).remove) },
 ];
 

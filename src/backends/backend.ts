@@ -3,7 +3,9 @@
 // shape, element strides, offset) and writes into an output it did not allocate.
 //
 // Conventions every method follows:
-// - `out` is a fresh, contiguous tensor of the right shape and dtype unless stated otherwise.
+// - `out` is a fresh, contiguous tensor of the right shape and dtype unless stated otherwise. conv2d, groupNorm and
+//   upsampleNearest2d may get a dense channels-last `out` (core/memory-format.ts: the op layer keeps an input's
+//   memory format); element-wise ops on channels-last tensors receive views permuted to storage order instead.
 // - Inputs may be arbitrary strided views (stride 0 = broadcast) unless stated otherwise.
 // - Floating-point work is done in float32 (or wider) and rounded to the output dtype once.
 
@@ -145,7 +147,10 @@ export interface Backend {
    * leading dims. act "gelu_tanh" is gelu(approximate="tanh"), the only activation cuBLASLt's GELU epilogue computes.
    */
   linear(x: TensorView, w: TensorView, bias: TensorView | null, out: TensorView, act: LinearActivation): void;
-  /** NCHW conv2d, cross-correlation as torch. w: [O, C/groups, kh, kw]; bias: [O] or null. */
+  /**
+   * conv2d of [N, C, H, W] views, cross-correlation as torch. w: [O, C/groups, kh, kw]; bias: [O] or null. out is
+   * row-major or dense channels-last (the op layer's choice when x or w is channels-last).
+   */
   conv2d(x: TensorView, w: TensorView, bias: TensorView | null, out: TensorView, p: Conv2dParams): void;
   /**
    * Device bytes conv2d would allocate through this backend's allocator besides its output (workspaces, contiguous

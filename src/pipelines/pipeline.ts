@@ -33,6 +33,7 @@ import { OutOfMemoryError, formatBytes } from "../core/errors.ts";
 import {
   type DeepCacheOptions,
   type FuseQkvOptions,
+  applyChannelsLast,
   applyDeepCache,
   deepCachePlan,
   fuseQkvProjections,
@@ -118,6 +119,8 @@ export abstract class DiffusionPipeline<O extends GenerateOptions, X> {
     this.vae = p.vae;
     this.schedulerConfig = p.schedulerConfig;
     this.defaultScheduler = p.defaultScheduler;
+    // on CUDA convolutions run NHWC through cuDNN's tensor-core kernels by default (decision 22)
+    if (p.device === "cuda") this.enableChannelsLast();
   }
 
   // ---- features ---------------------------------------------------------------------------
@@ -198,6 +201,45 @@ export abstract class DiffusionPipeline<O extends GenerateOptions, X> {
       const h = applyDeepCache(this.unet, options);
       return { remove: () => h.remove(), afterRun: () => h.clear() };
     });
+  }
+
+  /**
+   * Channels-last (NHWC) convolutions and activations in the UNet and VAE (src/speed/channels-last.ts; PyTorch's
+   * `memory_format=torch.channels_last`): the convolution weights are stored NHWC and the tensors between convolutions
+   * stay NHWC. On by default on CUDA; listed by features() as "channelsLast". With CPU offload active, the offload is
+   * taken down first (its host copies hold the weights in their old format) and enabled again with the same options
+   * afterwards, so the weights it uploads are the channels-last ones.
+   */
+  enableChannelsLast(): void {
+    this.#assertUsable();
+    this.#aroundOffload(() =>
+      this.installFeature("channelsLast", {}, () => {
+        const handles = [applyChannelsLast(this.unet), applyChannelsLast(this.vae)];
+        return () => {
+          for (const h of handles) h.remove();
+        };
+      }),
+    );
+  }
+
+  /** Store the convolution weights row-major again (NCHW everywhere); false when channels-last was not enabled. */
+  disableChannelsLast(): boolean {
+    if (!this.#features.has("channelsLast")) return false;
+    return this.#aroundOffload(() => this.#features.disable("channelsLast"));
+  }
+
+  /** Run fn with CPU offload (if active) removed, then enable that offload again with its options. */
+  #aroundOffload<R>(fn: () => R): R {
+    const active = this.features().find((f) => f.name === "modelCpuOffload" || f.name === "sequentialCpuOffload");
+    if (!active) return fn();
+    this.disableOffload();
+    try {
+      return fn();
+    } finally {
+      const { prefetch, prefetchBytes, ...shown } = active.options as { prefetch?: boolean; prefetchBytes?: number } & Record<string, unknown>;
+      if (active.name === "modelCpuOffload") this.#installModelOffload(active.options);
+      else this.#installSequentialOffload({ prefetch, prefetchBytes }, shown);
+    }
   }
 
   /** Remove DeepCache; false when it was not enabled. */

@@ -1,5 +1,6 @@
 // Speed features for the UNet, installed through hooks and attention processors (no model code changes):
-// DeepCache (deepcache.ts) and fused QKV projections with a per-run cross-attention K/V cache (fused-qkv.ts).
+// DeepCache (deepcache.ts), fused QKV projections with a per-run cross-attention K/V cache (fused-qkv.ts) and
+// channels-last (NHWC) convolutions and activations (channels-last.ts).
 
 export {
   type DeepCacheHandle,
@@ -20,3 +21,4 @@ export {
   fusedQkvOf,
   unfuseQkvProjections,
 } from "./fused-qkv.ts";
+export { type ChannelsLastHandle, applyChannelsLast, channelsLastOf, removeChannelsLast } from "./channels-last.ts";

@@ -17,3 +17,5 @@ export * from "./ops/indexing.ts";
 export * from "./ops/attention.ts";
 export * from "./ops/copy.ts";
 export * from "./ops/group-stats.ts";
+export { toMemoryFormat } from "./ops/memory-format.ts";
+export { type MemoryFormat, channelsLastStrides, memoryFormatOf } from "../core/memory-format.ts";

@@ -21,6 +21,7 @@ import {
   shapeEquals,
 } from "../core/shape.ts";
 import type { Storage } from "../core/storage.ts";
+import { type MemoryFormat, memoryFormatOf, stridesFor } from "../core/memory-format.ts";
 
 /** Set by Tensor#view just before `new Tensor`: the constructor then adopts the fresh shape/stride arrays it is given. */
 let adoptArrays = false;
@@ -61,14 +62,17 @@ export class Tensor implements TensorView {
     if (storage.refCount === 1) watchForLeak(storage, dtype, this.shape, storage.device);
   }
 
-  /** Allocate an uninitialised contiguous tensor. */
-  static empty(shape: Shape, dtype: DType = "float32", device: Device = "cpu"): Tensor {
+  /**
+   * Allocate an uninitialised dense tensor: row-major, or in `format` (core/memory-format.ts; "channelsLast" stores
+   * dim 1 innermost, for rank ≥ 3 — lower ranks are row-major either way).
+   */
+  static empty(shape: Shape, dtype: DType = "float32", device: Device = "cpu", format: MemoryFormat = "contiguous"): Tensor {
     for (const d of shape)
       if (!Number.isInteger(d) || d < 0) throw new TensorError(`invalid shape ${formatShape(shape)}: dims must be non-negative integers`);
     const backend = getBackend(device);
     requireSupportedDType(backend, assertDType(dtype));
     const storage = backend.allocate(numel(shape) * dtypeBytes(dtype));
-    return new Tensor(storage, dtype, shape);
+    return new Tensor(storage, dtype, shape, format === "contiguous" ? undefined : stridesFor(shape, format));
   }
 
   // ---- basic properties -------------------------------------------------------------
@@ -97,6 +101,11 @@ export class Tensor implements TensorView {
 
   get isContiguous(): boolean {
     return isContiguous(this.shape, this.strides);
+  }
+
+  /** "channelsLast" for a dense channels-last view (NHWC storage of [N, C, H, W]), else "contiguous". */
+  get memoryFormat(): MemoryFormat {
+    return memoryFormatOf(this);
   }
 
   get byteLength(): number {
@@ -321,10 +330,28 @@ export class Tensor implements TensorView {
       device = target.device ?? device;
     }
     if (dtype === this.dtype && device === this.device) return this.view(this.shape, this.strides, this.offset);
+    const format = this.memoryFormat; // preserved, as torch's .to(): a channels-last tensor stays channels-last
     if (device === this.device) {
-      const out = Tensor.empty(this.shape, dtype, device);
+      const out = Tensor.empty(this.shape, dtype, device, format);
       getBackend(device).copy(this, out);
       return out;
+    }
+    if (format === "channelsLast") {
+      // move the storage order as it lies ([N, H, W, C] is row-major) and view it back as [N, C, H, W]
+      const nd = this.ndim;
+      const order = [0, ...Array.from({ length: nd - 2 }, (_, i) => i + 2), 1];
+      const inverse = [0, nd - 1, ...Array.from({ length: nd - 2 }, (_, i) => i + 1)];
+      const stored = this.permute(order);
+      try {
+        const moved = stored.to({ dtype, device });
+        try {
+          return moved.permute(inverse);
+        } finally {
+          moved.dispose();
+        }
+      } finally {
+        stored.dispose();
+      }
     }
     // Cross-device: move the contiguous bytes in the source dtype, then convert on the target.
     const src = this.contiguous();

@@ -1,6 +1,6 @@
 // Every pair of the pipeline's optional features, enabled in both orders, either works together or is refused at
 // enable time with an error that names the conflict — nothing in between. Features: token merging, DeepCache,
-// fused QKV, VAE slicing, VAE tiling, the naive attention kind and (on a CUDA device: the emulated one in CI)
+// fused QKV, VAE slicing, VAE tiling, the naive attention kind, channels-last and (on a CUDA device: the emulated one in CI)
 // model and sequential CPU offload. For a working pair the run must give a finite image, features() must list both,
 // and where one of the two only moves memory (offload, and slicing at batch 1) the image must equal the other
 // feature's image alone bit for bit; after all pairs were disabled the plain image is back bit for bit. Model and sequential
@@ -32,6 +32,8 @@ const FEATURES: Feature[] = [
   { name: "vaeSlicing", enable: (p) => p.enableVaeSlicing(), disable: (p) => p.disableVaeSlicing(), memoryOnly: true },
   { name: "vaeTiling", enable: (p) => p.enableVaeTiling({ tileSize: 32 }), disable: (p) => p.disableVaeTiling(), memoryOnly: false },
   { name: "attention", enable: (p) => p.setAttentionKind("naive"), disable: (p) => p.setAttentionKind("fused"), memoryOnly: false },
+  // channels-last reorders the convolutions' and GroupNorms' summations: not bit for bit
+  { name: "channelsLast", enable: (p) => p.enableChannelsLast(), disable: (p) => p.disableChannelsLast(), memoryOnly: false },
   ...(device === "cuda"
     ? [
         { name: "modelCpuOffload", enable: (p: AnyPipeline) => p.enableModelCpuOffload(), disable: (p: AnyPipeline) => p.disableOffload(), memoryOnly: true },
@@ -70,6 +72,9 @@ describe(`feature pairs on ${device}`, () => {
     tmp = mkdtempSync(path.join(tmpdir(), "bd-pairs-"));
     await makeTinyModel(path.join(tmp, "sd15"), { preset: "sd15", seed: 831 });
     pipe = await loadPipeline(path.join(tmp, "sd15"), { device, dtype: "float32" }); // explicit: CUDA would default to bfloat16
+    // channels-last is on by default on CUDA only; the pairs start from a pipeline without features
+    expect(pipe.features().map((f) => f.name)).toEqual(device === "cuda" ? ["channelsLast"] : []);
+    pipe.disableChannelsLast();
   });
   afterAll(() => {
     pipe?.dispose();

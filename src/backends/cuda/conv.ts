@@ -5,15 +5,20 @@
 // and the algorithm are made once and cached: cudnnGetConvolutionForwardAlgorithm_v7's ranking, first algorithm
 // whose workspace is at most BD_CUDNN_WORKSPACE_MB (default 1024) — or, with BD_CUDNN_BENCHMARK=1 on a real GPU,
 // cudnnFindConvolutionForwardAlgorithmEx's measured ranking. The workspace comes from our caching allocator for
-// each call. Strided inputs and weights are copied contiguous first; the bias is added by the broadcast binary
-// kernel in place (out += bias viewed as [1, O, 1, 1]).
+// each call. The layout is the output's: a channels-last output (the op layer allocates one when x or w is
+// channels-last) runs NHWC — x, y described as CUDNN_TENSOR_NHWC and the filter as NHWC (KRSC), the layout of
+// cuDNN's tensor-core kernels for float16/bfloat16 — with x and w converted to channels-last first where they are not
+// (pipelines convert the weights once: src/speed/channels-last.ts); any other output runs NCHW, strided inputs and
+// weights copied contiguous first. The bias is added by the broadcast binary kernel in place (out += bias viewed as
+// [1, O, 1, 1]; on channels-last storage that is the vector path's per-channel inner run).
 
 import type { Conv2dParams, TensorView } from "../backend.ts";
 import { ALGO_PERF, cudnnConvolutionMode, cudnnDataType, cudnnMathType, cudnnTensorFormat } from "../../../ffi/cuda/cudnn.ts";
 import { type DType, dtypeBytes } from "../../core/dtype.ts";
+import { channelsLastStrides, hasChannelsLastStrides } from "../../core/memory-format.ts";
 import { isContiguous, numel } from "../../core/shape.ts";
-import { cudaContext, describe, dptr, requireDType, temp, type CudaContext } from "./context.ts";
-import { binary } from "./elementwise.ts";
+import { allocateStorage, cudaContext, describe, dptr, requireDType, temp, type CudaContext, type Temp } from "./context.ts";
+import { binary, copy } from "./elementwise.ts";
 import { contiguousAs } from "./reduce.ts";
 
 const DATA_TYPE: Partial<Record<DType, number>> = { float32: cudnnDataType.float, float16: cudnnDataType.half, bfloat16: cudnnDataType.bfloat16 };
@@ -53,7 +58,27 @@ export function clearConvPlans(): void {
   plans.clear();
 }
 
-function makePlan(c: CudaContext, key: string, dtype: number, x: TensorView, w: TensorView, out: TensorView, p: Conv2dParams, op: string, heuristicOnly = false): Plan {
+/** Whether conv2d writes `out` in NHWC: a dense channels-last output that is not also row-major. */
+function isNhwc(out: TensorView): boolean {
+  return hasChannelsLastStrides(out.shape, out.strides) && !isContiguous(out.shape, out.strides);
+}
+
+/** v in the layout the plan reads: itself when it already is, else a dense copy to free. */
+function denseAs(v: TensorView, nhwc: boolean): { view: TensorView; temp: Temp | null } {
+  if (!nhwc) return contiguousAs(v);
+  if (hasChannelsLastStrides(v.shape, v.strides)) return { view: v, temp: null };
+  const storage = allocateStorage(numel(v.shape) * dtypeBytes(v.dtype));
+  const t: Temp = { storage, dtype: v.dtype, shape: v.shape, strides: channelsLastStrides(v.shape), offset: 0, free: () => storage.release() };
+  try {
+    copy(v, t);
+  } catch (e) {
+    t.free();
+    throw e;
+  }
+  return { view: t, temp: t };
+}
+
+function makePlan(c: CudaContext, key: string, dtype: number, x: TensorView, w: TensorView, out: TensorView, p: Conv2dParams, op: string, nhwc: boolean, heuristicOnly = false): Plan {
   const s = c.libs.cudnn.symbols;
   const ck = (st: number, fn: string) => c.libs.cudnnCheck(st, fn, op);
   const h = new BigUint64Array(1);
@@ -71,9 +96,10 @@ function makePlan(c: CudaContext, key: string, dtype: number, x: TensorView, w: 
   const cd = made();
   const plan: Plan = { x: xd, w: wd, y: yd, conv: cd, algo: 0, workspace: 0 };
   try {
-    ck(s.cudnnSetTensor4dDescriptor(xd, cudnnTensorFormat.NCHW, dtype, N, C, H, W), "cudnnSetTensor4dDescriptor");
-    ck(s.cudnnSetTensor4dDescriptor(yd, cudnnTensorFormat.NCHW, dtype, N, O, OH, OW), "cudnnSetTensor4dDescriptor");
-    ck(s.cudnnSetFilter4dDescriptor(wd, dtype, cudnnTensorFormat.NCHW, O, cg, kh, kw), "cudnnSetFilter4dDescriptor");
+    const format = nhwc ? cudnnTensorFormat.NHWC : cudnnTensorFormat.NCHW; // NHWC filters are KRSC
+    ck(s.cudnnSetTensor4dDescriptor(xd, format, dtype, N, C, H, W), "cudnnSetTensor4dDescriptor");
+    ck(s.cudnnSetTensor4dDescriptor(yd, format, dtype, N, O, OH, OW), "cudnnSetTensor4dDescriptor");
+    ck(s.cudnnSetFilter4dDescriptor(wd, dtype, format, O, cg, kh, kw), "cudnnSetFilter4dDescriptor");
     ck(s.cudnnSetConvolution2dDescriptor(cd, p.padding[0], p.padding[1], p.stride[0], p.stride[1], p.dilation[0], p.dilation[1],
       cudnnConvolutionMode.crossCorrelation, cudnnDataType.float), "cudnnSetConvolution2dDescriptor");
     if (p.groups !== 1) ck(s.cudnnSetConvolutionGroupCount(cd, p.groups), "cudnnSetConvolutionGroupCount");
@@ -130,22 +156,28 @@ export function conv2d(x: TensorView, w: TensorView, bias: TensorView | null, ou
   const dtype = DATA_TYPE[x.dtype];
   if (dtype === undefined) throw new Error(`internal: CUDA conv2d of ${x.dtype}`);
   const op = `conv2d ${describe(x, w, bias, out)} stride ${p.stride.join("x")} padding ${p.padding.join("x")} dilation ${p.dilation.join("x")} groups ${p.groups}`;
-  const xc = contiguousAs(x);
-  const wc = contiguousAs(w);
+  const nhwc = isNhwc(out);
+  // an output in neither layout (not made by the op layer) is computed NCHW into a temporary
+  const y = nhwc || isContiguous(out.shape, out.strides) ? null : temp(out.shape, out.dtype);
+  const yv = y ?? out;
+  const xc = denseAs(x, nhwc);
+  const wc = denseAs(w, nhwc);
   try {
-    const key = planKey(c, x, w, p);
-    const plan = plans.get(key) ?? makePlan(c, key, dtype, xc.view, wc.view, out, p, op);
+    const key = planKey(c, x, w, p, nhwc);
+    const plan = plans.get(key) ?? makePlan(c, key, dtype, xc.view, wc.view, yv, p, op + (nhwc ? " (NHWC)" : ""), nhwc);
     const ws = plan.workspace > 0 ? temp([plan.workspace], "uint8") : null;
     try {
       const st = c.libs.cudnn.symbols.cudnnConvolutionForward(c.cudnn, ONE, plan.x, dptr(xc.view), plan.w, dptr(wc.view), plan.conv, plan.algo,
-        ws ? dptr(ws) : null, plan.workspace, ZERO, plan.y, dptr(out));
+        ws ? dptr(ws) : null, plan.workspace, ZERO, plan.y, dptr(yv));
       if (st !== 0) c.libs.cudnnCheck(st, "cudnnConvolutionForward", op);
     } finally {
       ws?.free();
     }
+    if (y) copy(y, out);
   } finally {
     xc.temp?.free();
     wc.temp?.free();
+    y?.free();
   }
   if (bias) {
     const O = out.shape[1]!;
@@ -154,8 +186,8 @@ export function conv2d(x: TensorView, w: TensorView, bias: TensorView | null, ou
   }
 }
 
-function planKey(c: CudaContext, x: TensorView, w: TensorView, p: Conv2dParams): string {
-  return `${x.dtype}|${c.allowTf32 ? "tf32" : ""}|${x.shape.join(",")}|${w.shape.join(",")}|${p.stride.join(",")}|${p.padding.join(",")}|${p.dilation.join(",")}|${p.groups}`;
+function planKey(c: CudaContext, x: TensorView, w: TensorView, p: Conv2dParams, nhwc: boolean): string {
+  return `${x.dtype}|${c.allowTf32 ? "tf32" : ""}|${nhwc ? "nhwc" : "nchw"}|${x.shape.join(",")}|${w.shape.join(",")}|${p.stride.join(",")}|${p.padding.join(",")}|${p.dilation.join(",")}|${p.groups}`;
 }
 
 /**
@@ -169,15 +201,17 @@ export function conv2dScratchBytes(x: TensorView, w: TensorView, out: TensorView
   const dtype = DATA_TYPE[x.dtype];
   if (dtype === undefined) return 0;
   const c = cudaContext();
-  const key = planKey(c, x, w, p);
+  const nhwc = isNhwc(out);
+  const key = planKey(c, x, w, p, nhwc);
   let plan = plans.get(key);
   let workspace: number;
   if (plan) workspace = plan.workspace;
   else {
-    plan = makePlan(c, key, dtype, x, w, out, p, `conv2d ${describe(x, w, null, out)} (planning)`, BENCHMARK);
+    plan = makePlan(c, key, dtype, x, w, out, p, `conv2d ${describe(x, w, null, out)} (planning)`, nhwc, BENCHMARK);
     workspace = plan.workspace;
     if (BENCHMARK) destroyPlan(c, plan);
   }
-  const copyBytes = (v: TensorView) => (isContiguous(v.shape, v.strides) ? 0 : numel(v.shape) * dtypeBytes(v.dtype));
-  return workspace + copyBytes(x) + copyBytes(w);
+  const dense = (v: TensorView) => (nhwc ? hasChannelsLastStrides(v.shape, v.strides) : isContiguous(v.shape, v.strides));
+  const copyBytes = (v: TensorView) => (dense(v) ? 0 : numel(v.shape) * dtypeBytes(v.dtype));
+  return workspace + copyBytes(x) + copyBytes(w) + (nhwc || isContiguous(out.shape, out.strides) ? 0 : copyBytes(out));
 }

@@ -10,14 +10,41 @@ import { type DType, isFloat } from "../../core/dtype.ts";
 import { TensorError } from "../../core/errors.ts";
 import { collapseDims, formatShape, numel } from "../../core/shape.ts";
 import { cudaContext, dptr, launch, stridedParams, tagOf, temp } from "./context.ts";
+import { noteCopy } from "./layout-copies.ts";
 
-/** bd::Strided for `shape` and the operands' strides (dims merged first when there are more than 8). */
-export function stridedFor(P: StridedParams, shape: readonly number[], strides: readonly (readonly number[])[]): Uint8Array {
+/**
+ * bd::Strided for `shape` and the operands' strides (the output's first; dims merged first when there are more than
+ * 8). With `reorder` (element-wise kernels, whose result does not depend on the order of the dims), when the output's
+ * strides do not decrease (a channels-last or otherwise permuted output), the dims are listed
+ * in the output's storage order first — the same elements, walked as the output lies — so that its innermost dim
+ * has stride 1 and the kernel's vector path applies.
+ */
+export function stridedFor(P: StridedParams, shape: readonly number[], strides: readonly (readonly number[])[], reorder = false): Uint8Array {
+  const order = reorder ? storageOrder(shape, strides[0]!) : null;
+  if (order) {
+    shape = order.map((d) => shape[d]!);
+    strides = strides.map((st) => order.map((d) => st[d]!));
+  }
   if (shape.length <= 8) return P.set(shape, strides);
   const c = collapseDims(shape, ...strides);
   if (c.shape.length > 8)
     throw new TensorError(`CUDA kernels take at most 8 dims after merging contiguous ones; ${formatShape(shape)} has ${c.shape.length}`);
   return P.set(c.shape, c.strides);
+}
+
+/** The dims of `shape` by decreasing output stride (stable; size-1 dims stay put), or null when already so. */
+function storageOrder(shape: readonly number[], out: readonly number[]): number[] | null {
+  let prev = Infinity;
+  let sorted = true;
+  for (let i = 0; i < shape.length; i++) {
+    if (shape[i] === 1) continue;
+    if (out[i]! > prev) sorted = false;
+    prev = out[i]!;
+  }
+  if (sorted) return null;
+  const dims = shape.map((_, i) => i).filter((i) => shape[i] !== 1);
+  dims.sort((a, b) => out[b]! - out[a]!);
+  return dims;
 }
 
 const castTag = (d: DType) => (d === "bool" ? "bool" : tagOf(d));
@@ -26,7 +53,8 @@ const P_COPY = stridedParams();
 /** dst[...] = src[...] for same-shape views of any strides, converting dtype when they differ. */
 export function copy(src: TensorView, dst: TensorView): void {
   if (numel(dst.shape) === 0) return;
-  const p = stridedFor(P_COPY, dst.shape, [dst.strides, src.strides]);
+  noteCopy(dst.shape, src.strides, dst.strides);
+  const p = stridedFor(P_COPY, dst.shape, [dst.strides, src.strides], true);
   const same = src.dtype === dst.dtype || (src.dtype === "bool" && dst.dtype === "uint8");
   const name = same ? `bdk_copy_${tagOf(dst.dtype)}` : `bdk_cast_${tagOf(src.dtype)}_${castTag(dst.dtype)}`;
   launch(name, "copy", [src, dst], p, dptr(dst), dptr(src), cudaContext().stream);
@@ -38,7 +66,7 @@ export function fill(dst: TensorView, value: number): void {
   let v = value;
   if (dst.dtype === "bool") v = value !== 0 ? 1 : 0; // NaN is true, as the CPU backend
   else if (!isFloat(dst.dtype)) v = Number.isFinite(value) ? Math.trunc(value) : 0;
-  launch(`bdk_fill_${tagOf(dst.dtype)}`, "fill", [dst], stridedFor(P_FILL, dst.shape, [dst.strides]), dptr(dst), v, cudaContext().stream);
+  launch(`bdk_fill_${tagOf(dst.dtype)}`, "fill", [dst], stridedFor(P_FILL, dst.shape, [dst.strides], true), dptr(dst), v, cudaContext().stream);
 }
 
 /**
@@ -82,7 +110,7 @@ export function unary(op: UnaryOp, x: TensorView, out: TensorView, p0?: number, 
   const xs = as(x, cd);
   try {
     into(out, op === "logical_not" ? "bool" : cd, (dst) => {
-      const p = stridedFor(P_UNARY, dst.shape, [dst.strides, xs.view.strides]);
+      const p = stridedFor(P_UNARY, dst.shape, [dst.strides, xs.view.strides], true);
       launch(`bdk_unary_${tagOf(cd)}`, `unary ${op}`, [x, out], unaryCode(op), p, dptr(dst), dptr(xs.view), p0 ?? -Infinity, p1 ?? Infinity,
         cudaContext().stream);
     });
@@ -100,7 +128,7 @@ export function binary(op: BinaryOp, a: TensorView, b: TensorView, out: TensorVi
     const bs = as(b, cd);
     try {
       into(out, COMPARE_OR_LOGICAL.has(op) ? "bool" : cd, (dst) => {
-        const p = stridedFor(P_BINARY, dst.shape, [dst.strides, as_.view.strides, bs.view.strides]);
+        const p = stridedFor(P_BINARY, dst.shape, [dst.strides, as_.view.strides, bs.view.strides], true);
         launch(`bdk_binary_${tagOf(cd)}`, `binary ${op}`, [a, b, out], binaryCode(op), p, dptr(dst), dptr(as_.view), dptr(bs.view),
           cudaContext().stream);
       });
@@ -154,7 +182,7 @@ export function binaryScalar(op: BinaryOp, a: TensorView, scalar: number, out: T
   const as_ = as(a, cd);
   try {
     into(out, COMPARE_OR_LOGICAL.has(op) ? "bool" : cd, (dst) => {
-      const p = stridedFor(P_SCALAR, dst.shape, [dst.strides, as_.view.strides]);
+      const p = stridedFor(P_SCALAR, dst.shape, [dst.strides, as_.view.strides], true);
       launch(`bdk_binary_scalar_${tagOf(cd)}`, `binaryScalar ${op}`, [a, out], binaryCode(op), p, dptr(dst), dptr(as_.view), scalar,
         scalarFirst ? 1 : 0, cudaContext().stream);
     });
@@ -170,7 +198,7 @@ export function where(cond: TensorView, a: TensorView, b: TensorView, out: Tenso
   try {
     const bs = as(b, out.dtype);
     try {
-      const p = stridedFor(P_WHERE, out.shape, [out.strides, cond.strides, as_.view.strides, bs.view.strides]);
+      const p = stridedFor(P_WHERE, out.shape, [out.strides, cond.strides, as_.view.strides, bs.view.strides], true);
       launch(`bdk_where_${tagOf(out.dtype)}`, "where", [cond, a, b, out], p, dptr(out), dptr(cond), dptr(as_.view), dptr(bs.view), cudaContext().stream);
     } finally {
       bs.free();

@@ -1,11 +1,17 @@
 // CUDA group norm (optionally with a per-channel addend before it and SiLU after it; large groups split over
 // blocks with a small float32 workspace of partial statistics), layer norm and nearest-neighbour resizing (kernels/norm.cu,
-// upsample.cu). The kernels read contiguous inputs: strided views (and non-contiguous weights) are copied first.
+// norm_nhwc.cu, upsample.cu). GroupNorm runs in the output's memory format: a channels-last output takes the NHWC
+// kernel (x made channels-last first if it is not), any other the NCHW one (x made contiguous first; an output that
+// is neither is written through a contiguous temporary). Nearest resizing of channels-last tensors by whole factors
+// is one strided copy (each source pixel's channel run repeated), other cases run the NCHW kernel on contiguous copies.
 
 import type { TensorView } from "../backend.ts";
-import { numel } from "../../core/shape.ts";
-import { cudaContext, dptr, dptrOrNull, launch, requireDType, tagOf, temp } from "./context.ts";
+import { channelsLastStrides, hasChannelsLastStrides } from "../../core/memory-format.ts";
+import { isContiguous, numel } from "../../core/shape.ts";
+import { allocateStorage, cudaContext, dptr, dptrOrNull, launch, requireDType, tagOf, temp, type Temp } from "./context.ts";
+import { copy } from "./elementwise.ts";
 import { contiguousAs } from "./reduce.ts";
+import { dtypeBytes, type DType } from "../../core/dtype.ts";
 
 /** Run fn on contiguous versions of the views (copies freed afterwards). */
 function contiguousAll<R>(views: (TensorView | null)[], fn: (vs: (TensorView | null)[]) => R): R {
@@ -14,6 +20,37 @@ function contiguousAll<R>(views: (TensorView | null)[], fn: (vs: (TensorView | n
     return fn(made.map((m) => m?.view ?? null));
   } finally {
     for (const m of made) m?.temp?.free();
+  }
+}
+
+/** An uninitialised dense channels-last temporary of `shape`. */
+function channelsLastTemp(shape: readonly number[], dtype: DType): Temp {
+  const storage = allocateStorage(numel(shape) * dtypeBytes(dtype));
+  return { storage, dtype, shape, strides: channelsLastStrides(shape), offset: 0, free: () => storage.release() };
+}
+
+/** v as a dense channels-last view: itself, or a copy to free. */
+function channelsLastAs(v: TensorView): { view: TensorView; temp: Temp | null } {
+  if (hasChannelsLastStrides(v.shape, v.strides)) return { view: v, temp: null };
+  const t = channelsLastTemp(v.shape, v.dtype);
+  try {
+    copy(v, t);
+  } catch (e) {
+    t.free();
+    throw e;
+  }
+  return { view: t, temp: t };
+}
+
+/** Run fn with a dense output: out itself when `dense(out)`, else a temporary copied into out afterwards. */
+function throughDense(out: TensorView, dense: (v: TensorView) => boolean, make: () => Temp, fn: (o: TensorView) => void): void {
+  if (dense(out)) return fn(out);
+  const t = make();
+  try {
+    fn(t);
+    copy(t, out);
+  } finally {
+    t.free();
   }
 }
 
@@ -28,16 +65,32 @@ export function groupNorm(
   const C = x.shape[1]!;
   const S = total / (N * C);
   const ctx = cudaContext();
+  const nhwc = x.shape.length >= 3 && hasChannelsLastStrides(out.shape, out.strides) && !isContiguous(out.shape, out.strides);
   // a group larger than the kernel's split size is normalised in pieces: one float (mean, M2) pair per piece
   // (< 0 for sizes the launcher refuses: it then fails naming the op)
-  const wsBytes = Number(ctx.k.bdk_group_norm_workspace!(N, C, S, groups));
+  const wsBytes = Number(nhwc ? ctx.k.bdk_group_norm_nhwc_workspace!(N, C, S, groups) : ctx.k.bdk_group_norm_workspace!(N, C, S, groups));
   const ws = wsBytes > 0 ? temp([wsBytes / 4], "float32") : null;
-  const what = `groupNorm (${groups} groups${add ? ", + per-channel addend" : ""}${silu ? ", SiLU" : ""})`;
+  const what = `groupNorm (${groups} groups${add ? ", + per-channel addend" : ""}${silu ? ", SiLU" : ""}${nhwc ? ", channels-last" : ""})`;
   try {
-    contiguousAll([x, weight, bias, add], ([xc, w, b, a]) =>
-      launch(`bdk_group_norm_${tagOf(x.dtype)}`, what, [x, weight, bias, add, out],
-        dptr(out), dptr(xc!), dptrOrNull(w!), dptrOrNull(b!), dptrOrNull(a!), N, C, S, groups, eps, silu ? 1 : 0, ws ? dptr(ws) : null,
-        ctx.stream),
+    if (nhwc) {
+      const xl = channelsLastAs(x);
+      try {
+        contiguousAll([weight, bias, add], ([w, b, a]) =>
+          launch(`bdk_group_norm_nhwc_${tagOf(x.dtype)}`, what, [x, weight, bias, add, out],
+            dptr(out), dptr(xl.view), dptrOrNull(w!), dptrOrNull(b!), dptrOrNull(a!), N, C, S, groups, eps, silu ? 1 : 0, ws ? dptr(ws) : null,
+            ctx.stream),
+        );
+      } finally {
+        xl.temp?.free();
+      }
+      return;
+    }
+    throughDense(out, (o) => isContiguous(o.shape, o.strides), () => temp(out.shape, out.dtype), (o) =>
+      contiguousAll([x, weight, bias, add], ([xc, w, b, a]) =>
+        launch(`bdk_group_norm_${tagOf(x.dtype)}`, what, [x, weight, bias, add, out],
+          dptr(o), dptr(xc!), dptrOrNull(w!), dptrOrNull(b!), dptrOrNull(a!), N, C, S, groups, eps, silu ? 1 : 0, ws ? dptr(ws) : null,
+          ctx.stream),
+      ),
     );
   } finally {
     ws?.free();
@@ -60,8 +113,20 @@ export function upsampleNearest2d(x: TensorView, out: TensorView): void {
   const nd = x.shape.length;
   const [H, W] = [x.shape[nd - 2]!, x.shape[nd - 1]!];
   const [OH, OW] = [out.shape[nd - 2]!, out.shape[nd - 1]!];
+  if (!isContiguous(out.shape, out.strides) && OH % H === 0 && OW % W === 0) {
+    // whole factors fh, fw: out viewed as [..., H, fh, W, fw] = x[..., H, 1, W, 1] broadcast, one strided copy in out's
+    // storage order (for channels-last: each pixel's channel run written fh·fw times); nearest's src = ⌊dst·H/OH⌋
+    const fh = OH / H, fw = OW / W;
+    const os = out.strides, xs = x.strides;
+    const lead = out.shape.slice(0, nd - 2);
+    const dst: TensorView = { storage: out.storage, dtype: out.dtype, offset: out.offset, shape: [...lead, H, fh, W, fw], strides: [...os.slice(0, nd - 2), os[nd - 2]! * fh, os[nd - 2]!, os[nd - 1]! * fw, os[nd - 1]!] };
+    const src: TensorView = { storage: x.storage, dtype: x.dtype, offset: x.offset, shape: dst.shape, strides: [...xs.slice(0, nd - 2), xs[nd - 2]!, 0, xs[nd - 1]!, 0] };
+    return copy(src, dst);
+  }
   const planes = numel(x.shape.slice(0, nd - 2));
-  contiguousAll([x], ([xc]) =>
-    launch(`bdk_upsample_nearest2d_${tagOf(x.dtype)}`, "upsampleNearest2d", [x, out], dptr(out), dptr(xc!), planes, H, W, OH, OW, cudaContext().stream),
+  throughDense(out, (o) => isContiguous(o.shape, o.strides), () => temp(out.shape, out.dtype), (o) =>
+    contiguousAll([x], ([xc]) =>
+      launch(`bdk_upsample_nearest2d_${tagOf(x.dtype)}`, "upsampleNearest2d", [x, out], dptr(o), dptr(xc!), planes, H, W, OH, OW, cudaContext().stream),
+    ),
   );
 }

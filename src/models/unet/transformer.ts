@@ -4,7 +4,7 @@
 // continuous inputs (GroupNorm eps 1e-6 → proj_in (1×1 conv, or Linear with use_linear_projection)
 // → blocks over the H·W tokens → proj_out → + residual).
 
-import { type Tensor, add, tidy } from "../../tensor/index.ts";
+import { type Tensor, add, tidy, toMemoryFormat } from "../../tensor/index.ts";
 import { Attention } from "../../nn/attention.ts";
 import { FeedForward } from "../../nn/feed-forward.ts";
 import { Conv2d, GroupNorm, LayerNorm, Linear } from "../../nn/layers.ts";
@@ -126,12 +126,24 @@ export class Transformer2DModel extends Module<[Tensor, CrossAttentionInputs], T
       for (const block of this.transformer_blocks) h = swap(h, block.call(h, ctx));
       if (this.useLinearProjection) {
         h = swap(h, this.proj_out.call(h)); // [B, HW, C]
-        h = swap(h, h.reshape([B, H, W, C]).permute(0, 3, 1, 2).contiguous()); // [B, C, H, W]
+        h = swap(h, asFormatOf(h.reshape([B, H, W, C]).permute(0, 3, 1, 2), x)); // [B, C, H, W]
       } else {
-        h = swap(h, h.reshape([B, H, W, inner]).permute(0, 3, 1, 2).contiguous()); // [B, inner, H, W]
+        h = swap(h, asFormatOf(h.reshape([B, H, W, inner]).permute(0, 3, 1, 2), x)); // [B, inner, H, W]
         h = swap(h, this.proj_out.call(h)); // [B, C, H, W]
       }
       return swap(h, add(h, x));
     });
+  }
+}
+
+/**
+ * The tokens' [B, C, H, W] view in x's memory format: a copy to row-major for a row-major x, the view itself for a
+ * channels-last x ([B, H·W, C] tokens already are NHWC storage). Disposes the view when it copies.
+ */
+function asFormatOf(v: Tensor, x: Tensor): Tensor {
+  try {
+    return toMemoryFormat(v, x.memoryFormat);
+  } finally {
+    v.dispose();
   }
 }

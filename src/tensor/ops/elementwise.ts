@@ -17,6 +17,7 @@ import { type DType, isFloat } from "../../core/dtype.ts";
 import { TensorError } from "../../core/errors.ts";
 import { shapeEquals } from "../../core/shape.ts";
 import { Tensor, backendFor, broadcastTo, disposeAll, sameDType, withViews } from "./common.ts";
+import { inStorageOrder, suggestFormat } from "./memory-format.ts";
 
 type Operand = Tensor | number;
 
@@ -71,17 +72,17 @@ function binaryOp(name: string, op: BinaryOp, a: Operand, b: Operand): Tensor {
     const dtype = binaryResultDType(name, op, t.dtype, Number.isInteger(s));
     if (op === "pow" && !scalarFirst && !isFloat(dtype) && s < 0)
       throw new TensorError(`${name}: integers to negative integer powers are not allowed (${t.describe()} ** ${s}); convert to float first`);
-    const out = Tensor.empty(t.shape, dtype, t.device);
-    return filled(out, () => backend.binaryScalar(op, t, s, out, scalarFirst));
+    const out = Tensor.empty(t.shape, dtype, t.device, suggestFormat(t.shape, t));
+    return filled(out, () => inStorageOrder(out, [t], (o, [v]) => backend.binaryScalar(op, v!, s, o, scalarFirst)));
   }
   if (!(a instanceof Tensor) || !(b instanceof Tensor)) throw new TensorError(`${name}: operands must be tensors or numbers`);
   const backend = backendFor(name, a, b);
   const dtype = binaryResultDType(name, op, sameDType(name, a, b), true);
   if (shapeEquals(a.shape, b.shape)) {
     // no broadcasting: the operands are the views broadcastTo would make (same shape, strides, offset)
-    const out = Tensor.empty(a.shape, dtype, a.device);
+    const out = Tensor.empty(a.shape, dtype, a.device, suggestFormat(a.shape, a, b));
     try {
-      backend.binary(op, a, b, out);
+      inStorageOrder(out, [a, b], (o, [va, vb]) => backend.binary(op, va!, vb!, o));
     } catch (e) {
       out.dispose();
       throw e;
@@ -90,8 +91,8 @@ function binaryOp(name: string, op: BinaryOp, a: Operand, b: Operand): Tensor {
   }
   const { shape, views } = broadcastTo(name, a, b);
   return withViews(views, (va, vb) => {
-    const out = Tensor.empty(shape, dtype, a.device);
-    return filled(out, () => backend.binary(op, va!, vb!, out));
+    const out = Tensor.empty(shape, dtype, a.device, suggestFormat(shape, a, b));
+    return filled(out, () => inStorageOrder(out, [va!, vb!], (o, [x, y]) => backend.binary(op, x!, y!, o)));
   });
 }
 
@@ -104,8 +105,8 @@ function unaryOp(name: string, op: UnaryOp, x: Tensor, p0?: number, p1?: number,
   else if (FLOAT_MATH.has(op) || forceFloat) dtype = "float32";
   else if (x.dtype === "bool") throw new TensorError(`${name}: not supported for bool tensors; convert with .to("int32") or .to("float32")`);
   else dtype = x.dtype;
-  const out = Tensor.empty(x.shape, dtype, x.device);
-  return filled(out, () => backend.unary(op, x, out, p0, p1));
+  const out = Tensor.empty(x.shape, dtype, x.device, suggestFormat(x.shape, x));
+  return filled(out, () => inStorageOrder(out, [x], (o, [v]) => backend.unary(op, v!, o, p0, p1)));
 }
 
 // ---- binary ----------------------------------------------------------------------------------

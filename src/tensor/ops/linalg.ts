@@ -8,6 +8,8 @@ import type { Conv2dParams, LinearActivation } from "../../backends/backend.ts";
 import { TensorError } from "../../core/errors.ts";
 import { broadcastShapes, formatShape } from "../../core/shape.ts";
 import { Tensor, backendFor, disposeAll, requireFloat, sameDType } from "./common.ts";
+import { memoryFormatOf } from "../../core/memory-format.ts";
+import { toMemoryFormat } from "./memory-format.ts";
 
 declare module "../tensor.ts" {
   interface Tensor {
@@ -228,7 +230,9 @@ export function conv2d(x: Tensor, weight: Tensor, bias?: Tensor | null, opts: Co
       `conv2d: kernel ${kh}×${kw} (dilation ${dilation.join("×")}) is larger than the padded input ${H + 2 * padding[0]}×${W + 2 * padding[1]} of ${formatShape(x.shape)}`,
     );
   const p: Conv2dParams = { stride, padding, dilation, groups };
-  const out = Tensor.empty([N, O, OH, OW], x.dtype, x.device);
+  // channels-last output when the input or the weight is (torch's cudnn_conv_suggest_memory_format)
+  const format = memoryFormatOf(x) === "channelsLast" || memoryFormatOf(weight) === "channelsLast" ? "channelsLast" : "contiguous";
+  const out = Tensor.empty([N, O, OH, OW], x.dtype, x.device, format);
   try {
     backend.conv2d(x, weight, bias ?? null, out, p);
   } catch (e) {
@@ -239,7 +243,7 @@ export function conv2d(x: Tensor, weight: Tensor, bias?: Tensor | null, opts: Co
   const rows = out.narrow(2, trim[0], OH - trim[0]);
   const v = rows.narrow(3, trim[1], OW - trim[1]);
   try {
-    return v.contiguous();
+    return toMemoryFormat(v, format);
   } finally {
     disposeAll(v, rows, out);
   }

@@ -8,6 +8,7 @@ import { tensor } from "../creation.ts";
 import { TensorError } from "../../core/errors.ts";
 import { formatShape, shapeEquals } from "../../core/shape.ts";
 import { Tensor, backendFor, disposeAll, requireFloat, sameDType } from "./common.ts";
+import { memoryFormatOf } from "../../core/memory-format.ts";
 
 function checkEps(op: string, eps: number): void {
   if (!(Number.isFinite(eps) && eps >= 0)) throw new TensorError(`${op}: eps must be a finite number ≥ 0, got ${eps}`);
@@ -68,7 +69,7 @@ export function groupNorm(
   const a2 = addend ? addend.reshape([addend.shape[0]!, C]) : null; // [N or 1, C]
   const av = a2 && a2.shape[0] !== N ? a2.expand([N, C]) : a2;
   try {
-    return into(Tensor.empty(x.shape, x.dtype, x.device), (out) =>
+    return into(Tensor.empty(x.shape, x.dtype, x.device, memoryFormatOf(x)), (out) => // x's memory format
       backend.groupNorm(x, weight ?? null, bias ?? null, groups, eps, out, opts.silu ?? false, av),
     );
   } finally {
@@ -154,7 +155,7 @@ export function interpolateNearest(x: Tensor, opts: InterpolateOptions): Tensor 
       }
     }
   }
-  return into(Tensor.empty(shape, x.dtype, x.device), (out) => backend.upsampleNearest2d(x, out));
+  return into(Tensor.empty(shape, x.dtype, x.device, memoryFormatOf(x)), (out) => backend.upsampleNearest2d(x, out)); // x's memory format
 }
 
 function sameTable(a: Int32Array, b: Int32Array): boolean {

@@ -6,6 +6,7 @@
 import { TensorError } from "../../core/errors.ts";
 import { formatShape, normalizeDim } from "../../core/shape.ts";
 import { Tensor, backendFor, commonDevice, sameDType } from "./common.ts";
+import { memoryFormatOf } from "../../core/memory-format.ts";
 
 function dimOf(op: string, dim: number, ndim: number): number {
   try {
@@ -39,7 +40,7 @@ export function cat(tensors: readonly Tensor[], dim = 0): Tensor {
       );
     shape[d]! += t.shape[d]!;
   }
-  const out = Tensor.empty(shape, dtype, ref.device);
+  const out = Tensor.empty(shape, dtype, ref.device, memoryFormatOf(ref)); // the first input's memory format, as torch
   let at = 0;
   for (const t of parts) {
     const len = t.shape[d]!;
