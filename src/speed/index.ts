@@ -1,5 +1,6 @@
 // Speed features for the UNet, installed through hooks and attention processors (no model code changes):
-// DeepCache (deepcache.ts) and fused QKV projections with a per-run cross-attention K/V cache (fused-qkv.ts).
+// DeepCache (deepcache.ts), fused QKV projections with a per-run cross-attention K/V cache (fused-qkv.ts) and
+// CUDA-graph UNet steps (cuda-graph.ts, with the backend's capture injected).
 
 export {
   type DeepCacheHandle,
@@ -20,3 +21,14 @@ export {
   fusedQkvOf,
   unfuseQkvProjections,
 } from "./fused-qkv.ts";
+export {
+  type CapturedGraph,
+  type CudaGraphHandle,
+  type CudaGraphOptions,
+  type CudaGraphStats,
+  type GraphCapturer,
+  applyCudaGraphs,
+  cudaGraphConflict,
+  cudaGraphsOf,
+  removeCudaGraphs,
+} from "./cuda-graph.ts";
