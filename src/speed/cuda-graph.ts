@@ -46,7 +46,7 @@ export interface CapturedGraph<T> {
 export interface GraphCapturer {
   readonly device: Device;
   /** Warm up `fn` eagerly, capture it, instantiate it (src/backends/cuda/graph.ts captureCudaGraph). */
-  capture<T>(label: string, fn: () => T): CapturedGraph<T>;
+  capture<T>(label: string, fn: () => T, onWarmup?: (result: T) => void): CapturedGraph<T>;
 }
 
 export interface CudaGraphStats {
@@ -111,6 +111,19 @@ interface Live {
   addProj: Tensor | null;
 }
 
+/** Values whose bits differ between two tensors of one shape and dtype (0: identical, NaN payloads included). */
+function differingValues(a: Tensor, b: Tensor): number {
+  const bitsOf = (t: Tensor) => {
+    const r = t.toRawArray();
+    return r instanceof Float32Array ? new Uint32Array(r.buffer, r.byteOffset, r.length) : r;
+  };
+  const x = bitsOf(a);
+  const y = bitsOf(b);
+  let n = 0;
+  for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) n++;
+  return n;
+}
+
 const installed = new WeakMap<UNet2DConditionModel, CudaGraphHandle>();
 
 /** The installation on `unet`, or null. */
@@ -153,7 +166,7 @@ export function applyCudaGraphs(unet: UNet2DConditionModel, capturer: GraphCaptu
   };
   const hostAddEmbedding = (timeIds: Tensor): Tensor => unet.add_time_proj!.forward(timeIds.toFloat32Array(), "cpu"); // [B·6, d]
 
-  const capture = (key: string, sample: Tensor, timestep: number | Tensor, ehs: Tensor, o: UNetForwardOptions, next: (...a: Parameters<UNet2DConditionModel["forward"]>) => Tensor): Live => {
+  const capture = (key: string, sample: Tensor, timestep: number | Tensor, ehs: Tensor, o: UNetForwardOptions, next: (...a: Parameters<UNet2DConditionModel["forward"]>) => Tensor): { live: Live; warm: Tensor } => {
     const B = sample.shape[0]!;
     const statics: Tensor[] = [];
     const like = (t: Tensor | null | undefined) => {
@@ -164,6 +177,7 @@ export function applyCudaGraphs(unet: UNet2DConditionModel, capturer: GraphCaptu
       return s;
     };
     const hooks: HookHandle[] = [];
+    let warm: Tensor | null = null; // the eager warm-up's output, which the first replay must equal bit for bit
     try {
       const s = { sample: like(sample)!, ehs: like(ehs)!, textEmbeds: like(o.textEmbeds), timestepCond: like(o.timestepCond), mask: like(o.encoderAttentionMask) };
       const tproj = like(tidy(() => hostTimeEmbedding(timestep, B)))!;
@@ -172,14 +186,17 @@ export function applyCudaGraphs(unet: UNet2DConditionModel, capturer: GraphCaptu
       const addProj = hostIds && unet.add_time_proj ? like(tidy(() => hostAddEmbedding(hostIds))) : null;
       hooks.push(unet.time_proj.registerForwardWrapper(() => tproj.reshape(tproj.shape)));
       if (addProj) hooks.push(unet.add_time_proj!.registerForwardWrapper(() => addProj.reshape(addProj.shape)));
-      const graph = capturer.capture(`a UNet step (${sig(sample)}, encoder_hidden_states ${sig(ehs)})`, () =>
-        keep(next(s.sample, timestep, s.ehs, { textEmbeds: s.textEmbeds, timeIds: hostIds, timestepCond: s.timestepCond, encoderAttentionMask: s.mask })),
+      const graph = capturer.capture(
+        `a UNet step (${sig(sample)}, encoder_hidden_states ${sig(ehs)})`,
+        () => keep(next(s.sample, timestep, s.ehs, { textEmbeds: s.textEmbeds, timeIds: hostIds, timestepCond: s.timestepCond, encoderAttentionMask: s.mask })),
+        (out) => void (warm = keep(out.clone())),
       );
       hostIds?.dispose();
       stats.captures++;
-      return { key, graph, ...s, tproj, addProj };
+      return { live: { key, graph, ...s, tproj, addProj }, warm: warm! };
     } catch (e) {
       for (const t of statics) t.dispose();
+      (warm as Tensor | null)?.dispose();
       throw e;
     } finally {
       for (const h of hooks) h.remove();
@@ -202,9 +219,10 @@ export function applyCudaGraphs(unet: UNet2DConditionModel, capturer: GraphCaptu
       drop();
       stats.invalidations++;
     }
+    let warm: Tensor | null = null;
     if (!live) {
       try {
-        live = capture(key, sample, timestep, ehs, o, next);
+        ({ live, warm } = capture(key, sample, timestep, ehs, o, next));
       } catch (e) {
         failed.add(key);
         stats.fallbacks.push((e as Error).message);
@@ -212,7 +230,7 @@ export function applyCudaGraphs(unet: UNet2DConditionModel, capturer: GraphCaptu
         return next(...args);
       }
     }
-    const l = live;
+    const l: Live = live;
     tidy(() => {
       copyInto(l.sample, sample);
       copyInto(l.ehs, ehs);
@@ -224,7 +242,24 @@ export function applyCudaGraphs(unet: UNet2DConditionModel, capturer: GraphCaptu
     });
     l.graph.launch();
     stats.replays++;
-    return l.graph.outputs.clone(); // [B, out_channels, H, W], the caller's to free
+    const out = l.graph.outputs.clone(); // [B, out_channels, H, W], the caller's to free
+    if (warm) {
+      // first launch of a new graph: its output must be the eager step's, bit for bit (two downloads, once per graph)
+      const w = warm;
+      const differ = differingValues(w, out);
+      if (differ) {
+        failed.add(key);
+        stats.fallbacks.push(`the replayed graph of a UNet step (${sig(sample)}) differs from the eager step in ${differ} of ${out.numel} values; that shape runs eagerly`);
+        stats.replays--;
+        stats.eager++;
+        w.dispose();
+        out.dispose();
+        drop();
+        return next(...args);
+      }
+      w.dispose();
+    }
+    return out;
   });
 
   const handle: CudaGraphHandle = {

@@ -13,7 +13,8 @@
 //   of its total, and what would help.
 // - Graph pools (CUDA graphs, graph.ts): a captured graph replays its kernels on the addresses they had at
 //   capture, so its memory must stay its own. While a GraphPool is current (withPool), allocations on the pool's
-//   stream come from the pool's free blocks, else from cudaMalloc into the pool; a pool block freed at any time
+//   stream come from the pool's free blocks, else from a free block of the shared cache on that stream (which joins
+//   the pool), else from cudaMalloc into the pool; a pool block freed at any time
 //   goes back to the pool, never to the shared bins, so nothing outside the graph reuses it between launches. A
 //   sealed pool (during capture, where cudaMalloc is forbidden) only hands out its free blocks: the eager warm-up
 //   run that precedes a capture allocated them. releasePool() (when the graph is destroyed) moves the pool's blocks
@@ -188,6 +189,15 @@ export class CachingAllocator {
     if (block) {
       this.counters.cacheHits++;
       block.requested = bytes;
+      this.memory.onAlloc(bytes, 0);
+    } else if (!pool.sealed && (block = this.take(pool.stream, size) ?? undefined)) {
+      // a free block of the shared cache on the pool's stream joins the pool (no new device memory)
+      this.counters.cacheHits++;
+      block.pool = pool;
+      block.requested = bytes;
+      block.uses = null;
+      pool.blocks++;
+      pool.reservedBytes += size;
       this.memory.onAlloc(bytes, 0);
     } else {
       if (pool.sealed)

@@ -113,8 +113,9 @@ function captureReason(): string {
 /**
  * Warm up, capture and instantiate fn (see the header). fn must make the same device work and allocations on every
  * call and return the tensors the graph writes; it runs twice here and never again (launch() replays it).
+ * onWarmup sees the warm-up's result before it is freed (e.g. to keep a copy the first launch is compared with).
  */
-export function captureCudaGraph<T>(label: string, fn: () => T): CudaGraphExec<T> {
+export function captureCudaGraph<T>(label: string, fn: () => T, onWarmup?: (result: T) => void): CudaGraphExec<T> {
   const why = cudaGraphsUnsupported();
   if (why) throw new Error(`CUDA graph of ${label}: ${why}`);
   const c = cudaContext();
@@ -124,7 +125,11 @@ export function captureCudaGraph<T>(label: string, fn: () => T): CudaGraphExec<T
   try {
     // 1. warm-up (eager, in the pool)
     const warm = c.allocator.withPool(pool, fn);
-    for (const t of tensorsOf(warm)) t.dispose();
+    try {
+      onWarmup?.(warm); // outside the pool: what it keeps is not the graph's memory
+    } finally {
+      for (const t of tensorsOf(warm)) t.dispose();
+    }
     // 2. capture (sealed pool)
     let result: T;
     let graph = 0;
