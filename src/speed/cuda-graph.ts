@@ -12,7 +12,8 @@
 // them in (a pinned-staging upload outside the capture). The result is bit-identical to the eager call.
 //
 // The signature ("key") of a call: the inputs' shapes and dtypes, and the state of the UNet that shapes its
-// computation — the pipeline's feature key (stateKey()), every module's hook count and attention processor, and the
+// computation — the pipeline's feature key (stateKey()), every module's hooks (count and version: hook-versions.ts)
+// and attention processor, and the
 // device storage of every parameter (offload, reloading or a dtype change moves them). A call whose key differs from
 // the graph's destroys the graph (its memory returns to the allocator) and captures a new one; so a captured
 // graph is never replayed after a feature changed. With fused QKV's per-run cross-attention K/V cache the key also
@@ -21,8 +22,9 @@
 // fails is reported once (stats.fallbacks) and that key runs eagerly from then on.
 //
 // Conflicts (cudaGraphConflict): DeepCache (its wrappers choose full or shallow steps on the host per call: a
-// replay would run none of them) and ToMe with useRand (a fresh random destination choice per call, which a replay
-// would freeze) cannot be captured; sequential offload uploads weights inside the step's hooks.
+// replay would run none of them) and ToMe (partition indices built and uploaded on the host per call — with useRand
+// a fresh random choice — and gathers checked through deferred flags: none of it can be replayed) are not
+// captured; sequential offload uploads weights inside the step's hooks.
 
 import type { Device } from "../core/device.ts";
 import { type UNet2DConditionModel, type UNetForwardOptions, timestepValues } from "../models/unet/index.ts";
@@ -31,6 +33,7 @@ import { type Tensor, copyInto, empty, keep, tidy } from "../tensor/index.ts";
 import { tokenMergingOf } from "../tome/index.ts";
 import { deepCacheOf } from "./deepcache.ts";
 import { fusedQkvOf } from "./fused-qkv.ts";
+import { hookVersion, trackHookVersions } from "./hook-versions.ts";
 
 /** A captured graph as the backend returns it. */
 export interface CapturedGraph<T> {
@@ -82,9 +85,8 @@ export interface CudaGraphOptions {
 /** Why `unet`'s active features cannot be captured, or null. */
 export function cudaGraphConflict(unet: UNet2DConditionModel): string | null {
   if (deepCacheOf(unet)) return "DeepCache is active (its full and shallow steps are chosen on the host per call; a replayed graph would always run the captured one)";
-  const tome = tokenMergingOf(unet)?.options;
-  if (tome?.mode === "tome" && tome.useRand)
-    return "token merging with useRand is active (a new random destination choice per call; a replayed graph would freeze the captured one); use useRand: false";
+  if (tokenMergingOf(unet)?.options.mode === "tome")
+    return "ToMe token merging is active (it builds its partition indices on the host per call — with useRand a new random choice — and checks gather indices through deferred device flags; a replayed graph would repeat neither)";
   return null;
 }
 
@@ -134,6 +136,7 @@ export function cudaGraphsOf(unet: UNet2DConditionModel): CudaGraphHandle | null
 /** Install graph capture and replay on `unet` (replacing a previous installation). */
 export function applyCudaGraphs(unet: UNet2DConditionModel, capturer: GraphCapturer, opts: CudaGraphOptions = {}): CudaGraphHandle {
   installed.get(unet)?.remove();
+  trackHookVersions();
   const stats: CudaGraphStats = { captures: 0, replays: 0, eager: 0, invalidations: 0, fallbacks: [] };
   const failed = new Set<string>();
   let live: Live | null = null;
@@ -148,7 +151,7 @@ export function applyCudaGraphs(unet: UNet2DConditionModel, capturer: GraphCaptu
   const stateOf = (ehs: Tensor): string => {
     const parts: string[] = [opts.stateKey?.() ?? ""];
     for (const [path, m] of unet.namedModules()) {
-      if (m.hookCount) parts.push(`${path}#${m.hookCount}`);
+      if (m.hookCount) parts.push(`${path}#${m.hookCount}.${hookVersion(m)}`);
       const p = (m as Module & { processor?: object | null }).processor;
       if (p) parts.push(`${path}@${idOf(p)}`);
     }

@@ -18,7 +18,8 @@
 //   goes back to the pool, never to the shared bins, so nothing outside the graph reuses it between launches. A
 //   sealed pool (during capture, where cudaMalloc is forbidden) only hands out its free blocks: the eager warm-up
 //   run that precedes a capture allocated them. releasePool() (when the graph is destroyed) moves the pool's blocks
-//   to the shared bins; live-bytes accounting is the same as for other blocks.
+//   to the shared bins (a block still live then, made by the warm-up and kept by its caller, goes there when freed);
+//   live-bytes accounting is the same as for other blocks.
 // - Statistics through a MemoryTracker: `live` = bytes requested by live storages (tensors and backend
 //   temporaries), `reserved` = bytes held from cudaMalloc (live + cached, in class sizes), `peak` = max live.
 //
@@ -172,11 +173,12 @@ export class CachingAllocator {
     }
   }
 
-  /** Give a pool's blocks to the shared cache (its graph is gone); every block must be free. */
+  /**
+   * Give a pool's blocks to the shared cache (its graph is gone): the free ones now, those still live (tensors made
+   * during the warm-up that outlive it, e.g. a feature's per-run cache) when they are freed.
+   */
   releasePool(pool: GraphPool): void {
     if (pool.released) return;
-    if (pool.liveBlocks > 0)
-      throw new Error(`internal: the graph pool of ${pool.label} is released with ${pool.liveBlocks} live block${pool.liveBlocks === 1 ? "" : "s"}`);
     pool.released = true;
     for (const bin of pool.bins.values()) for (const b of bin) this.toBin(b, pool.stream);
     pool.bins.clear();
@@ -233,8 +235,8 @@ export class CachingAllocator {
     block.uses = null;
     this.memory.onFree(block.requested, 0);
     const pool = block.pool;
+    if (pool) pool.liveBlocks--;
     if (pool && !pool.released) {
-      pool.liveBlocks--;
       let bin = pool.bins.get(block.size);
       if (!bin) pool.bins.set(block.size, (bin = []));
       bin.push(block);

@@ -169,7 +169,7 @@ export function captureCudaGraph<T>(label: string, fn: () => T, onWarmup?: (resu
     }
     return new CudaGraphExec(label, Number(out[0]), graph, result, pool, Number(nodes[0]), owned);
   } catch (e) {
-    if (pool.liveBlocks === 0) c.allocator.releasePool(pool);
+    c.allocator.releasePool(pool); // blocks still live (a tensor the warm-up kept) return to the shared cache when freed
     throw e;
   }
 }
