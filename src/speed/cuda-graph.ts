@@ -101,6 +101,7 @@ function idOf(o: object): number {
 const sig = (t: Tensor | null | undefined) => (t ? `${t.dtype}[${t.shape.join(",")}]@${t.device}` : "-");
 
 interface Live {
+  /** The signature of the calls it replays (as computed after the capture). */
   key: string;
   graph: CapturedGraph<Tensor>;
   sample: Tensor;
@@ -213,7 +214,8 @@ export function applyCudaGraphs(unet: UNet2DConditionModel, capturer: GraphCaptu
       stats.eager++;
       return next(...args);
     }
-    const key = [sig(sample), sig(ehs), sig(o.textEmbeds), o.timeIds ? `[${o.timeIds.shape.join(",")}]` : "-", sig(o.timestepCond), sig(o.encoderAttentionMask), stateOf(ehs)].join("|");
+    const keyNow = () => [sig(sample), sig(ehs), sig(o.textEmbeds), o.timeIds ? `[${o.timeIds.shape.join(",")}]` : "-", sig(o.timestepCond), sig(o.encoderAttentionMask), stateOf(ehs)].join("|");
+    const key = keyNow();
     if (failed.has(key)) {
       stats.eager++;
       return next(...args);
@@ -226,6 +228,7 @@ export function applyCudaGraphs(unet: UNet2DConditionModel, capturer: GraphCaptu
     if (!live) {
       try {
         ({ live, warm } = capture(key, sample, timestep, ehs, o, next));
+        live.key = keyNow(); // the capture's own time_proj wrappers, registered and removed, moved hook versions on
       } catch (e) {
         failed.add(key);
         stats.fallbacks.push((e as Error).message);
