@@ -230,7 +230,7 @@ export function applyCudaGraphs(unet: UNet2DConditionModel, capturer: GraphCaptu
         ({ live, warm } = capture(key, sample, timestep, ehs, o, next));
         live.key = keyNow(); // the capture's own time_proj wrappers, registered and removed, moved hook versions on
       } catch (e) {
-        failed.add(key);
+        failed.add(key).add(keyNow()); // (as the next call computes it: the capture moved hook versions on)
         stats.fallbacks.push((e as Error).message);
         stats.eager++;
         return next(...args);
@@ -254,7 +254,7 @@ export function applyCudaGraphs(unet: UNet2DConditionModel, capturer: GraphCaptu
       const w = warm;
       const differ = differingValues(w, out);
       if (differ) {
-        failed.add(key);
+        failed.add(key).add(l.key);
         stats.fallbacks.push(`the replayed graph of a UNet step (${sig(sample)}) differs from the eager step in ${differ} of ${out.numel} values; that shape runs eagerly`);
         stats.replays--;
         stats.eager++;
