@@ -48,7 +48,6 @@ export class CudaGraphExec<T> {
   #exec: number;
   #graph: number;
   #disposed = false;
-  launches = 0;
 
   constructor(
     readonly label: string,
@@ -74,7 +73,6 @@ export class CudaGraphExec<T> {
     if (this.#disposed) throw new Error(`internal: the CUDA graph of ${this.label} was disposed`);
     const c = cudaContext();
     c.libs.check(c.rt.cudaGraphLaunch!(this.#exec, c.stream), "cudaGraphLaunch", this.label);
-    this.launches++;
   }
 
   /** Destroy the graph, free its outputs and release its pool (queued launches still complete). */
