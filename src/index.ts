@@ -70,7 +70,13 @@ export {
   removeChannelsLast,
   channelsLastOf,
   type ChannelsLastHandle,
+  applyCudaGraphs,
+  removeCudaGraphs,
+  cudaGraphsOf,
+  type CudaGraphHandle,
+  type CudaGraphStats,
 } from "./speed/index.ts";
+export { cudaCapturer } from "./pipelines/cuda-graph-feature.ts";
 export { GeneratedImage, formatParameters, parseParameters, type GenerationParameters, type ParsedParameters } from "./io/image.ts";
 export { openSafetensors, writeSafetensors } from "./io/safetensors.ts";
 export { openCheckpoint } from "./io/safetensors-index.ts";

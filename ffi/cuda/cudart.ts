@@ -56,6 +56,17 @@ export const CUDART = {
   cudaEventSynchronize: { args: ["ptr"], returns: S },
   cudaEventQuery: { args: ["ptr"], returns: S },
   cudaEventElapsedTime: { args: ["ptr", "ptr", "ptr"], returns: S },
+  // stream capture and CUDA graphs (CUDA 10+; cudaGraphInstantiate has this signature from CUDA 12 on, so callers
+  // check cudaRuntimeGetVersion ≥ 12000 first: src/backends/cuda/graph.ts)
+  cudaStreamBeginCapture: { args: ["ptr", "i32"], returns: S, optional: true },
+  cudaStreamEndCapture: { args: ["ptr", "ptr"], returns: S, optional: true },
+  cudaStreamIsCapturing: { args: ["ptr", "ptr"], returns: S, optional: true },
+  cudaThreadExchangeStreamCaptureMode: { args: ["ptr"], returns: S, optional: true },
+  cudaGraphInstantiate: { args: ["ptr", "ptr", "u64"], returns: S, optional: true },
+  cudaGraphLaunch: { args: ["ptr", "ptr"], returns: S, optional: true },
+  cudaGraphExecDestroy: { args: ["ptr"], returns: S, optional: true },
+  cudaGraphDestroy: { args: ["ptr"], returns: S, optional: true },
+  cudaGraphGetNodes: { args: ["ptr", "ptr", "ptr"], returns: S, optional: true },
   // the emulated runtime only, for tests: host synchronisations so far (kernels/emu/cudart.cpp)
   bdemu_sync_count: { args: [], returns: "u64", optional: true },
   // the emulated runtime only (kernels/emu/cudart_streams.cpp): which stream work raised the last execution
@@ -63,6 +74,10 @@ export const CUDART = {
   bdemu_work_error: { args: [], returns: "cstring", optional: true },
   bdemu_stream_mode: { args: [], returns: "cstring", optional: true },
   bdemu_stream_hold: { args: ["ptr", "i32"], returns: S, optional: true },
+  // the emulated runtime only (kernels/emu/cudart_graphs.cpp): cudaGraphLaunch calls so far, and why the latest
+  // capture was invalidated
+  bdemu_graph_launch_count: { args: [], returns: "u64", optional: true },
+  bdemu_capture_error: { args: [], returns: "cstring", optional: true },
 } as const satisfies SymbolTable;
 
 export type Cudart = NativeLibrary<typeof CUDART>;
@@ -81,7 +96,20 @@ export const cudaError = {
   noDevice: 100,
   invalidDevice: 101,
   notReady: 600,
+  notSupported: 801,
+  illegalState: 401,
+  streamCaptureUnsupported: 900,
+  streamCaptureInvalidated: 901,
+  streamCaptureIsolation: 905,
+  streamCaptureImplicit: 906,
+  capturedEvent: 907,
+  streamCaptureWrongThread: 908,
 } as const;
+
+/** cudaStreamCaptureMode (driver_types.h). */
+export const cudaStreamCaptureMode = { global: 0, threadLocal: 1, relaxed: 2 } as const;
+/** cudaStreamCaptureStatus (driver_types.h). */
+export const cudaStreamCaptureStatus = { none: 0, active: 1, invalidated: 2 } as const;
 
 export const cudaMemcpyKind = {
   hostToHost: 0,

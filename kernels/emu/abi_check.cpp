@@ -14,6 +14,7 @@ BD_CUDART_ERRORS(BD_SAME)
 BD_CUDART_MEMCPY_KINDS(BD_SAME)
 BD_CUDART_DEVICE_ATTRS(BD_SAME)
 BD_CUDART_POOL_ATTRS(BD_SAME)
+BD_CUDART_CAPTURE(BD_SAME)
 BD_CUDART_FLAGS(BD_SAME)
 static_assert(offsetof(cudaDeviceProp, name) == 0, "cudaDeviceProp.name");
 // ffi/cuda/cudart.ts PROP_TOTAL_GLOBAL_MEM (the same since CUDA 10, when uuid / luid were added before it)

@@ -19,6 +19,9 @@
 //   - what a test can change through the C environment (read on every call; ffi/libc.ts setCEnv):
 //     BD_EMU_DRIVER_VERSION / BD_EMU_RUNTIME_VERSION (default 13000 each, as cudaDriverGetVersion /
 //     cudaRuntimeGetVersion report them) and BD_EMU_COMPUTE_CAPABILITY ("8.0" by default, e.g. "7.5").
+//   - stream capture and CUDA graphs (cudart_graphs.cpp): the calls a capture forbids are refused here as on a GPU
+//     (cudaMalloc, cudaFree, cudaMemcpy, pinned allocation; pageable async copies and stream-ordered allocation
+//     on a capturing stream).
 //   - host synchronisations are counted (cudaDeviceSynchronize, cudaStreamSynchronize, cudaEventSynchronize,
 //     cudaMemcpy, which is synchronous, and cudaMemcpyAsync to pageable host memory, which waits):
 //     bdemu_sync_count() returns the count (tests).
@@ -120,6 +123,11 @@ cudaError_t queue_copy(void* dst, const void* src, size_t n, cudaMemcpyKind kind
     pageable_dst = !to_dev && !is_pinned(dst, n);
   }
   CHECK(valid_stream(st), cudaErrorInvalidResourceHandle);
+  if (sync) {
+    if (cudaError_t e = capture_check_unsafe("cudaMemcpy")) return e;
+  } else if (pageable_src || pageable_dst) {  // a GPU cannot replay a copy staged through pageable memory
+    if (cudaError_t e = capture_check_stream(st, "cudaMemcpyAsync with pageable host memory")) return e;
+  }
   if (n == 0) return cudaSuccess;
   void* staged = nullptr;
   if (pageable_src && !sync) {  // staged: the caller may reuse its buffer as soon as the call returns
@@ -251,10 +259,14 @@ cudaError_t cudaGetLastError(void) {
 cudaError_t cudaPeekAtLastError(void) { return S().last; }
 
 // ---------------------------------------------------------------- memory
-cudaError_t cudaMalloc(void** p, size_t size) { return device_alloc(p, size); }
+cudaError_t cudaMalloc(void** p, size_t size) {
+  if (cudaError_t e = capture_check_unsafe("cudaMalloc")) return e;
+  return device_alloc(p, size);
+}
 // Synchronises the device first (as the real cudaFree), so no queued work still uses the memory; the free
 // happens even when that reports an execution error (which is returned).
 cudaError_t cudaFree(void* p) {
+  if (cudaError_t e = capture_check_unsafe("cudaFree")) return e;
   {
     Lock g(S().mu);
     CHECK(!S().freeing.count((uintptr_t)p), cudaErrorInvalidValue);  // its cudaFreeAsync is queued
@@ -265,6 +277,7 @@ cudaError_t cudaFree(void* p) {
 }
 cudaError_t cudaMallocAsync(void** p, size_t size, cudaStream_t st) {
   CHECK(valid_stream(st), cudaErrorInvalidResourceHandle);
+  if (cudaError_t e = capture_check_stream(st, "cudaMallocAsync")) return e;  // graph memory nodes: not emulated
   return device_alloc(p, size);
 }
 cudaError_t cudaFreeAsync(void* p, cudaStream_t st) {
@@ -273,6 +286,7 @@ cudaError_t cudaFreeAsync(void* p, cudaStream_t st) {
     if (!p) return cudaSuccess;
     CHECK(S().device.count((uintptr_t)p) && !S().freeing.count((uintptr_t)p), cudaErrorInvalidValue);
     CHECK(valid_stream(st), cudaErrorInvalidResourceHandle);
+    if (cudaError_t e = capture_check_stream(st, "cudaFreeAsync")) return e;  // graph memory nodes: not emulated
     S().freeing.insert((uintptr_t)p);
   }
   // stream-ordered: the memory stays allocated (not reusable) until the stream reaches the free
@@ -323,14 +337,19 @@ cudaError_t cudaMemPoolTrimTo(cudaMemPool_t pool, size_t) {
 }
 cudaError_t cudaHostAlloc(void** p, size_t size, unsigned int) {
   CHECK(p, cudaErrorInvalidValue);
+  if (cudaError_t e = capture_check_unsafe("cudaHostAlloc")) return e;
   *p = size ? aligned_alloc(4096, (size + 4095) & ~(size_t)4095) : nullptr;
   CHECK(*p || !size, cudaErrorMemoryAllocation);
   Lock g(S().mu);
   if (*p) S().pinned[(uintptr_t)*p] = size;
   return cudaSuccess;
 }
-cudaError_t cudaMallocHost(void** p, size_t size) { return cudaHostAlloc(p, size, cudaHostAllocDefault); }
+cudaError_t cudaMallocHost(void** p, size_t size) {
+  if (cudaError_t e = capture_check_unsafe("cudaMallocHost")) return e;
+  return cudaHostAlloc(p, size, cudaHostAllocDefault);
+}
 cudaError_t cudaFreeHost(void* p) {
+  if (cudaError_t e = capture_check_unsafe("cudaFreeHost")) return e;
   Lock g(S().mu);
   if (!p) return cudaSuccess;
   CHECK(S().pinned.erase((uintptr_t)p), cudaErrorInvalidValue);

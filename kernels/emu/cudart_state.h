@@ -20,6 +20,7 @@
 #include <memory>
 #include <mutex>
 #include <set>
+#include <string>
 #include <thread>
 
 
@@ -108,5 +109,34 @@ cudaError_t synchronize(const char* api, const Target& target, bool counted);
 inline cudaError_t synchronize_device(const char* api, bool counted) { return synchronize(api, Target{true, {}}, counted); }
 // The execution error not yet reported by a synchronisation (cudaGetLastError clears it too).
 cudaError_t take_work_error(bool clear);
+// Whether a valid stream orders itself with the legacy stream (created without cudaStreamNonBlocking).
+bool stream_blocking(cudaStream_t s);
+
+// ---------------------------------------------------------------- stream capture (cudart_graphs.cpp)
+// Number of capture sequences under way (submit() consults the capture state only when it is not 0).
+inline std::atomic<int> g_captures{0};
+// Work submitted to `st` while a capture is under way: recorded into the capture when `st` captures (an
+// invalidated capture drops it and answers cudaErrorStreamCaptureInvalidated), refused with
+// cudaErrorStreamCaptureImplicit when `st` is the legacy stream and a blocking stream captures (that capture is
+// invalidated). Returns false when the work is not the capture's business (queue it as usual); else *r is the answer.
+bool capture_intercept(cudaStream_t st, const char* what, int (*run)(void*), void* arg, void (*drop)(void*), cudaError_t* r);
+// A "potentially unsafe" call (cudaMalloc, cudaFree, cudaMemcpy, cudaDeviceSynchronize, cudaHostAlloc...) under
+// the capture-mode rules of cudaThreadExchangeStreamCaptureMode: cudaErrorStreamCaptureUnsupported (and the
+// captures that prohibit it invalidated) when prohibited, else cudaSuccess.
+cudaError_t capture_check_unsafe(const char* api);
+// A call never permitted on a capturing stream (synchronising or querying it, a copy with pageable host memory,
+// stream-ordered allocation): cudaErrorStreamCaptureUnsupported with the capture invalidated, or cudaSuccess when
+// `st` does not capture.
+cudaError_t capture_check_stream(cudaStream_t st, const char* api);
+// cudaEventRecord(ev, st): remembers whether the event's latest record is inside a capture sequence; true when it
+// is (the record is then part of the capture, not queued).
+bool capture_event_recorded(cudaEvent_t ev, cudaStream_t st);
+// cudaEventQuery / cudaEventSynchronize: cudaErrorCapturedEvent when ev was last recorded in a capture.
+cudaError_t capture_check_event(cudaEvent_t ev);
+// cudaStreamWaitEvent(st, ev) while captures are under way: *handled says the capture decided (answer returned).
+cudaError_t capture_wait_event(cudaStream_t st, cudaEvent_t ev, bool recorded, bool* handled);
+// cudaStreamDestroy / cudaEventDestroy: forget the handle (a new stream or event may get the same address).
+void capture_stream_destroyed(cudaStream_t st);
+void capture_event_destroyed(cudaEvent_t ev);
 
 }  // namespace bdemu_rt

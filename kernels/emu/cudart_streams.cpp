@@ -21,6 +21,8 @@
 //     next synchronising call; work_message() / bdemu_work_error() says which work failed on which stream.
 //   - event timing: a marker takes the host time when it executes (Async, Sync) or when it is recorded (Seeded,
 //     where execution time measures the schedule, not the work); cudaEventElapsedTime subtracts the two.
+//   - stream capture (cudart_graphs.cpp): while a stream captures, its work is recorded instead of queued, and the
+//     calls a capture forbids are refused there (the hooks below call into that file).
 //   - bdemu_stream_hold(stream, on) (tests, not a CUDA API): a held queue starts no item until released, so a
 //     test can make "the other stream has not run yet" happen deterministically in Async and Seeded modes.
 #include <condition_variable>
@@ -207,6 +209,10 @@ bool valid_stream(cudaStream_t st) {
 }
 
 cudaError_t submit(cudaStream_t st, const char* what, int (*run)(void*), void* arg, void (*drop)(void*), Ticket* at) {
+  if (g_captures.load()) {  // recorded into a capture instead (cudart_graphs.cpp)
+    cudaError_t r;
+    if (capture_intercept(st, what, run, arg, drop, &r)) return r;
+  }
   Engine& e = E();
   ULock lk(e.mu);
   std::shared_ptr<Queue> q = queue_of(st);
@@ -229,6 +235,12 @@ cudaError_t submit(cudaStream_t st, const char* what, int (*run)(void*), void* a
   uint64_t seq = enqueue(*q, Item{what, run, arg, drop, {}, 0, nullptr, 0});
   if (at) *at = Ticket{q, seq};
   return cudaSuccess;
+}
+
+bool stream_blocking(cudaStream_t st) {
+  ULock lk(E().mu);
+  std::shared_ptr<Queue> q = queue_of(st);
+  return q && q->blocking;
 }
 
 cudaError_t take_work_error(bool clear) {
@@ -337,6 +349,7 @@ cudaError_t cudaStreamDestroy(cudaStream_t st) {
   CHECK(it != e.created.end(), cudaErrorInvalidResourceHandle);
   std::shared_ptr<Queue> q = it->second;
   e.created.erase(it);
+  capture_stream_destroyed(st);
   free(st);
   q->closing = true;
   q->held = false;
@@ -352,12 +365,14 @@ cudaError_t cudaStreamSynchronize(cudaStream_t st) {
     CHECK(q, cudaErrorInvalidResourceHandle);
     t = Ticket{q, q->submitted};
   }
+  if (cudaError_t e = capture_check_stream(st, "cudaStreamSynchronize")) return e;
   return synchronize("cudaStreamSynchronize", Target{false, t}, true);
 }
 cudaError_t cudaStreamQuery(cudaStream_t st) {
   ULock lk(E().mu);
   std::shared_ptr<Queue> q = queue_of(st);
   CHECK(q, cudaErrorInvalidResourceHandle);
+  if (cudaError_t e = capture_check_stream(st, "cudaStreamQuery")) return e;
   query_step(lk);
   return q->completed < q->submitted ? cudaErrorNotReady : cudaSuccess;
 }
@@ -368,12 +383,20 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t st, cudaEvent_t ev, unsigned int fl
   std::shared_ptr<Event> x = event_of(ev);
   CHECK(q && x, cudaErrorInvalidResourceHandle);
   CHECK(flags == 0, cudaErrorInvalidValue);
+  if (g_captures.load()) {  // inside or across a capture sequence (cudart_graphs.cpp)
+    bool handled;
+    cudaError_t r = capture_wait_event(st, ev, x->last.q != nullptr, &handled);
+    if (handled) return r;
+  }
   if (done(x->last) || x->last.q == q) return cudaSuccess;  // nothing to wait for (a queue is in order)
   Item it{"cudaStreamWaitEvent", nullptr, nullptr, nullptr, {x->last}, 0, nullptr, 0};
   enqueue(*q, std::move(it));
   return cudaSuccess;
 }
-cudaError_t cudaDeviceSynchronize(void) { return synchronize_device("cudaDeviceSynchronize", true); }
+cudaError_t cudaDeviceSynchronize(void) {
+  if (cudaError_t e = capture_check_unsafe("cudaDeviceSynchronize")) return e;
+  return synchronize_device("cudaDeviceSynchronize", true);
+}
 
 // ---------------------------------------------------------------- events
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t* ev, unsigned int flags) {
@@ -390,6 +413,7 @@ cudaError_t cudaEventCreate(cudaEvent_t* ev) { return cudaEventCreateWithFlags(e
 cudaError_t cudaEventDestroy(cudaEvent_t ev) {
   ULock lk(E().mu);
   CHECK(E().events.erase((uintptr_t)ev), cudaErrorInvalidResourceHandle);
+  capture_event_destroyed(ev);
   return cudaSuccess;
 }
 cudaError_t cudaEventRecord(cudaEvent_t ev, cudaStream_t st) {
@@ -398,6 +422,7 @@ cudaError_t cudaEventRecord(cudaEvent_t ev, cudaStream_t st) {
   std::shared_ptr<Event> x = event_of(ev);
   std::shared_ptr<Queue> q = queue_of(st);
   CHECK(x && q, cudaErrorInvalidResourceHandle);
+  if (capture_event_recorded(ev, st)) return cudaSuccess;  // part of the capture (cudart_graphs.cpp)
   uint64_t gen = ++x->gen;
   if (e.mode == Mode::Seeded) x->ms = now_ms();
   if (e.mode == Mode::Sync) {  // complete at once
@@ -418,12 +443,14 @@ cudaError_t cudaEventSynchronize(cudaEvent_t ev) {
     CHECK(x, cudaErrorInvalidResourceHandle);
     t = x->last;
   }
+  if (cudaError_t e = capture_check_event(ev)) return e;
   return synchronize("cudaEventSynchronize", Target{false, t}, true);
 }
 cudaError_t cudaEventQuery(cudaEvent_t ev) {
   ULock lk(E().mu);
   std::shared_ptr<Event> x = event_of(ev);
   CHECK(x, cudaErrorInvalidResourceHandle);
+  if (cudaError_t e = capture_check_event(ev)) return e;
   query_step(lk);
   return done(x->last) ? cudaSuccess : cudaErrorNotReady;
 }

@@ -3,8 +3,10 @@
 // keeping the ones before it — float32 with materialised attention ("default attention") → bfloat16 →
 // memory-efficient attention (our fused kernel) → CUDA graph → fused QKV → channels-last → DeepCache (interval 3) —
 // for SDXL and SD 1.5 with random weights of the real-size configs (assets/configs; speed does not depend on weight
-// values). Rungs this library does not have yet (CUDA graphs, channels-last) are listed as not implemented, with no
-// time, and the ladder goes on from the rung before them.
+// values). A rung the device cannot run is listed without a time and the ladder goes on from the rung before it: the
+// CUDA-graph rung (src/speed/cuda-graph.ts) is CUDA-only and
+// listed as skipped on the CPU. From the DeepCache rung on, the graphs step aside (DeepCache's per-call choice of
+// full or shallow step cannot be replayed): those calls run eagerly, as the row's note says.
 // "Seconds per image" = --steps UNet calls at batch 2 (classifier-free guidance) with one prompt embedding, after
 // one untimed call: the denoising loop, which is most of an image's time; the text encoders, the scheduler's few
 // element-wise ops and the VAE decode are not in it (stated in the output). it/s = steps / seconds.
@@ -22,7 +24,8 @@ import { UNet2DConditionModel } from "../../src/models/unet/index.ts";
 import type { AttentionKind } from "../../src/nn/attention-dispatch.ts";
 import { AttnProcessorDefault } from "../../src/nn/attention.ts";
 import { setAttnProcessor } from "../../src/nn/attention-processors.ts";
-import { applyDeepCache, fuseQkvProjections } from "../../src/speed/index.ts";
+import { cudaCapturer } from "../../src/pipelines/cuda-graph-feature.ts";
+import { applyCudaGraphs, applyDeepCache, fuseQkvProjections } from "../../src/speed/index.ts";
 import { applyChannelsLast } from "../../src/speed/channels-last.ts";
 import { type DType, type Device, tidy } from "../../src/tensor/index.ts";
 import { round } from "./bench-util.ts";
@@ -56,23 +59,41 @@ for (const m of MODELS) if (!(m in NATIVE)) throw new Error(`--models: sd15 or s
 
 interface Rung {
   name: string;
-  /** Apply this rung to the UNet (cumulative); null = not implemented in this library yet. */
+  /** Apply this rung to the UNet (cumulative); null = not implemented in this library yet, or `skipped` here. */
   apply: ((u: UNet2DConditionModel, state: { dtype: DType }) => void) | null;
   note?: string;
+  /** Why an implemented rung does not run on this device (its row has no time). */
+  skipped?: string;
 }
 const attention = (kind: AttentionKind) => (u: UNet2DConditionModel) => void setAttnProcessor(u, new AttnProcessorDefault(kind));
 /** Removers of the installed features, undone (last first) before the model is freed. */
 const removers: (() => void)[] = [];
+/** Run before each image (the CUDA-graph rung drops its graph: it is captured again, as per generate()). */
+const perImage: (() => void)[] = [];
 const RUNGS: Rung[] = [
   { name: "float32, default attention", apply: (u, s) => { s.dtype = "float32"; u.to({ dtype: "float32" }); attention("naive")(u); } },
   DTYPE_RUNG
     ? { name: FAST, apply: (u, s) => { s.dtype = FAST; u.to({ dtype: FAST }); } }
     : { name: FAST, apply: null, note: "skipped on the CPU backend: it computes in float32, 16-bit storage only adds conversions (--fast-dtype to run it)" },
   { name: "+ memory-efficient attention", apply: attention("fused") },
-  { name: "+ CUDA graph", apply: null, note: "not implemented yet: one UNet step captured and replayed" },
+  DEVICE === "cuda"
+    ? {
+        name: "+ CUDA graph",
+        apply: (u) => {
+          const h = applyCudaGraphs(u, cudaCapturer);
+          removers.push(h.remove);
+          perImage.push(h.reset); // a graph lives for one image, as in the pipeline: every image pays its capture
+        },
+        note: "one UNet step captured per image (warm-up + capture in the timed run), replayed with one launch",
+      }
+    : { name: "+ CUDA graph", apply: null, skipped: "skipped: CUDA-only (a CUDA graph captures CUDA work; the CPU backend has no launch overhead to remove)" },
   { name: "+ fused QKV", apply: (u) => void removers.push(fuseQkvProjections([u]).remove) },
   { name: "+ channels-last", apply: (u) => void removers.push(applyChannelsLast(u).remove) },
-  { name: "+ DeepCache (interval 3)", apply: (u) => void removers.push(applyDeepCache(u, { interval: 3, branchId: 0 }).remove) },
+  {
+    name: "+ DeepCache (interval 3)",
+    apply: (u) => void removers.push(applyDeepCache(u, { interval: 3, branchId: 0 }).remove),
+    ...(DEVICE === "cuda" ? { note: "CUDA graphs step aside: DeepCache's calls run eagerly" } : {}),
+  },
 ];
 
 const rows: Record<string, unknown>[] = [];
@@ -82,6 +103,7 @@ for (const arch of MODELS) {
   const state = { dtype: "float32" as DType };
   /** `n` UNet calls with one prompt embedding (one DeepCache run); returns seconds. */
   const image = (n: number) => {
+    for (const f of perImage) f();
     const x = unetInputs(unet, px, 2);
     try {
       const t = performance.now();
@@ -99,17 +121,19 @@ for (const arch of MODELS) {
   let first = Number.NaN;
   for (const rung of RUNGS) {
     if (!rung.apply) {
-      rows.push({ model: arch, size: px, steps: STEPS, rung: rung.name, implemented: false, note: rung.note, seconds_per_image: null, it_per_s: null, speedup_vs_first: null });
+      const implemented = rung.skipped !== undefined;
+      rows.push({ model: arch, size: px, steps: STEPS, rung: rung.name, implemented, note: rung.skipped ?? rung.note, seconds_per_image: null, it_per_s: null, speedup_vs_first: null });
       continue;
     }
     rung.apply(unet, state);
     image(1); // untimed: kernels, plans, JIT at this dtype
     const s = image(STEPS);
     if (Number.isNaN(first)) first = s;
-    rows.push({ model: arch, size: px, steps: STEPS, rung: rung.name, implemented: true, dtype: state.dtype, seconds_per_image: round(s, 3), it_per_s: round(STEPS / s, 3), speedup_vs_first: round(first / s, 3) });
+    rows.push({ model: arch, size: px, steps: STEPS, rung: rung.name, implemented: true, dtype: state.dtype, seconds_per_image: round(s, 3), it_per_s: round(STEPS / s, 3), speedup_vs_first: round(first / s, 3), ...(rung.note ? { note: rung.note } : {}) });
     console.error(JSON.stringify(rows[rows.length - 1]));
   }
   while (removers.length) removers.pop()!();
+  perImage.length = 0;
   unet.dispose();
 }
 
@@ -135,7 +159,7 @@ if (OUT) {
     "",
     "| model | size | steps | rung | seconds / image | it/s | speed-up vs float32 |",
     "|---|---|---|---|---|---|---|",
-    ...rows.map((r) => `| ${r.model} | ${r.size}² | ${r.steps} | ${r.rung} | ${r.implemented ? r.seconds_per_image : `— (${r.note})`} | ${r.it_per_s ?? "—"} | ${r.speedup_vs_first ?? "—"} |`),
+    ...rows.map((r) => `| ${r.model} | ${r.size}² | ${r.steps} | ${r.rung} | ${r.seconds_per_image ?? `— (${r.note})`} | ${r.it_per_s ?? "—"} | ${r.speedup_vs_first ?? "—"} |`),
     "",
   ].join("\n");
   writeFileSync(`${OUT}.md`, md);

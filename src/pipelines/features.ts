@@ -4,7 +4,8 @@
 // removed first); `features()` lists what is active with its options, in the order enabled; the
 // pipeline's dispose() removes everything (last enabled first). An install function may instead return
 // { remove, afterRun }: afterRun runs when each generate() call ends (after its tensors are freed), for
-// features that hold per-run state (DeepCache's feature cache, the cross-attention K/V cache). formatFeatures() is the one-line
+// features that hold per-run state (DeepCache's feature cache, the cross-attention K/V cache); afterDenoise runs
+// when the denoising loop ends, before decoding (CUDA graphs give their memory back there). formatFeatures() is the one-line
 // form the CLI prints and image parameters carry ("Features: name(k=v k=v); other(...)").
 
 /** An active feature as pipe.features() reports it. */
@@ -18,6 +19,8 @@ export interface FeatureHooks {
   remove: () => void;
   /** Runs when each generate() call of the pipeline ends, success or not. */
   afterRun?: () => void;
+  /** Runs when each generate() call's denoising loop ends (before decoding), success or not. */
+  afterDenoise?: () => void;
 }
 
 interface Installed extends ActiveFeature, FeatureHooks {}
@@ -39,10 +42,19 @@ export class PipelineFeatures {
 
   /** Run every feature's afterRun (in the order enabled; every one runs, the first error is rethrown). */
   afterRun(): void {
+    this.#each((f) => f.afterRun?.());
+  }
+
+  /** Run every feature's afterDenoise (as afterRun). */
+  afterDenoise(): void {
+    this.#each((f) => f.afterDenoise?.());
+  }
+
+  #each(fn: (f: Installed) => void): void {
     let first: unknown = null;
     for (const f of this.#active.slice()) {
       try {
-        f.afterRun?.();
+        fn(f);
       } catch (e) {
         first ??= e;
       }

@@ -50,6 +50,7 @@ import { MetaModels, type MemoryPlan, type OffloadStrategy, type PlanRequest, pl
 import { type OffloadChoice, type OffloadRequest, chooseOffload, describeCandidate, offloadAdvice, resolveOffloadRequest } from "./offload-choice.ts";
 import { ModuleAbortCheck, interruptible } from "./interrupt.ts";
 import { type ActiveFeature, type FeatureHooks, PipelineFeatures, formatFeatures } from "./features.ts";
+import { cudaGraphFeatureConflict, cudaGraphsProblem, installCudaGraphs } from "./cuda-graph-feature.ts";
 import { prepareLatents, stepNoise } from "./latents.ts";
 import { type VaeTilingFeatureOptions, installVaeSlicing, installVaeTiling, resolveVaeTiling } from "./vae-features.ts";
 import { GENERATE_OPTION_KEYS, type GenerateOptions, type GenerateResult, type ModelFacts, type ResolvedRun, validateCommon } from "./options.ts";
@@ -121,6 +122,9 @@ export abstract class DiffusionPipeline<O extends GenerateOptions, X> {
     this.defaultScheduler = p.defaultScheduler;
     // on CUDA convolutions run NHWC through cuDNN's tensor-core kernels by default (decision 22)
     if (p.device === "cuda") this.enableChannelsLast();
+    // CUDA-graph steps are on by default where graphs work (each graph's first replay is checked bit for bit
+    // against the eager step; a differing shape runs eagerly): listed as cudaGraphs(auto=true)
+    if (cudaGraphsProblem(this.device) === null) this.#installCudaGraphs({ auto: true });
   }
 
   // ---- features ---------------------------------------------------------------------------
@@ -179,6 +183,8 @@ export abstract class DiffusionPipeline<O extends GenerateOptions, X> {
   enableTokenMerging(opts: TokenMergingOptions = {}): void {
     this.#assertUsable();
     const resolved = resolveTokenMergingOptions(opts); // option errors before anything changes
+    if (resolved.mode === "tome")
+      this.#yieldCudaGraphs("enableTokenMerging", "ToMe builds its partition indices on the host per call (with useRand a new random choice), which a replayed graph would not repeat");
     const options: Record<string, unknown> = { ...resolved };
     if (typeof options.seed === "bigint") options.seed = options.seed.toString();
     this.installFeature("tokenMerging", options, () => {
@@ -197,6 +203,7 @@ export abstract class DiffusionPipeline<O extends GenerateOptions, X> {
     this.#assertUsable();
     const options = resolveDeepCacheOptions(opts);
     deepCachePlan(this.unet, options.branchId); // a branch this UNet lacks fails before anything changes
+    this.#yieldCudaGraphs("enableDeepCache", "DeepCache chooses full or shallow steps on the host per call, which a replayed graph would not do");
     this.installFeature("deepCache", { ...options }, () => {
       const h = applyDeepCache(this.unet, options);
       return { remove: () => h.remove(), afterRun: () => h.clear() };
@@ -240,6 +247,53 @@ export abstract class DiffusionPipeline<O extends GenerateOptions, X> {
       if (active.name === "modelCpuOffload") this.#installModelOffload(active.options);
       else this.#installSequentialOffload({ prefetch, prefetchBytes }, shown);
     }
+  }
+
+  /**
+   * CUDA-graph UNet steps (src/speed/cuda-graph.ts): each UNet call's signature (shapes, dtypes, features, hooks,
+   * weights) is captured once into a CUDA graph and replayed with one launch, the timestep staying a host scalar;
+   * a graph lives for one denoising loop (its memory returns before decoding). On by default on CUDA; an explicit
+   * call on another device is an error naming it. DeepCache, ToMe token merging and sequential offload do
+   * not combine with it (refused by name; a default-on cudaGraphs steps aside for them instead). Listed by
+   * features() as "cudaGraphs".
+   */
+  enableCudaGraphs(): void {
+    this.#assertUsable();
+    const problem = cudaGraphsProblem(this.device);
+    if (problem) throw new Error(`enableCudaGraphs: ${problem}`);
+    const conflict = cudaGraphFeatureConflict(this.unet, (n) => this.#features.has(n));
+    if (conflict) throw new Error(`enableCudaGraphs: ${conflict}; CUDA graphs and it do not combine, disable it first`);
+    this.#installCudaGraphs({});
+  }
+
+  /** Remove CUDA-graph steps (the default one too); false when they were not active. */
+  disableCudaGraphs(): boolean {
+    return this.#features.disable("cudaGraphs");
+  }
+
+  #installCudaGraphs(shown: Record<string, unknown>): void {
+    this.installFeature("cudaGraphs", shown, () => {
+      const h = installCudaGraphs(
+        this.unet,
+        () => formatFeatures(this.features().filter((f) => f.name !== "cudaGraphs")),
+        () => cudaGraphFeatureConflict(this.unet, (n) => this.#features.has(n)),
+      );
+      return { remove: () => h.remove(), afterDenoise: () => h.reset() };
+    });
+  }
+
+  /**
+   * Before enabling a feature CUDA graphs cannot replay: an explicitly enabled cudaGraphs refuses it by name, a
+   * default-on one is removed.
+   */
+  #yieldCudaGraphs(method: string, why: string): void {
+    const f = this.features().find((x) => x.name === "cudaGraphs");
+    if (!f) return;
+    if (f.options.auto === true) {
+      this.#features.disable("cudaGraphs");
+      return;
+    }
+    throw new Error(`${method}: CUDA graphs are enabled (enableCudaGraphs()) and ${why}; CUDA graphs and it do not combine, call disableCudaGraphs() first`);
   }
 
   /** Remove DeepCache; false when it was not enabled. */
@@ -311,6 +365,7 @@ export abstract class DiffusionPipeline<O extends GenerateOptions, X> {
     this.#assertUsable();
     const options = resolveSequentialOptions(opts);
     this.#assertOffloadable("enableSequentialCpuOffload");
+    this.#yieldCudaGraphs("enableSequentialCpuOffload", "sequential offload uploads weights inside the step's hooks, which a replayed graph would not run");
     this.#features.disable("modelCpuOffload");
     this.installFeature("sequentialCpuOffload", { ...options, ...shown }, () => {
       const h = installSequentialOffload(this.#offloadOrder(), this.device, options);
@@ -595,21 +650,26 @@ export abstract class DiffusionPipeline<O extends GenerateOptions, X> {
           w.dispose();
         }
         const latents = prepareLatents(run.seeds, run.latentShape, this.dtype, this.device, scheduler.initNoiseSigma, options.latents);
-        const final = await denoise(latents, {
-          unet: this.unet,
-          scheduler,
-          cond,
-          cfg: run.cfg,
-          guidanceScale: run.guidanceScale,
-          guidanceRescale: run.guidanceRescale,
-          stepOptions: { generator: stepNoise(run.seeds), eta: run.eta },
-          onStep: options.onStep,
-          signal: options.signal,
-          interrupt,
-          startedAt,
-          checkFinite: run.checkFinite,
-          explainNonFinite: causes("latents"),
-        });
+        let final: Tensor;
+        try {
+          final = await denoise(latents, {
+            unet: this.unet,
+            scheduler,
+            cond,
+            cfg: run.cfg,
+            guidanceScale: run.guidanceScale,
+            guidanceRescale: run.guidanceRescale,
+            stepOptions: { generator: stepNoise(run.seeds), eta: run.eta },
+            onStep: options.onStep,
+            signal: options.signal,
+            interrupt,
+            startedAt,
+            checkFinite: run.checkFinite,
+            explainNonFinite: causes("latents"),
+          });
+        } finally {
+          this.#features.afterDenoise(); // per-loop feature state (CUDA graphs) is released before decoding
+        }
         if (run.outputType === "latent") return { images: [], latents: final };
         let pixels: Tensor;
         phase = "decoding";

@@ -76,6 +76,7 @@ for (const preset of ["sd15", "sdxl"] as const)
     beforeAll(async () => {
       live0 = memoryStats("cuda").live;
       pipe = await loadPipeline(path.join(tmp, preset), { device: "cuda", dtype: preset === "sdxl" ? "float16" : "float32" });
+      pipe.disableCudaGraphs(); // offload measured alone here (with CUDA graphs: test/speed/cuda-graph-pipeline.test.ts)
       defaults = pipe.features();
       reference = await pixels(pipe);
     });

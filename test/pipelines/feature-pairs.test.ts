@@ -1,7 +1,9 @@
 // Every pair of the pipeline's optional features, enabled in both orders, either works together or is refused at
 // enable time with an error that names the conflict — nothing in between. Features: token merging, DeepCache,
-// fused QKV, VAE slicing, VAE tiling, the naive attention kind, channels-last and (on a CUDA device: the emulated one in CI)
-// model and sequential CPU offload. For a working pair the run must give a finite image, features() must list both,
+// fused QKV, VAE slicing, VAE tiling, the naive attention kind, channels-last and (on a CUDA device: the emulated one
+// in CI) model and sequential CPU offload and CUDA-graph steps (channels-last and CUDA graphs are on by default there:
+// the pipeline starts without them here so that every pair is enabled explicitly; a replayed step is bit-identical, so
+// graphs count as memory-only). For a working pair the run must give a finite image, features() must list both,
 // and where one of the two only moves memory (offload, and slicing at batch 1) the image must equal the other
 // feature's image alone bit for bit; after all pairs were disabled the plain image is back bit for bit. Model and sequential
 // offload replace each other (the later one stays), as documented.
@@ -38,6 +40,7 @@ const FEATURES: Feature[] = [
     ? [
         { name: "modelCpuOffload", enable: (p: AnyPipeline) => p.enableModelCpuOffload(), disable: (p: AnyPipeline) => p.disableOffload(), memoryOnly: true },
         { name: "sequentialCpuOffload", enable: (p: AnyPipeline) => p.enableSequentialCpuOffload(), disable: (p: AnyPipeline) => p.disableOffload(), memoryOnly: true },
+        { name: "cudaGraphs", enable: (p: AnyPipeline) => p.enableCudaGraphs(), disable: (p: AnyPipeline) => p.disableCudaGraphs(), memoryOnly: true },
       ]
     : []),
 ];
@@ -45,6 +48,9 @@ const FEATURES: Feature[] = [
 const REFUSED: Record<string, RegExp> = {
   "fusedQkv+modelCpuOffload": /fused QKV and CPU offload do not combine/,
   "fusedQkv+sequentialCpuOffload": /fused QKV and CPU offload do not combine/,
+  "cudaGraphs+deepCache": /DeepCache.*CUDA graphs and it do not combine|CUDA graphs are enabled .*DeepCache .*do not combine/,
+  "cudaGraphs+tokenMerging": /ToMe token merging is active .*CUDA graphs and it do not combine|CUDA graphs are enabled .*ToMe builds .*do not combine/,
+  "cudaGraphs+sequentialCpuOffload": /sequential .*offload.*CUDA graphs and it do not combine|CUDA graphs are enabled .*sequential offload.*do not combine/,
 };
 /** Pairs where the second replaces the first. */
 const REPLACES = new Set(["modelCpuOffload+sequentialCpuOffload"]);
@@ -72,9 +78,13 @@ describe(`feature pairs on ${device}`, () => {
     tmp = mkdtempSync(path.join(tmpdir(), "bd-pairs-"));
     await makeTinyModel(path.join(tmp, "sd15"), { preset: "sd15", seed: 831 });
     pipe = await loadPipeline(path.join(tmp, "sd15"), { device, dtype: "float32" }); // explicit: CUDA would default to bfloat16
-    // channels-last is on by default on CUDA only; the pairs start from a pipeline without features
-    expect(pipe.features().map((f) => f.name)).toEqual(device === "cuda" ? ["channelsLast"] : []);
-    pipe.disableChannelsLast();
+    // channels-last and CUDA graphs are on by default on CUDA only; the pairs start from a pipeline without features
+    expect(pipe.features().map((f) => f.name).sort()).toEqual(device === "cuda" ? ["channelsLast", "cudaGraphs"] : []);
+    if (device === "cuda") {
+      expect(pipe.features().find((f) => f.name === "cudaGraphs")?.options).toEqual({ auto: true });
+      pipe.disableCudaGraphs();
+      pipe.disableChannelsLast();
+    }
   });
   afterAll(() => {
     pipe?.dispose();

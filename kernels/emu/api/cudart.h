@@ -14,6 +14,8 @@ typedef enum cudaError cudaError_t;
 enum cudaMemcpyKind { BD_CUDART_MEMCPY_KINDS(BD_ENUM_VALUE) };
 enum cudaDeviceAttr { BD_CUDART_DEVICE_ATTRS(BD_ENUM_VALUE) };
 enum cudaMemPoolAttr { BD_CUDART_POOL_ATTRS(BD_ENUM_VALUE) };
+enum cudaStreamCaptureMode { cudaStreamCaptureModeGlobal = 0, cudaStreamCaptureModeThreadLocal = 1, cudaStreamCaptureModeRelaxed = 2 };
+enum cudaStreamCaptureStatus { cudaStreamCaptureStatusNone = 0, cudaStreamCaptureStatusActive = 1, cudaStreamCaptureStatusInvalidated = 2 };
 #define cudaStreamDefault 0x00  // flags are macros in the real headers too
 #define cudaStreamNonBlocking 0x01
 #define cudaEventDefault 0x00
@@ -25,6 +27,9 @@ enum cudaMemPoolAttr { BD_CUDART_POOL_ATTRS(BD_ENUM_VALUE) };
 typedef struct CUstream_st* cudaStream_t;
 typedef struct CUevent_st* cudaEvent_t;
 typedef struct CUmemPoolHandle_st* cudaMemPool_t;
+typedef struct CUgraph_st* cudaGraph_t;
+typedef struct CUgraphExec_st* cudaGraphExec_t;
+typedef struct CUgraphNode_st* cudaGraphNode_t;
 typedef struct CUuuid_st { char bytes[16]; } cudaUUID_t;
 // The leading fields of struct cudaDeviceProp (CUDA 13 layout, 1008 bytes); ffi reads only `name` (offset 0 in
 // every CUDA version) and gets the rest through cudaDeviceGetAttribute, which is stable across versions.
@@ -98,6 +103,15 @@ cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream);
 cudaError_t cudaEventSynchronize(cudaEvent_t event);
 cudaError_t cudaEventQuery(cudaEvent_t event);
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end);
+cudaError_t cudaStreamBeginCapture(cudaStream_t stream, enum cudaStreamCaptureMode mode);
+cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* pGraph);
+cudaError_t cudaStreamIsCapturing(cudaStream_t stream, enum cudaStreamCaptureStatus* pCaptureStatus);
+cudaError_t cudaThreadExchangeStreamCaptureMode(enum cudaStreamCaptureMode* mode);
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t* pGraphExec, cudaGraph_t graph, unsigned long long flags);
+cudaError_t cudaGraphLaunch(cudaGraphExec_t graphExec, cudaStream_t stream);
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t graphExec);
+cudaError_t cudaGraphDestroy(cudaGraph_t graph);
+cudaError_t cudaGraphGetNodes(cudaGraph_t graph, cudaGraphNode_t* nodes, size_t* numNodes);
 #ifdef __cplusplus
 }
 #endif

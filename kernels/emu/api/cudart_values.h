@@ -16,12 +16,22 @@
   X(cudaErrorInvalidDevice, 101, "invalid device ordinal")                                              \
   X(cudaErrorNoKernelImageForDevice, 209, "no kernel image is available for execution on the device")   \
   X(cudaErrorInvalidResourceHandle, 400, "invalid resource handle")                                     \
+  X(cudaErrorIllegalState, 401, "the operation cannot be performed in the present state")               \
   X(cudaErrorNotReady, 600, "device not ready")                                                         \
   X(cudaErrorIllegalAddress, 700, "an illegal memory access was encountered")                           \
   X(cudaErrorHostMemoryAlreadyRegistered, 712, "part or all of the requested memory range is already mapped") \
   X(cudaErrorHostMemoryNotRegistered, 713, "pointer does not correspond to a registered memory region") \
   X(cudaErrorLaunchFailure, 719, "unspecified launch failure")                                          \
   X(cudaErrorNotSupported, 801, "operation not supported")                                              \
+  X(cudaErrorStreamCaptureUnsupported, 900, "operation not permitted when stream is capturing")         \
+  X(cudaErrorStreamCaptureInvalidated, 901, "operation failed due to a previous error during capture")  \
+  X(cudaErrorStreamCaptureMerge, 902, "operation would result in a merge of separate capture sequences") \
+  X(cudaErrorStreamCaptureUnmatched, 903, "capture was not ended in the same stream as it began")       \
+  X(cudaErrorStreamCaptureUnjoined, 904, "capturing stream has unjoined work")                          \
+  X(cudaErrorStreamCaptureIsolation, 905, "dependency created on uncaptured work in another stream")    \
+  X(cudaErrorStreamCaptureImplicit, 906, "operation would make the legacy stream depend on a capturing blocking stream") \
+  X(cudaErrorCapturedEvent, 907, "operation not permitted on an event last recorded in a capturing stream") \
+  X(cudaErrorStreamCaptureWrongThread, 908, "attempt to terminate a thread-local capture sequence from another thread") \
   X(cudaErrorUnknown, 999, "unknown error")
 
 #define BD_CUDART_MEMCPY_KINDS(X)                                                                       \
@@ -38,6 +48,9 @@
 #define BD_CUDART_POOL_ATTRS(X)                                                                         \
   X(cudaMemPoolAttrReleaseThreshold, 4) X(cudaMemPoolAttrReservedMemCurrent, 5)                         \
   X(cudaMemPoolAttrReservedMemHigh, 6) X(cudaMemPoolAttrUsedMemCurrent, 7) X(cudaMemPoolAttrUsedMemHigh, 8)
+#define BD_CUDART_CAPTURE(X)                                                                            \
+  X(cudaStreamCaptureModeGlobal, 0) X(cudaStreamCaptureModeThreadLocal, 1) X(cudaStreamCaptureModeRelaxed, 2) \
+  X(cudaStreamCaptureStatusNone, 0) X(cudaStreamCaptureStatusActive, 1) X(cudaStreamCaptureStatusInvalidated, 2)
 #define BD_CUDART_FLAGS(X)                                                                              \
   X(cudaStreamDefault, 0x00) X(cudaStreamNonBlocking, 0x01) X(cudaEventDefault, 0x00)                   \
   X(cudaEventBlockingSync, 0x01) X(cudaEventDisableTiming, 0x02) X(cudaHostAllocDefault, 0x00)          \

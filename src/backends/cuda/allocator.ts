@@ -11,6 +11,15 @@
 // - Out of memory: when cudaMalloc fails the cache is released (cudaFree of every cached block) and the request is
 //   retried once; if it fails again an OutOfMemoryError says what was asked, what is live, what CUDA reports free
 //   of its total, and what would help.
+// - Graph pools (CUDA graphs, graph.ts): a captured graph replays its kernels on the addresses they had at
+//   capture, so its memory must stay its own. While a GraphPool is current (withPool), allocations on the pool's
+//   stream come from the pool's free blocks, else from a free block of the shared cache on that stream (which joins
+//   the pool), else from cudaMalloc into the pool; a pool block freed at any time
+//   goes back to the pool, never to the shared bins, so nothing outside the graph reuses it between launches. A
+//   sealed pool (during capture, where cudaMalloc is forbidden) only hands out its free blocks: the eager warm-up
+//   run that precedes a capture allocated them. releasePool() (when the graph is destroyed) moves the pool's blocks
+//   to the shared bins (a block still live then, made by the warm-up and kept by its caller, goes there when freed);
+//   live-bytes accounting is the same as for other blocks.
 // - Statistics through a MemoryTracker: `live` = bytes requested by live storages (tensors and backend
 //   temporaries), `reserved` = bytes held from cudaMalloc (live + cached, in class sizes), `peak` = max live.
 //
@@ -43,12 +52,34 @@ export interface AllocatorDriver {
 
 interface Block {
   ptr: number;
+  /** The graph pool that owns the block (null: the shared cache). */
+  pool: GraphPool | null;
   size: number;
   /** Bytes requested (what `live` counts). */
   requested: number;
   stream: number;
   /** Other streams that used the block while it was live. */
   uses: Set<number> | null;
+}
+
+/** The private memory of one CUDA graph (see the header). */
+export class GraphPool {
+  /** size class -> free blocks of this pool */
+  readonly bins = new Map<number, Block[]>();
+  /** Blocks owned (live or free). */
+  blocks = 0;
+  /** Bytes of the owned blocks (class sizes). */
+  reservedBytes = 0;
+  /** Live blocks of the pool. */
+  liveBlocks = 0;
+  /** While sealed the pool hands out only its free blocks (no cudaMalloc: a capture is under way). */
+  sealed = false;
+  released = false;
+  constructor(
+    readonly stream: number,
+    /** Names the graph in errors. */
+    readonly label: string,
+  ) {}
 }
 
 export interface AllocatorCounters {
@@ -71,6 +102,8 @@ export class CachingAllocator {
   /** stream -> size class -> cached blocks (LIFO: the most recently freed block is the warmest). */
   private readonly bins = new Map<number, Map<number, Block[]>>();
   private cached = 0;
+  /** The graph pool allocations on its stream come from (withPool). */
+  private pool: GraphPool | null = null;
 
   constructor(
     private readonly driver: AllocatorDriver,
@@ -97,6 +130,8 @@ export class CachingAllocator {
   /** A device pointer to at least `bytes` bytes, usable on `stream` in stream order. Throws OutOfMemoryError. */
   allocate(bytes: number, stream: number): number {
     const size = sizeClass(bytes);
+    const pool = this.pool;
+    if (pool && pool.stream === stream) return this.allocateInPool(pool, bytes, size);
     let block = this.take(stream, size);
     if (block) {
       this.counters.cacheHits++;
@@ -121,9 +156,74 @@ export class CachingAllocator {
       if (ptr === null) throw this.outOfMemory(bytes, released);
     }
     this.counters.mallocs++;
-    this.live.set(ptr, { ptr, size, requested: bytes, stream, uses: null });
+    this.live.set(ptr, { ptr, pool: null, size, requested: bytes, stream, uses: null });
     this.memory.onAlloc(bytes, size);
     return ptr;
+  }
+
+  /** Run fn with `pool` current (allocations on its stream come from it); the previous pool is restored after. */
+  withPool<T>(pool: GraphPool, fn: () => T): T {
+    if (pool.released) throw new Error(`CUDA allocator: the graph pool of ${pool.label} was released`);
+    const previous = this.pool;
+    this.pool = pool;
+    try {
+      return fn();
+    } finally {
+      this.pool = previous;
+    }
+  }
+
+  /**
+   * Give a pool's blocks to the shared cache (its graph is gone): the free ones now, those still live (tensors made
+   * during the warm-up that outlive it, e.g. a feature's per-run cache) when they are freed.
+   */
+  releasePool(pool: GraphPool): void {
+    if (pool.released) return;
+    pool.released = true;
+    for (const bin of pool.bins.values()) for (const b of bin) this.toBin(b, pool.stream);
+    pool.bins.clear();
+    pool.blocks = 0;
+    pool.reservedBytes = 0;
+  }
+
+  private allocateInPool(pool: GraphPool, bytes: number, size: number): number {
+    let block = pool.bins.get(size)?.pop();
+    if (block) {
+      this.counters.cacheHits++;
+      block.requested = bytes;
+      this.memory.onAlloc(bytes, 0);
+    } else if (!pool.sealed && (block = this.take(pool.stream, size) ?? undefined)) {
+      // a free block of the shared cache on the pool's stream joins the pool (no new device memory)
+      this.counters.cacheHits++;
+      block.pool = pool;
+      block.requested = bytes;
+      block.uses = null;
+      pool.blocks++;
+      pool.reservedBytes += size;
+      this.memory.onAlloc(bytes, 0);
+    } else {
+      if (pool.sealed)
+        throw new Error(
+          `CUDA graph capture of ${pool.label}: a ${size}-byte block was requested that the eager warm-up run did not allocate ` +
+            "(cudaMalloc is not allowed during capture); the captured function must allocate the same sizes in the same order on every call",
+        );
+      let ptr = this.driver.malloc(size);
+      if (ptr === null) {
+        this.counters.oomRetries++;
+        const released = this.cached;
+        this.emptyCache();
+        ptr = this.driver.malloc(size);
+        if (ptr === null) throw this.outOfMemory(bytes, released);
+      }
+      this.counters.mallocs++;
+      block = { ptr, pool, size, requested: bytes, stream: pool.stream, uses: null };
+      pool.blocks++;
+      pool.reservedBytes += size;
+      this.memory.onAlloc(bytes, size);
+    }
+    pool.liveBlocks++;
+    this.live.set(block.ptr, block);
+    return block.ptr;
   }
 
   /** Return a block to its stream's bin (reusable there at once). */
@@ -133,13 +233,27 @@ export class CachingAllocator {
     this.live.delete(ptr);
     if (block.uses) for (const s of block.uses) this.driver.streamWait(block.stream, s);
     block.uses = null;
-    let bins = this.bins.get(block.stream);
-    if (!bins) this.bins.set(block.stream, (bins = new Map()));
+    this.memory.onFree(block.requested, 0);
+    const pool = block.pool;
+    if (pool) pool.liveBlocks--;
+    if (pool && !pool.released) {
+      let bin = pool.bins.get(block.size);
+      if (!bin) pool.bins.set(block.size, (bin = []));
+      bin.push(block);
+      return;
+    }
+    this.toBin(block, block.stream);
+  }
+
+  private toBin(block: Block, stream: number): void {
+    block.pool = null;
+    block.stream = stream;
+    let bins = this.bins.get(stream);
+    if (!bins) this.bins.set(stream, (bins = new Map()));
     let bin = bins.get(block.size);
     if (!bin) bins.set(block.size, (bin = []));
     bin.push(block);
     this.cached += block.size;
-    this.memory.onFree(block.requested, 0);
   }
 
   /** Note that a live block is used on `stream` too (its reuse then waits for that stream). */

@@ -5,13 +5,14 @@
 // copied to pinned host memory on the compute stream *before* that sync, checked after it, and cleared in stream
 // order. A raised slot becomes an Error naming the op that raised it and the offending index, thrown from the sync
 // point. Slots run out only after SLOTS checked launches without a sync; the next launch then checks
-// synchronously first.
+// synchronously first. A checked launch cannot be part of a CUDA graph (graph-state.ts).
 //
 // Slot layout (kernels/index.cu raise_bad): long long[2] = { raised (0 / 1), offending index }.
 
 import { toArrayBuffer, type Pointer } from "bun:ffi";
 import type { CudaLibraries } from "../../../ffi/cuda/index.ts";
 import { cudaMemcpyKind } from "../../../ffi/cuda/cudart.ts";
+import { refuseDuringCapture } from "./graph-state.ts";
 
 const SLOTS = 256;
 const SLOT_BYTES = 16;
@@ -50,6 +51,7 @@ export class DeferredErrors {
 
   /** The device address of a fresh slot for one launch of `op`; its error, if raised, names op and range. */
   slot(op: string, range: string): number {
+    refuseDuringCapture(`${op} (its index bounds are checked through a deferred device flag that a replay would raise unseen)`);
     this.ensure();
     if (this.pending.length === SLOTS) {
       this.forcedChecks++;

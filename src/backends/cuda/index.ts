@@ -3,7 +3,8 @@
 // initCuda() loads the libraries, selects the device, creates the streams, handles, caching allocator and pinned
 // staging, and registers the backend; cudaAvailable() says whether that would work and, if not, why (the lowest
 // failing layer first: driver, runtime, then libraries — diagnose.ts). One op family
-// per file: elementwise, reduce, linalg (cuBLAS), conv (cuDNN), norm, indexing, attention; allocator and streams.
+// per file: elementwise, reduce, linalg (cuBLAS), conv (cuDNN), norm, indexing, attention; allocator and streams;
+// CUDA graphs (graph.ts).
 
 import type { Backend } from "../backend.ts";
 import { registerBackend } from "../registry.ts";
@@ -26,6 +27,7 @@ import { groupNorm, layerNorm, upsampleNearest2d } from "./norm.ts";
 import { reduce, softmax } from "./reduce.ts";
 
 export { cudaMemory, type CudaContext, cudaContext, dptr } from "./context.ts";
+export { CudaGraphExec, captureCudaGraph, cudaGraphLaunches, cudaGraphsUnsupported } from "./graph.ts";
 
 export const cudaBackend: Backend = {
   device: "cuda",

@@ -12,12 +12,15 @@
 //             flight. Synchronous (returns the bytes): a synchronisation point, so the deferred device errors
 //             (deferred-errors.ts) are read back on compute before it and checked after it.
 //
+// Neither can be part of a CUDA graph: both refuse while a capture is under way (graph-state.ts).
+//
 // Ring: BD_CUDA_STAGING_BYTES per slot (default 8 MiB), 2 slots, allocated on first use with cudaMallocHost and
 // read / written from JavaScript through a zero-copy ArrayBuffer over the pinned memory.
 
 import { toArrayBuffer, type Pointer } from "bun:ffi";
 import type { CudaLibraries } from "../../../ffi/cuda/index.ts";
 import { cudaEventDisableTiming, cudaMemcpyKind, cudaStreamNonBlocking } from "../../../ffi/cuda/cudart.ts";
+import { refuseDuringCapture } from "./graph-state.ts";
 import { SmallUploads } from "./small-uploads.ts";
 
 type Rt = CudaLibraries["cudart"]["symbols"];
@@ -130,6 +133,7 @@ export class PinnedStaging {
   upload(dst: number, src: Uint8Array): void {
     const n = src.byteLength;
     if (n === 0) return;
+    refuseDuringCapture(`a host → device upload of ${n} bytes`);
     if (this.small.upload(dst, src)) {
       this.stats.uploads++;
       this.stats.uploadBytes += n;
@@ -155,6 +159,7 @@ export class PinnedStaging {
   /** Host copy of device[src, src + n), after all compute work queued so far. */
   download(src: number, n: number, into = new Uint8Array(n)): Uint8Array {
     if (n === 0) return into;
+    refuseDuringCapture(`a device → host download of ${n} bytes (a synchronisation)`);
     const rt = this.libs.cudart.symbols;
     const { compute, copy } = this.streams;
     this.deferred?.queueReadback();
