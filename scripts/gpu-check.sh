@@ -6,7 +6,7 @@
 #   3. runs the CUDA test suite on the real device (test/cuda, test/ops, test/backends, test/offload);
 #   4. runs compute-sanitizer memcheck and racecheck over the kernel tests when the tool exists;
 #   5. runs the benchmarks that exist (scripts/bench/cuda-ops.ts, attention.ts, offload-steps.ts, tome.ts, tome-table.ts, memory.ts,
-#      host-overhead.ts, ladder.ts);
+#      host-overhead.ts, cuda-graph-steps.ts, channels-last.ts, ladder.ts);
 #   each step under its own time limit, all of it within 8 minutes (a step gets what is left when that is less), and
 #   writes bench/results/<gpu>-<date>.json and .md (scripts/gpu-check-report.ts) with every step's status, time,
 #   log tail and the benchmarks' JSON.
@@ -143,6 +143,8 @@ bench bench-cuda-ops 45 scripts/bench/cuda-ops.ts
 bench bench-attention 45 scripts/bench/attention.ts
 bench bench-offload 90 scripts/bench/offload-steps.ts --device=cuda
 bench bench-host-overhead 30 scripts/bench/host-overhead.ts
+bench bench-cuda-graphs 45 scripts/bench/cuda-graph-steps.ts --dtype float16
+bench bench-channels-last 45 scripts/bench/channels-last.ts --device=cuda
 bench bench-tome 60 scripts/bench/tome.ts --sizes 512,768,1024 --attention fused,naive --reps 3 --device=cuda
 bench bench-ladder 90 scripts/bench/ladder.ts --steps 10 --device=cuda
 bench bench-tome-table 90 scripts/bench/tome-table.ts --sizes 512,768,1024 --batches 1,2,4 --steps 10 --device=cuda
