@@ -1,5 +1,7 @@
 // Small helpers shared by the benchmark scripts: wall-clock timing of host work (CPU benchmarks), medians and
-// rounding for the printed JSON.
+// rounding for the printed JSON, command-line options and the --device choice.
+
+import { cudaAvailable, initCuda } from "../../src/backends/cuda/index.ts";
 
 /** Median milliseconds of fn (one warm-up, then ≥ 3 runs and ≥ minSeconds). */
 export function time(fn: () => void, minSeconds: number): { ms: number; reps: number } {
@@ -32,4 +34,23 @@ export function round(x: number, digits = 2): number {
 export function sig(x: number, digits = 4): number {
   if (x === 0 || !Number.isFinite(x)) return x;
   return Number(x.toPrecision(digits));
+}
+
+/** The value after `name` in `args` (`--steps 20` → "20"), or undefined when `name` is absent. */
+export function cliOption(args: readonly string[], name: string): string | undefined {
+  const i = args.indexOf(name);
+  return i >= 0 ? args[i + 1] : undefined;
+}
+
+/** A `--device` value (default "cpu"); "cuda" initialises the CUDA backend (a GPU, or the emulated device with
+ * BD_CUDA_EMULATE=1) or throws saying why there is none. */
+export function benchDevice(value: string | undefined): "cpu" | "cuda" {
+  const device = value ?? "cpu";
+  if (device !== "cpu" && device !== "cuda") throw new Error(`--device: cpu or cuda, got ${device}`);
+  if (device === "cuda") {
+    const a = cudaAvailable();
+    if (!a.ok) throw new Error(`--device cuda: no CUDA device (real, or the emulated one with BD_CUDA_EMULATE=1): ${a.reason}`);
+    initCuda();
+  }
+  return device;
 }

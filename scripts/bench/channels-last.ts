@@ -6,26 +6,17 @@
 
 import os from "node:os";
 import path from "node:path";
-import { cudaAvailable, cudaSynchronize, initCuda } from "../../src/backends/cuda/index.ts";
+import { cudaSynchronize } from "../../src/backends/cuda/index.ts";
 import { UNet2DConditionModel } from "../../src/models/unet/index.ts";
 import { DEMO_MODEL_DIR } from "../../src/pipelines/demo-model.ts";
 import { applyChannelsLast } from "../../src/speed/channels-last.ts";
-import { type Device, tidy } from "../../src/tensor/index.ts";
-import { median, round } from "./bench-util.ts";
+import { tidy } from "../../src/tensor/index.ts";
+import { benchDevice, cliOption, median, round } from "./bench-util.ts";
 import { randomUNet, unetCall, unetInputs } from "./unet-bench.ts";
 
 const args = process.argv.slice(2);
-const opt = (name: string) => {
-  const i = args.indexOf(name);
-  return i >= 0 ? args[i + 1] : undefined;
-};
-const DEVICE = (opt("--device") ?? "cpu") as Device;
-if (DEVICE !== "cpu" && DEVICE !== "cuda") throw new Error(`--device: cpu or cuda, got ${DEVICE}`);
-if (DEVICE === "cuda") {
-  const a = cudaAvailable();
-  if (!a.ok) throw new Error(`--device cuda: no CUDA device: ${a.reason}`);
-  initCuda();
-}
+const opt = (name: string) => cliOption(args, name);
+const DEVICE = benchDevice(opt("--device"));
 const REPS = Number(opt("--reps") ?? 5);
 if (!(Number.isInteger(REPS) && REPS >= 1)) throw new Error(`--reps: a positive integer, got ${opt("--reps")}`);
 

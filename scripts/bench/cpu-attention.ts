@@ -12,13 +12,10 @@ import { gemmBackendName } from "../../src/backends/cpu/index.ts";
 import { softmaxSimd } from "../../src/backends/cpu/index.ts";
 import { scaledDotProductAttention } from "../../src/nn/attention-dispatch.ts";
 import { type Tensor, memoryStats, randn, resetPeakMemory, tidy } from "../../src/tensor/index.ts";
-import { time } from "./bench-util.ts";
+import { cliOption, time } from "./bench-util.ts";
 
 const args = process.argv.slice(2);
-const opt = (name: string) => {
-  const i = args.indexOf(name);
-  return i >= 0 ? args[i + 1] : undefined;
-};
+const opt = (name: string) => cliOption(args, name);
 const MIN_SECONDS = Number(opt("--min-seconds") ?? 1);
 const KINDS = (opt("--kinds") ?? "fused,chunked,naive").split(",");
 const NAIVE_MAX_BYTES = Number(opt("--naive-max-mb") ?? 2048) * 2 ** 20;

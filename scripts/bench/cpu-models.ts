@@ -22,12 +22,10 @@ import { Conv2d, Linear } from "../../src/nn/layers.ts";
 import type { Module } from "../../src/nn/module.ts";
 import { type Tensor, memoryStats, randn, resetPeakMemory, tensor, tidy } from "../../src/tensor/index.ts";
 import { fillRandom, manifestConfig } from "./random-weights.ts";
+import { cliOption } from "./bench-util.ts";
 
 const args = process.argv.slice(2);
-const opt = (name: string) => {
-  const i = args.indexOf(name);
-  return i >= 0 ? args[i + 1] : undefined;
-};
+const opt = (name: string) => cliOption(args, name);
 const SIZES = (opt("--sizes") ?? "256,512").split(",").map(Number);
 const GOLDEN = path.resolve(opt("--golden") ?? process.env.BD_GOLDEN_DIR ?? path.join(import.meta.dir, "../../../shared/golden"));
 const manifest = (name: string) => manifestConfig(GOLDEN, name);

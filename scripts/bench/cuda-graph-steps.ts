@@ -14,14 +14,11 @@ import { cudaAvailable, cudaGraphLaunches, cudaInfo, cudaSynchronize, initCuda }
 import { cudaCapturer } from "../../src/pipelines/cuda-graph-feature.ts";
 import { applyCudaGraphs } from "../../src/speed/index.ts";
 import { type DType, tidy } from "../../src/tensor/index.ts";
-import { median, round } from "./bench-util.ts";
+import { cliOption, median, round } from "./bench-util.ts";
 import { randomUNet, unetCall, unetInputs } from "./unet-bench.ts";
 
 const args = process.argv.slice(2);
-const opt = (name: string) => {
-  const i = args.indexOf(name);
-  return i >= 0 ? args[i + 1] : undefined;
-};
+const opt = (name: string) => cliOption(args, name);
 const a = cudaAvailable();
 if (!a.ok) throw new Error(`no CUDA device (real, or the emulated one with BD_CUDA_EMULATE=1): ${a.reason}`);
 initCuda();

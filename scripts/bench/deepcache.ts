@@ -16,14 +16,11 @@ import { UNet2DConditionModel } from "../../src/models/unet/index.ts";
 import { StableDiffusionPipeline } from "../../src/pipelines/index.ts";
 import { applyDeepCache, fuseQkvProjections } from "../../src/speed/index.ts";
 import { randn, tidy } from "../../src/tensor/index.ts";
-import { median, round } from "./bench-util.ts";
+import { cliOption, median, round } from "./bench-util.ts";
 import { fillRandom, manifestConfig } from "./random-weights.ts";
 
 const args = process.argv.slice(2);
-const opt = (name: string) => {
-  const i = args.indexOf(name);
-  return i >= 0 ? args[i + 1] : undefined;
-};
+const opt = (name: string) => cliOption(args, name);
 const STEPS = Number(opt("--steps") ?? 20);
 const INTERVAL = Number(opt("--interval") ?? 3);
 const BRANCH = Number(opt("--branch") ?? 0);

@@ -18,13 +18,10 @@ import { getBackend } from "../../src/backends/registry.ts";
 import { UNet2DConditionModel } from "../../src/models/unet/index.ts";
 import { empty, memoryStats, tidy } from "../../src/tensor/index.ts";
 import { manifestConfig } from "./random-weights.ts";
-import { median, round } from "./bench-util.ts";
+import { cliOption, median, round } from "./bench-util.ts";
 
 const args = process.argv.slice(2);
-const opt = (name: string): string | undefined => {
-  const i = args.indexOf(name);
-  return i >= 0 ? args[i + 1] : undefined;
-};
+const opt = (name: string) => cliOption(args, name);
 const STEPS = Number(opt("--steps") ?? 20);
 const WARMUP = Number(opt("--warmup") ?? 5);
 const GOLDEN = path.resolve(opt("--golden") ?? process.env.BD_GOLDEN_DIR ?? path.join(import.meta.dir, "../../../shared/golden"));

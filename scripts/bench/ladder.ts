@@ -19,7 +19,7 @@ import { writeFileSync } from "node:fs";
 import os from "node:os";
 import sharp from "sharp";
 import { cpuInfo } from "../../ffi/cpuid.ts";
-import { cudaAvailable, cudaInfo, cudaSynchronize, initCuda } from "../../src/backends/cuda/index.ts";
+import { cudaInfo, cudaSynchronize } from "../../src/backends/cuda/index.ts";
 import { UNet2DConditionModel } from "../../src/models/unet/index.ts";
 import type { AttentionKind } from "../../src/nn/attention-dispatch.ts";
 import { AttnProcessorDefault } from "../../src/nn/attention.ts";
@@ -27,22 +27,13 @@ import { setAttnProcessor } from "../../src/nn/attention-processors.ts";
 import { cudaCapturer } from "../../src/pipelines/cuda-graph-feature.ts";
 import { applyCudaGraphs, applyDeepCache, fuseQkvProjections } from "../../src/speed/index.ts";
 import { applyChannelsLast } from "../../src/speed/channels-last.ts";
-import { type DType, type Device, tidy } from "../../src/tensor/index.ts";
-import { round } from "./bench-util.ts";
+import { type DType, tidy } from "../../src/tensor/index.ts";
+import { benchDevice, cliOption, round } from "./bench-util.ts";
 import { randomUNet, unetCall, unetInputs } from "./unet-bench.ts";
 
 const args = process.argv.slice(2);
-const opt = (name: string) => {
-  const i = args.indexOf(name);
-  return i >= 0 ? args[i + 1] : undefined;
-};
-const DEVICE = (opt("--device") ?? "cpu") as Device;
-if (DEVICE !== "cpu" && DEVICE !== "cuda") throw new Error(`--device: cpu or cuda, got ${DEVICE}`);
-if (DEVICE === "cuda") {
-  const a = cudaAvailable();
-  if (!a.ok) throw new Error(`--device cuda: no CUDA device (real, or the emulated one with BD_CUDA_EMULATE=1): ${a.reason}`);
-  initCuda();
-}
+const opt = (name: string) => cliOption(args, name);
+const DEVICE = benchDevice(opt("--device"));
 const MODELS = (opt("--models") ?? (DEVICE === "cuda" ? "sdxl,sd15" : "sd15")).split(",");
 const STEPS = Number(opt("--steps") ?? (DEVICE === "cuda" ? 30 : 4));
 const FAST = (opt("--fast-dtype") ?? "bfloat16") as DType;

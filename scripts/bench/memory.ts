@@ -16,13 +16,10 @@ import os from "node:os";
 import path from "node:path";
 import { formatBytes } from "../../src/core/errors.ts";
 import { MetaModels, type MemoryPlan, type PlanRequest, knownPlanModels, planMemory } from "../../src/pipelines/index.ts";
-import { round } from "./bench-util.ts";
+import { cliOption, round } from "./bench-util.ts";
 
 const args = process.argv.slice(2);
-const opt = (name: string) => {
-  const i = args.indexOf(name);
-  return i >= 0 ? args[i + 1] : undefined;
-};
+const opt = (name: string) => cliOption(args, name);
 const OUT = opt("--out");
 const REFERENCE = path.resolve(opt("--reference") ?? path.join(import.meta.dir, "../../../shared/reference/published-benchmarks.md"));
 const PREFETCH = Number(opt("--prefetch-mib") ?? 64) * 2 ** 20;

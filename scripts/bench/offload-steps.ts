@@ -17,14 +17,11 @@ import { cudaAvailable, cudaSynchronize, initCuda } from "../../src/backends/cud
 import { DEFAULT_PREFETCH_BYTES, installSequentialOffload } from "../../src/offload/index.ts";
 import { MetaModels, knownPlanModels, planMemory } from "../../src/pipelines/index.ts";
 import { type DType, type Device, memoryStats, resetPeakMemory, tidy } from "../../src/tensor/index.ts";
-import { median, round } from "./bench-util.ts";
+import { cliOption, median, round } from "./bench-util.ts";
 import { randomUNet, unetCall, unetInputs } from "./unet-bench.ts";
 
 const args = process.argv.slice(2);
-const opt = (name: string) => {
-  const i = args.indexOf(name);
-  return i >= 0 ? args[i + 1] : undefined;
-};
+const opt = (name: string) => cliOption(args, name);
 const DEVICE = (opt("--device") ?? "cuda") as Device;
 const CASES = (opt("--cases") ?? "sd15,sdxl").split(",");
 const STEPS = Number(opt("--steps") ?? 5);

@@ -10,13 +10,10 @@ import { type Tensor, argsort, div, gather, indexSelect, matmul, maxWithIndices,
 import { TokenMatch, bipartiteSoftMatching } from "../../src/tome/bipartite.ts";
 import { partitionIndices, partitionTensors, randomDstChoice } from "../../src/tome/partition.ts";
 import { TorchGenerator } from "../../src/tensor/random/torch-normal.ts";
-import { median, round } from "./bench-util.ts";
+import { cliOption, median, round } from "./bench-util.ts";
 
 const args = process.argv.slice(2);
-const opt = (name: string, d: number) => {
-  const i = args.indexOf(name);
-  return i >= 0 ? Number(args[i + 1]) : d;
-};
+const opt = (name: string, d: number) => Number(cliOption(args, name) ?? d);
 const B = opt("--batch", 2);
 const side = opt("--tokens", 64);
 const C = opt("--channels", 320);

@@ -14,28 +14,19 @@
 import { writeFileSync } from "node:fs";
 import os from "node:os";
 import { cpuInfo } from "../../ffi/cpuid.ts";
-import { cudaAvailable, cudaEmptyCache, cudaInfo, cudaSynchronize, initCuda } from "../../src/backends/cuda/index.ts";
+import { cudaEmptyCache, cudaInfo, cudaSynchronize } from "../../src/backends/cuda/index.ts";
 import { OutOfMemoryError, formatBytes } from "../../src/core/errors.ts";
 import { AttnProcessorDefault } from "../../src/nn/attention.ts";
 import { setAttnProcessor } from "../../src/nn/attention-processors.ts";
 import { MetaModels, knownPlanModels, planMemory } from "../../src/pipelines/index.ts";
-import { type DType, type Device, memoryStats, resetPeakMemory, tidy } from "../../src/tensor/index.ts";
+import { type DType, memoryStats, resetPeakMemory, tidy } from "../../src/tensor/index.ts";
 import { applyTokenMerging, removeTokenMerging } from "../../src/tome/index.ts";
-import { round } from "./bench-util.ts";
+import { benchDevice, cliOption, round } from "./bench-util.ts";
 import { randomUNet, unetCall, unetInputs } from "./unet-bench.ts";
 
 const args = process.argv.slice(2);
-const opt = (name: string) => {
-  const i = args.indexOf(name);
-  return i >= 0 ? args[i + 1] : undefined;
-};
-const DEVICE = (opt("--device") ?? "cpu") as Device;
-if (DEVICE !== "cpu" && DEVICE !== "cuda") throw new Error(`--device: cpu or cuda, got ${DEVICE}`);
-if (DEVICE === "cuda") {
-  const a = cudaAvailable();
-  if (!a.ok) throw new Error(`--device cuda: no CUDA device (real, or the emulated one with BD_CUDA_EMULATE=1): ${a.reason}`);
-  initCuda();
-}
+const opt = (name: string) => cliOption(args, name);
+const DEVICE = benchDevice(opt("--device"));
 const gpu = DEVICE === "cuda";
 const ints = (name: string, dflt: string) =>
   (opt(name) ?? dflt).split(",").map((v) => {

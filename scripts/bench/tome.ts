@@ -15,32 +15,23 @@ import path from "node:path";
 import { cpuInfo } from "../../ffi/cpuid.ts";
 import { gemmBackendName } from "../../src/backends/cpu/index.ts";
 import { UNet2DConditionModel } from "../../src/models/unet/index.ts";
-import { cudaAvailable, cudaInfo, initCuda } from "../../src/backends/cuda/index.ts";
+import { cudaInfo } from "../../src/backends/cuda/index.ts";
 import { AttnProcessorDefault } from "../../src/nn/attention.ts";
 import type { AttentionKind } from "../../src/nn/attention-dispatch.ts";
 import { setAttnProcessor } from "../../src/nn/attention-processors.ts";
-import { type DType, type Device, memoryStats, randn, resetPeakMemory, tidy } from "../../src/tensor/index.ts";
+import { type DType, memoryStats, randn, resetPeakMemory, tidy } from "../../src/tensor/index.ts";
 import { type TokenMergingOptions, applyTokenMerging, removeTokenMerging } from "../../src/tome/index.ts";
-import { median, round } from "./bench-util.ts";
+import { benchDevice, cliOption, median, round } from "./bench-util.ts";
 import { fillRandom, manifestConfig } from "./random-weights.ts";
 
 const args = process.argv.slice(2);
-const opt = (name: string) => {
-  const i = args.indexOf(name);
-  return i >= 0 ? args[i + 1] : undefined;
-};
+const opt = (name: string) => cliOption(args, name);
 const SIZES = (opt("--sizes") ?? "512").split(",").map(Number);
 const REPS = Number(opt("--reps") ?? 1);
 const MODES = (opt("--modes") ?? "plain,tome0.25,tome0.5,tome0.75,todo2").split(",");
-const DEVICE = (opt("--device") ?? "cpu") as Device;
+const DEVICE = benchDevice(opt("--device"));
 const DTYPE = (opt("--dtype") ?? (DEVICE === "cpu" ? "float32" : "float16")) as DType;
 const ATTENTION = (opt("--attention") ?? "fused").split(",") as AttentionKind[];
-if (DEVICE !== "cpu" && DEVICE !== "cuda") throw new Error(`--device: cpu or cuda, got ${DEVICE}`);
-if (DEVICE === "cuda") {
-  const a = cudaAvailable();
-  if (!a.ok) throw new Error(`--device cuda: no CUDA device (real, or the emulated one with BD_CUDA_EMULATE=1): ${a.reason}`);
-  initCuda();
-}
 for (const k of ATTENTION) if (k !== "fused" && k !== "naive") throw new Error(`--attention: fused or naive, got ${k}`);
 const GOLDEN = path.resolve(opt("--golden") ?? process.env.BD_GOLDEN_DIR ?? path.join(import.meta.dir, "../../../shared/golden"));
 for (const px of SIZES) if (!(Number.isInteger(px) && px > 0 && px % 8 === 0)) throw new Error(`--sizes: ${px} is not a positive multiple of 8 pixels`);
@@ -53,7 +44,6 @@ function modeOptions(mode: string): TokenMergingOptions | null {
   if (todo) return { mode: "todo", factor: Number(todo[1]) };
   throw new Error(`--modes: unknown mode ${JSON.stringify(mode)} (plain, tome<ratio>, todo<factor>)`);
 }
-
 
 const cfg = manifestConfig(GOLDEN, "sd15_unet");
 const t0 = performance.now();

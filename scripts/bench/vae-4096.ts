@@ -11,14 +11,11 @@ import path from "node:path";
 import { cpuInfo } from "../../ffi/cpuid.ts";
 import { AutoencoderKL } from "../../src/models/vae/index.ts";
 import { empty, measureMemory, memoryStats, randn, resetPeakMemory, tidy } from "../../src/tensor/index.ts";
-import { round } from "./bench-util.ts";
+import { cliOption, round } from "./bench-util.ts";
 import { fillRandom, manifestConfig } from "./random-weights.ts";
 
 const args = process.argv.slice(2);
-const opt = (name: string) => {
-  const i = args.indexOf(name);
-  return i >= 0 ? args[i + 1] : undefined;
-};
+const opt = (name: string) => cliOption(args, name);
 const SIZE = Number(opt("--size") ?? 4096);
 const MODE = opt("--mode") ?? "blended";
 if (MODE !== "blended" && MODE !== "seamless") throw new Error(`--mode must be blended or seamless, got ${MODE}`);
