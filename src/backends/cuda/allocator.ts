@@ -147,15 +147,7 @@ export class CachingAllocator {
       this.memory.onAlloc(bytes, 0);
       return block.ptr;
     }
-    let ptr = this.driver.malloc(size);
-    if (ptr === null) {
-      this.counters.oomRetries++;
-      const released = this.cached;
-      this.emptyCache();
-      ptr = this.driver.malloc(size);
-      if (ptr === null) throw this.outOfMemory(bytes, released);
-    }
-    this.counters.mallocs++;
+    const ptr = this.mallocOrEmpty(bytes, size);
     this.live.set(ptr, { ptr, pool: null, size, requested: bytes, stream, uses: null });
     this.memory.onAlloc(bytes, size);
     return ptr;
@@ -207,15 +199,7 @@ export class CachingAllocator {
           `CUDA graph capture of ${pool.label}: a ${size}-byte block was requested that the eager warm-up run did not allocate ` +
             "(cudaMalloc is not allowed during capture); the captured function must allocate the same sizes in the same order on every call",
         );
-      let ptr = this.driver.malloc(size);
-      if (ptr === null) {
-        this.counters.oomRetries++;
-        const released = this.cached;
-        this.emptyCache();
-        ptr = this.driver.malloc(size);
-        if (ptr === null) throw this.outOfMemory(bytes, released);
-      }
-      this.counters.mallocs++;
+      const ptr = this.mallocOrEmpty(bytes, size);
       block = { ptr, pool, size, requested: bytes, stream: pool.stream, uses: null };
       pool.blocks++;
       pool.reservedBytes += size;
@@ -224,6 +208,20 @@ export class CachingAllocator {
     pool.liveBlocks++;
     this.live.set(block.ptr, block);
     return block.ptr;
+  }
+
+  /** cudaMalloc `size` bytes for a `bytes` request; when the device is full, empty the cache and try once more. */
+  private mallocOrEmpty(bytes: number, size: number): number {
+    let ptr = this.driver.malloc(size);
+    if (ptr === null) {
+      this.counters.oomRetries++;
+      const released = this.cached;
+      this.emptyCache();
+      ptr = this.driver.malloc(size);
+      if (ptr === null) throw this.outOfMemory(bytes, released);
+    }
+    this.counters.mallocs++;
+    return ptr;
   }
 
   /** Return a block to its stream's bin (reusable there at once). */

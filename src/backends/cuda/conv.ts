@@ -15,11 +15,11 @@
 import type { Conv2dParams, TensorView } from "../backend.ts";
 import { ALGO_PERF, cudnnConvolutionMode, cudnnDataType, cudnnMathType, cudnnTensorFormat } from "../../../ffi/cuda/cudnn.ts";
 import { type DType, dtypeBytes } from "../../core/dtype.ts";
-import { channelsLastStrides, hasChannelsLastStrides } from "../../core/memory-format.ts";
+import { hasChannelsLastStrides } from "../../core/memory-format.ts";
 import { isContiguous, numel } from "../../core/shape.ts";
-import { allocateStorage, cudaContext, describe, dptr, requireDType, temp, type CudaContext, type Temp } from "./context.ts";
+import { cudaContext, describe, dptr, requireDType, temp, type CudaContext, type Temp } from "./context.ts";
 import { binary, copy } from "./elementwise.ts";
-import { contiguousAs } from "./reduce.ts";
+import { channelsLastAs, contiguousAs } from "./dense-views.ts";
 
 const DATA_TYPE: Partial<Record<DType, number>> = { float32: cudnnDataType.float, float16: cudnnDataType.half, bfloat16: cudnnDataType.bfloat16 };
 const ONE = new Float32Array([1]);
@@ -65,17 +65,7 @@ function isNhwc(out: TensorView): boolean {
 
 /** v in the layout the plan reads: itself when it already is, else a dense copy to free. */
 function denseAs(v: TensorView, nhwc: boolean): { view: TensorView; temp: Temp | null } {
-  if (!nhwc) return contiguousAs(v);
-  if (hasChannelsLastStrides(v.shape, v.strides)) return { view: v, temp: null };
-  const storage = allocateStorage(numel(v.shape) * dtypeBytes(v.dtype));
-  const t: Temp = { storage, dtype: v.dtype, shape: v.shape, strides: channelsLastStrides(v.shape), offset: 0, free: () => storage.release() };
-  try {
-    copy(v, t);
-  } catch (e) {
-    t.free();
-    throw e;
-  }
-  return { view: t, temp: t };
+  return nhwc ? channelsLastAs(v) : contiguousAs(v);
 }
 
 function makePlan(c: CudaContext, key: string, dtype: number, x: TensorView, w: TensorView, out: TensorView, p: Conv2dParams, op: string, nhwc: boolean, heuristicOnly = false): Plan {

@@ -14,7 +14,7 @@ import { numel } from "../../core/shape.ts";
 import { type Temp, cudaContext, dptr, launch, requireDType, stridedParams, tagOf, temp } from "./context.ts";
 import { copy, stridedFor } from "./elementwise.ts";
 import { viaCpu } from "./fallback.ts";
-import { contiguousAs } from "./reduce.ts";
+import { contiguousAs } from "./dense-views.ts";
 
 /** A deferred error slot for one launch of `op` whose indices must lie in [0, size) along `dim`. */
 function badFlag(op: string, index: TensorView, size: number, dim: number): number {

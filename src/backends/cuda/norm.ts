@@ -6,12 +6,11 @@
 // is one strided copy (each source pixel's channel run repeated), other cases run the NCHW kernel on contiguous copies.
 
 import type { TensorView } from "../backend.ts";
-import { channelsLastStrides, hasChannelsLastStrides } from "../../core/memory-format.ts";
+import { hasChannelsLastStrides } from "../../core/memory-format.ts";
 import { isContiguous, numel } from "../../core/shape.ts";
-import { allocateStorage, cudaContext, dptr, dptrOrNull, launch, requireDType, tagOf, temp, type Temp } from "./context.ts";
+import { cudaContext, dptr, dptrOrNull, launch, requireDType, tagOf, temp, type Temp } from "./context.ts";
 import { copy } from "./elementwise.ts";
-import { contiguousAs } from "./reduce.ts";
-import { dtypeBytes, type DType } from "../../core/dtype.ts";
+import { channelsLastAs, contiguousAs } from "./dense-views.ts";
 
 /** Run fn on contiguous versions of the views (copies freed afterwards). */
 function contiguousAll<R>(views: (TensorView | null)[], fn: (vs: (TensorView | null)[]) => R): R {
@@ -21,25 +20,6 @@ function contiguousAll<R>(views: (TensorView | null)[], fn: (vs: (TensorView | n
   } finally {
     for (const m of made) m?.temp?.free();
   }
-}
-
-/** An uninitialised dense channels-last temporary of `shape`. */
-function channelsLastTemp(shape: readonly number[], dtype: DType): Temp {
-  const storage = allocateStorage(numel(shape) * dtypeBytes(dtype));
-  return { storage, dtype, shape, strides: channelsLastStrides(shape), offset: 0, free: () => storage.release() };
-}
-
-/** v as a dense channels-last view: itself, or a copy to free. */
-function channelsLastAs(v: TensorView): { view: TensorView; temp: Temp | null } {
-  if (hasChannelsLastStrides(v.shape, v.strides)) return { view: v, temp: null };
-  const t = channelsLastTemp(v.shape, v.dtype);
-  try {
-    copy(v, t);
-  } catch (e) {
-    t.free();
-    throw e;
-  }
-  return { view: t, temp: t };
 }
 
 /** Run fn with a dense output: out itself when `dense(out)`, else a temporary copied into out afterwards. */

@@ -8,24 +8,13 @@
 import type { ReduceOp, TensorView } from "../backend.ts";
 import { cpuBackend } from "../cpu/index.ts";
 import { reduceCode } from "../../../ffi/cuda/kernels.ts";
-import { type DType, isFloat } from "../../core/dtype.ts";
+import { isFloat } from "../../core/dtype.ts";
 import { isContiguous, numel } from "../../core/shape.ts";
-import { type Temp, cudaContext, dptr, launch, requireDType, tagOf, temp } from "./context.ts";
+import { cudaContext, dptr, launch, requireDType, tagOf } from "./context.ts";
 import { copy } from "./elementwise.ts";
+import { contiguousAs } from "./dense-views.ts";
 import { viaCpu } from "./fallback.ts";
 
-/** A contiguous view of `v` in `dtype`: v itself, or a copy (converted) to free afterwards. */
-export function contiguousAs(v: TensorView, dtype: DType = v.dtype): { view: TensorView; temp: Temp | null } {
-  if (v.dtype === dtype && isContiguous(v.shape, v.strides)) return { view: v, temp: null };
-  const t = temp(v.shape, dtype);
-  try {
-    copy(v, t);
-  } catch (e) {
-    t.free();
-    throw e;
-  }
-  return { view: t, temp: t };
-}
 
 export function reduce(op: ReduceOp, x: TensorView, dims: readonly number[], out: TensorView, correction: number): void {
   const outN = numel(out.shape);
