@@ -121,7 +121,7 @@ export function registerGenerate(program: Command): void {
       new Option("--tome <ratio>", "Token Merging (tomesd): merge this share of the tokens in the highest-resolution attention level, e.g. 0.5").argParser(finite),
     )
     .option("--deepcache <interval>", "DeepCache: run the whole UNet every <interval> steps and only its shallow branch in between (e.g. 3)", positiveInt("--deepcache"))
-    .option("--fuse-qkv", "fused q/k/v projections, and the prompt's cross-attention keys/values computed once per image")
+    .option("--fuse-qkv", "fused q/k/v projections, and the prompt's cross-attention keys/values computed once per image (on by default on CUDA unless --offload)")
     .option("--vae-slicing", "decode the batch one image at a time (less memory for --batch > 1)")
     .option("--vae-tiling", "decode in overlapping tiles of the VAE's sample size, as diffusers (less memory for large images)")
     .option("--vae-tiling-seamless", "decode tile by tile layer by layer, equal to the untiled decode (no seams; activations kept in host memory)")

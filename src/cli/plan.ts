@@ -23,6 +23,7 @@ export interface PlanCliOptions {
   prefetch?: number;
   vaeTiling?: boolean;
   vaeSlicing?: boolean;
+  fuseQkv?: boolean;
   cfg: boolean;
   json?: boolean;
 }
@@ -46,6 +47,7 @@ export function runPlan(o: PlanCliOptions): { plan: MemoryPlan; models: string }
       prefetchBytes: o.prefetch !== undefined ? o.prefetch * 2 ** 20 : 0,
       vaeTiling: o.vaeTiling ?? false,
       vaeSlicing: o.vaeSlicing ?? false,
+      fusedQkv: o.fuseQkv ?? false,
     });
     return { plan, models: spec.description };
   } finally {
@@ -104,6 +106,7 @@ export function registerPlan(program: Command): void {
     .option("--prefetch <MiB>", "sequential offload's look-ahead of weight uploads, in MiB", positiveInt("--prefetch"))
     .option("--vae-tiling", "decode in tiles")
     .option("--vae-slicing", "decode a batch one image at a time")
+    .option("--fuse-qkv", "with fused QKV projections (a pipeline on CUDA has them by default, unless offloading)")
     .option("--no-cfg", "without classifier-free guidance (guidance scale ≤ 1)")
     .option("--json", "print JSON")
     .action((o: PlanCliOptions) => {

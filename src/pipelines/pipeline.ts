@@ -122,6 +122,9 @@ export abstract class DiffusionPipeline<O extends GenerateOptions, X> {
     this.defaultScheduler = p.defaultScheduler;
     // on CUDA convolutions run NHWC through cuDNN's tensor-core kernels by default (decision 22)
     if (p.device === "cuda") this.enableChannelsLast();
+    // and q/k/v (k/v) are one GEMM each, the text K/V computed once per run (decision 10): listed as
+    // fusedQkv(auto=true), which steps aside when CPU offload is enabled
+    if (p.device === "cuda") this.#installFusedQkv({}, true);
     // CUDA-graph steps are on by default where graphs work (each graph's first replay is checked bit for bit
     // against the eager step; a differing shape runs eagerly): listed as cudaGraphs(auto=true)
     if (cudaGraphsProblem(this.device) === null) this.#installCudaGraphs({ auto: true });
@@ -171,7 +174,7 @@ export abstract class DiffusionPipeline<O extends GenerateOptions, X> {
         };
       });
     } finally {
-      if (fused) this.fuseQkvProjections(fused.options as FuseQkvOptions);
+      if (fused) this.#installFusedQkv(fused.options as FuseQkvOptions, fused.options.auto === true);
     }
   }
 
@@ -306,15 +309,22 @@ export abstract class DiffusionPipeline<O extends GenerateOptions, X> {
    * (self-attention) or k/v (cross-attention), with the text K/V computed once per generate() unless
    * `cacheCrossAttention: false` (src/speed/fused-qkv.ts). Fused modules keep the pipeline's attention kind
    * (setAttentionKind() unfuses and fuses again); modules with another feature's processor are left alone.
-   * Listed by features() as "fusedQkv".
+   * On by default on CUDA, listed as fusedQkv(auto=true): the default one steps aside when CPU offload is enabled,
+   * an explicit one refuses offload. Costs the fused weights' bytes (a copy of the q/k/v and k/v weights; the
+   * memory plan counts them). Listed by features() as "fusedQkv".
    */
   fuseQkvProjections(opts: FuseQkvOptions = {}): void {
+    this.#installFusedQkv(opts, false);
+  }
+
+  /** fuseQkvProjections(); `auto`: the default-on one (listed with auto=true), which CPU offload removes. */
+  #installFusedQkv(opts: FuseQkvOptions, auto: boolean): void {
     this.#assertUsable();
     const options = { cacheCrossAttention: opts.cacheCrossAttention ?? true };
     const offload = ["modelCpuOffload", "sequentialCpuOffload"].find((n) => this.#features.has(n));
     if (offload)
       throw new Error(`fuseQkvProjections: ${offload} is active; fused QKV's concatenated weights would not be offloaded. fused QKV and CPU offload do not combine; call disableOffload() to use fused QKV`);
-    this.installFeature("fusedQkv", options, () => {
+    this.installFeature("fusedQkv", auto ? { ...options, auto: true } : options, () => {
       const h = fuseQkvProjections([this.unet, this.vae], options);
       return { remove: () => h.remove(), afterRun: () => h.clear() };
     });
@@ -326,10 +336,17 @@ export abstract class DiffusionPipeline<O extends GenerateOptions, X> {
     return [...encoders, this.unet, this.vae];
   }
 
+  /** Checks only (nothing changes): an explicitly enabled fused QKV refuses offload; a default-on one does not. */
   #assertOffloadable(method: string): void {
     assertOffloadDevice(this.device, method);
-    if (this.#features.has("fusedQkv"))
+    const fused = this.features().find((f) => f.name === "fusedQkv");
+    if (fused && fused.options.auto !== true)
       throw new Error(`${method}: fused QKV projections are active; their concatenated weights live outside the modules' parameters and would stay on the device; fused QKV and CPU offload do not combine, call unfuseQkvProjections() first`);
+  }
+
+  /** After every check of an offload method passed: a default-on fused QKV steps aside (its weights are freed). */
+  #yieldFusedQkv(): void {
+    if (this.features().find((f) => f.name === "fusedQkv")?.options.auto === true) this.#features.disable("fusedQkv");
   }
 
   /**
@@ -344,6 +361,7 @@ export abstract class DiffusionPipeline<O extends GenerateOptions, X> {
   #installModelOffload(shown: Record<string, unknown>): void {
     this.#assertUsable();
     this.#assertOffloadable("enableModelCpuOffload");
+    this.#yieldFusedQkv();
     this.#features.disable("sequentialCpuOffload");
     this.installFeature("modelCpuOffload", shown, () => {
       const h = installModelOffload(this.#offloadOrder(), this.device);
@@ -366,6 +384,7 @@ export abstract class DiffusionPipeline<O extends GenerateOptions, X> {
     const options = resolveSequentialOptions(opts);
     this.#assertOffloadable("enableSequentialCpuOffload");
     this.#yieldCudaGraphs("enableSequentialCpuOffload", "sequential offload uploads weights inside the step's hooks, which a replayed graph would not run");
+    this.#yieldFusedQkv();
     this.#features.disable("modelCpuOffload");
     this.installFeature("sequentialCpuOffload", { ...options, ...shown }, () => {
       const h = installSequentialOffload(this.#offloadOrder(), this.device, options);
@@ -533,7 +552,7 @@ export abstract class DiffusionPipeline<O extends GenerateOptions, X> {
    * The memory plan of a run (plan.ts): predicted peak device bytes per phase (text encoding, denoising, decoding)
    * and the weights resident in each, computed on "meta" without touching the weights. Defaults: the model's
    * native size, one image, guidance on, and this pipeline's active features (attention kind, token merging,
-   * VAE slicing / tiling); any of them can be overridden to ask "what if".
+   * VAE slicing / tiling, offload, fused QKV); any of them can be overridden to ask "what if".
    */
   plan(opts: Partial<PlanRequest> = {}): MemoryPlan {
     this.#assertUsable();
@@ -564,6 +583,7 @@ export abstract class DiffusionPipeline<O extends GenerateOptions, X> {
       vaeSlicing: this.vae.useSlicing,
       offload: this.offloadStrategy(),
       prefetchBytes: prefetchBytesOf(feature("sequentialCpuOffload")),
+      fusedQkv: feature("fusedQkv") !== undefined,
       ...opts,
     });
   }

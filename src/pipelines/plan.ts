@@ -22,6 +22,7 @@ import { AttnProcessorDefault } from "../nn/attention.ts";
 import { setAttnProcessor } from "../nn/attention-processors.ts";
 import type { Module } from "../nn/module.ts";
 import { type DType, type Device, type Tensor, cat, empty, measureMemory, planAs, tidy } from "../tensor/index.ts";
+import { fuseQkvProjections, type FusedQkvHandle } from "../speed/fused-qkv.ts";
 import { type TokenMergingOptions, applyTokenMerging, removeTokenMerging, resolveTokenMergingOptions } from "../tome/index.ts";
 import { decodeLatents } from "./decode.ts";
 import { type EmbeddingLayer, type TextEncoder, type TokenRows, encodeRows } from "./prompt-encoding.ts";
@@ -61,6 +62,9 @@ export interface PlanRequest {
   prefetchBytes?: number;
   vaeTiling?: Partial<VaeTilingOptions> | boolean;
   vaeSlicing?: boolean;
+  /** Fused QKV projections (pipe.fuseQkvProjections; on by default on CUDA): the step runs fused processors and
+   * keeps the text K/V cache. Ignored with offload (they do not combine). */
+  fusedQkv?: boolean;
   /** Whether the run decodes (default true). */
   decode?: boolean;
 }
@@ -168,7 +172,11 @@ export function planMemory(models: MetaModels, req: PlanRequest): MemoryPlan {
   if (req.vaeSlicing) vae.enableSlicing();
   else vae.disableSlicing();
   const tomeHandle = tome ? applyTokenMerging(models.unet, tome) : null;
+  const fused: FusedQkvHandle[] = [];
   try {
+    // fused on meta too, so the step runs the real processors and keeps their text K/V cache; the fused weights
+    // are the parameters' own bytes (the parameters become views of them), so the weights do not change
+    if (req.fusedQkv && offload === "none") fused.push(fuseQkvProjections([models.unet, models.vae]));
     const shape = runShape(models, req.width, req.height, batch, cfg, seqLen);
     const device = req.device ?? "meta";
     const phases = planAs(device, () => measurePhases(models, shape, req.decode ?? true));
@@ -180,6 +188,7 @@ export function planMemory(models: MetaModels, req: PlanRequest): MemoryPlan {
     const top = plans.reduce((a, b) => (b.peak > a.peak ? b : a));
     const notes = ["one prompt per image; scheduler state beyond one step (multistep histories) is not included"];
     if (device === "meta") notes.push("op workspaces (cuDNN) are modelled only when planning for a loaded device");
+    if (fused.length) notes.push(`fused QKV on ${fused[0]!.processors.length} attention modules: the cached text K/V are in the denoising phase`);
     if (tome && "mode" in tome && tome.mode === "todo") notes.push("token downsampling (ToDo) modelled on the UNet's self-attention keys/values");
     return {
       device,
@@ -201,6 +210,7 @@ export function planMemory(models: MetaModels, req: PlanRequest): MemoryPlan {
       notes,
     };
   } finally {
+    for (const h of fused) h.remove();
     if (tomeHandle) removeTokenMerging(models.unet);
     vae.enableTiling(tiling);
     if (!was.tiling) vae.disableTiling();

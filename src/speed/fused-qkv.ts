@@ -1,7 +1,10 @@
 // Fused QKV projections (diffusers' fuse_qkv_projections / FusedAttnProcessor2_0) as an attention processor:
 // at install the processor concatenates the module's to_q, to_k, to_v weights (self-attention: [3·inner, C])
 // or to_k, to_v (cross-attention: [2·inner, cross]) — and their biases — into one weight it owns (tensor ops
-// only; freed on removal), runs one GEMM per call and splits the result with views (narrow on the last dim).
+// only), runs one GEMM per call and splits the result with views (narrow on the last dim). The projections'
+// own parameters become row views of the fused weight (their old tensors are released), so the bytes are held
+// once: fusing costs no memory beyond one module's weights while it is being fused. On removal each parameter
+// gets a contiguous copy of its rows again (bit for bit) and the fused weight is freed.
 // The output equals the unfused one within float32 rounding: the GEMM's N changes, so the BLAS kernel may
 // block (and so sum) differently; measured differences are in the tests.
 //
@@ -22,6 +25,7 @@ import { Attention, type AttentionCallOptions, type AttnProcessor, AttnProcessor
 import type { AttentionKind, AttentionOptions } from "../nn/attention-dispatch.ts";
 import { attentionModules } from "../nn/attention-processors.ts";
 import type { Module } from "../nn/module.ts";
+import type { Parameter } from "../nn/parameter.ts";
 import { type Tensor, cat, keep, linear, tidy } from "../tensor/index.ts";
 
 export interface FuseQkvOptions {
@@ -47,6 +51,8 @@ export class FusedQkvProcessor implements AttnProcessor {
   readonly stats: FusedQkvStats = { calls: 0, kvComputed: 0, kvReused: 0 };
   readonly #cross: boolean;
   readonly #kv = new Map<Tensor, { kv: Tensor; k: Tensor; v: Tensor }>();
+  /** The projections' parameters and the row views of the fused tensors they hold while fused. */
+  readonly #views: { param: Parameter; view: Tensor }[] = [];
   #disposed = false;
 
   constructor(
@@ -61,7 +67,19 @@ export class FusedQkvProcessor implements AttnProcessor {
     this.weight = keep(cat(lin.map((l) => l.weight.value), 0)); // [n·inner, in]
     const biases = lin.map((l) => l.bias?.value ?? null);
     this.bias = biases.every((b) => b !== null) ? keep(cat(biases as Tensor[], 0)) : null; // [n·inner]
-    if (!this.bias && biases.some((b) => b !== null)) throw new Error("FusedQkvProcessor: to_q/to_k/to_v disagree on bias");
+    if (!this.bias && biases.some((b) => b !== null)) {
+      this.weight.dispose();
+      throw new Error("FusedQkvProcessor: to_q/to_k/to_v disagree on bias");
+    }
+    // the parameters hold rows of the fused tensors from now on (their own storage is released)
+    lin.forEach((l, j) => {
+      const rows = [[l.weight, this.weight.narrow(0, j * this.inner, this.inner)] as const];
+      if (this.bias) rows.push([l.bias!, this.bias.narrow(0, j * this.inner, this.inner)] as const);
+      for (const [param, view] of rows) {
+        param.replace(view);
+        this.#views.push({ param, view });
+      }
+    });
   }
 
   process(attn: Attention, hidden: Tensor, encoder: Tensor | null, call: AttentionCallOptions): Tensor {
@@ -118,10 +136,12 @@ export class FusedQkvProcessor implements AttnProcessor {
       }
   }
 
-  /** Free the fused weight and the cache. */
+  /** Give the projections their own (contiguous) weights back, then free the fused weight and the cache. */
   dispose(): void {
     if (this.#disposed) return;
     this.clear(true);
+    for (const { param, view } of this.#views) if (param.value === view) param.replace(view.clone()); // a replaced one is the replacer's
+    this.#views.length = 0;
     this.weight.dispose();
     this.bias?.dispose();
     this.#disposed = true;

@@ -205,8 +205,8 @@ async function pipeline(dir: string): Promise<Record<string, unknown>> {
     return new Bun.CryptoHasher("sha256").update(px).digest("hex");
   };
   try {
-    const plain = await hash();
-    pipe.enableModelCpuOffload(); // uploads on the copy stream, ordered against compute by events
+    const plain = await hash(); // the CUDA defaults: channels-last, fused QKV, CUDA-graph steps
+    pipe.enableModelCpuOffload(); // uploads on the copy stream, ordered against compute by events (fused QKV steps aside)
     const modelOffload = await hash();
     const features = pipe.features().map((f) => f.name);
     pipe.enableSequentialCpuOffload({ prefetch: true }); // per-module uploads inside the step, prefetched on copy

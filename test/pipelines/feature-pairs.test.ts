@@ -1,7 +1,7 @@
 // Every pair of the pipeline's optional features, enabled in both orders, either works together or is refused at
 // enable time with an error that names the conflict — nothing in between. Features: token merging, DeepCache,
 // fused QKV, VAE slicing, VAE tiling, the naive attention kind, channels-last and (on a CUDA device: the emulated one
-// in CI) model and sequential CPU offload and CUDA-graph steps (channels-last and CUDA graphs are on by default there:
+// in CI) model and sequential CPU offload and CUDA-graph steps (channels-last, fused QKV and CUDA graphs are on by default there:
 // the pipeline starts without them here so that every pair is enabled explicitly; a replayed step is bit-identical, so
 // graphs count as memory-only). For a working pair the run must give a finite image, features() must list both,
 // and where one of the two only moves memory (offload, and slicing at batch 1) the image must equal the other
@@ -79,11 +79,13 @@ describe(`feature pairs on ${device}`, () => {
     await makeTinyModel(path.join(tmp, "sd15"), { preset: "sd15", seed: 831 });
     pipe = await loadPipeline(path.join(tmp, "sd15"), { device, dtype: "float32" }); // explicit: CUDA would default to bfloat16
     // channels-last and CUDA graphs are on by default on CUDA only; the pairs start from a pipeline without features
-    expect(pipe.features().map((f) => f.name).sort()).toEqual(device === "cuda" ? ["channelsLast", "cudaGraphs"] : []);
+    expect(pipe.features().map((f) => f.name).sort()).toEqual(device === "cuda" ? ["channelsLast", "cudaGraphs", "fusedQkv"] : []);
     if (device === "cuda") {
       expect(pipe.features().find((f) => f.name === "cudaGraphs")?.options).toEqual({ auto: true });
+      expect(pipe.features().find((f) => f.name === "fusedQkv")?.options).toEqual({ cacheCrossAttention: true, auto: true });
       pipe.disableCudaGraphs();
       pipe.disableChannelsLast();
+      pipe.unfuseQkvProjections();
     }
   });
   afterAll(() => {
