@@ -19,7 +19,7 @@
 //   bdk_group_norm_workspace(N, C, S, groups) -> bytes (0 when the groups are not split; < 0 for bad sizes).
 //   bdk_layer_norm_<t>(out, x, weight, bias, rows, cols, eps, stream)              x, out: contiguous [rows, cols];
 //       weight, bias: [cols] or null.
-#include "common.cuh"
+#include "group_norm.cuh"
 
 namespace bd {
 constexpr int64_t kSplitMin = 8192;  // groups with more elements are split over blocks
@@ -41,12 +41,6 @@ __device__ __forceinline__ void block_stats(const T* x, int64_t n, float eps, fl
   rstd = 1.f / sqrtf(block_sum(q, red) / (float)n + eps);
 }
 
-// x + a rounded to T (the value the unfused add would have stored), or x.
-template <class T>
-BD_HD float plus(T x, const T* add, int64_t nc) {
-  return add ? to_f32(from_f32<T>(to_f32(x) + to_f32(add[nc]))) : to_f32(x);
-}
-BD_HD float silu_f(float y) { return y / (1.f + expf(-y)); }
 
 template <class T>  // at most 512 threads: under the 64-register cap of 1024 threads it spills
 __global__ void __launch_bounds__(512) group_norm_kernel(T* out, const T* x, const T* w, const T* b, const T* add,
@@ -117,16 +111,6 @@ __global__ void __launch_bounds__(kSplitThreads) group_norm_partial_kernel(Piece
   }
 }
 
-// Chan et al.: (n, mean, M2) ∪= (nb, mb, m2b).
-BD_HD void chan_merge(float& n, float& mean, float& m2, float nb, float mb, float m2b) {
-  float t = n + nb;
-  if (nb == 0.f) return;
-  float d = mb - mean, f = nb / t;
-  mean += d * f;
-  m2 += m2b + d * d * n * f;
-  n = t;
-}
-
 // Pass 2: merge the group's partials (warp 0: lane l takes partials l, l + 32, …, then a fixed shuffle tree, lane
 // 0's result broadcast), then normalise this block's piece.
 template <class T>
@@ -137,18 +121,7 @@ __global__ void __launch_bounds__(kSplitThreads) group_norm_apply_kernel(Pieces 
   const int64_t per_group = q.cg * q.P;
   for (int64_t blk = blockIdx.x; blk < q.blocks(); blk += gridDim.x) {
     int64_t nc = blk / q.P, p = blk % q.P, first = blk / per_group * per_group;
-    if (threadIdx.x < 32) {
-      float n = 0.f, mean = 0.f, m2 = 0.f;
-      for (int64_t j = threadIdx.x; j < per_group; j += 32)
-        chan_merge(n, mean, m2, (float)q.count(j % q.P), ws[2 * (first + j)], ws[2 * (first + j) + 1]);
-#pragma unroll
-      for (int o = 16; o > 0; o >>= 1) {
-        float nb = __shfl_down_sync(0xffffffffu, n, o), mb = __shfl_down_sync(0xffffffffu, mean, o),
-              m2b = __shfl_down_sync(0xffffffffu, m2, o);
-        chan_merge(n, mean, m2, nb, mb, m2b);
-      }
-      if (threadIdx.x == 0) st[0] = mean, st[1] = 1.f / sqrtf(m2 / n + eps);
-    }
+    merge_group_partials(ws, first, per_group, [&](int64_t j) { return q.count(j % q.P); }, eps, st);
     __syncthreads();
     float mean = st[0], rstd = st[1];
     __syncthreads();  // st is rewritten by the next piece

@@ -19,7 +19,7 @@
 //       ws: bdk_group_norm_nhwc_workspace(N, C, S, groups) bytes of device memory (null when 0); a group must have
 //       fewer than 2³¹ elements (32-bit index arithmetic), else cudaErrorInvalidValue.
 //   bdk_group_norm_nhwc_workspace(N, C, S, groups) -> bytes (0 when the groups are not split; < 0 for bad sizes).
-#include "common.cuh"
+#include "group_norm.cuh"
 
 namespace bd {
 namespace nhwc {
@@ -37,12 +37,6 @@ struct Group {
   BD_HD int64_t channel(int64_t g, int64_t i) const { return g * cg + (uint32_t)i % (uint32_t)cg; }
 };
 
-// x + a rounded to T (the value the unfused add would have stored), or x.
-template <class T>
-BD_HD float plus(T x, const T* add, int64_t nc) {
-  return add ? to_f32(from_f32<T>(to_f32(x) + to_f32(add[nc]))) : to_f32(x);
-}
-BD_HD float silu_f(float y) { return y / (1.f + expf(-y)); }
 
 // Pieces of a split group: piece p covers pixels [p·pix, min((p + 1)·pix, S)) of every channel of the group; blocks
 // are numbered (n·groups + g)·P + p.
@@ -114,16 +108,6 @@ __global__ void __launch_bounds__(kThreads) group_norm_partial_kernel(Pieces r, 
   }
 }
 
-// Chan et al.: (n, mean, M2) ∪= (nb, mb, m2b).
-BD_HD void chan_merge(float& n, float& mean, float& m2, float nb, float mb, float m2b) {
-  float t = n + nb;
-  if (nb == 0.f) return;
-  float d = mb - mean, f = nb / t;
-  mean += d * f;
-  m2 += m2b + d * d * n * f;
-  n = t;
-}
-
 // Pass 2: merge the group's P partials (warp 0: lane l takes partials l, l + 32, …, then a fixed shuffle tree, lane
 // 0's result broadcast), then normalise this block's piece.
 template <class T>
@@ -133,18 +117,7 @@ __global__ void __launch_bounds__(kThreads) group_norm_apply_kernel(Pieces r, co
   const Group& q = r.q;
   for (int64_t blk = blockIdx.x; blk < r.blocks(); blk += gridDim.x) {
     int64_t ng = blk / r.P, p = blk % r.P, n = ng / q.groups, g = ng % q.groups, firstBlk = ng * r.P;
-    if (threadIdx.x < 32) {
-      float cnt = 0.f, mean = 0.f, m2 = 0.f;
-      for (int64_t j = threadIdx.x; j < r.P; j += 32)
-        chan_merge(cnt, mean, m2, (float)r.count(j), ws[2 * (firstBlk + j)], ws[2 * (firstBlk + j) + 1]);
-#pragma unroll
-      for (int o = 16; o > 0; o >>= 1) {
-        float nb = __shfl_down_sync(0xffffffffu, cnt, o), mb = __shfl_down_sync(0xffffffffu, mean, o),
-              m2b = __shfl_down_sync(0xffffffffu, m2, o);
-        chan_merge(cnt, mean, m2, nb, mb, m2b);
-      }
-      if (threadIdx.x == 0) st[0] = mean, st[1] = 1.f / sqrtf(m2 / cnt + eps);
-    }
+    merge_group_partials(ws, firstBlk, r.P, [&](int64_t j) { return r.count(j); }, eps, st);
     __syncthreads();
     float mean = st[0], rstd = st[1];
     __syncthreads();  // st is rewritten by the next piece
