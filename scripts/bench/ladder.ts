@@ -50,10 +50,10 @@ for (const m of MODELS) if (!(m in NATIVE)) throw new Error(`--models: sd15 or s
 
 interface Rung {
   name: string;
-  /** Apply this rung to the UNet (cumulative); null = not implemented in this library yet, or `skipped` here. */
+  /** Apply this rung to the UNet (cumulative); null: it does not run on this device (`skipped` says why). */
   apply: ((u: UNet2DConditionModel, state: { dtype: DType }) => void) | null;
   note?: string;
-  /** Why an implemented rung does not run on this device (its row has no time). */
+  /** Why the rung does not run on this device (its row has no time). */
   skipped?: string;
 }
 const attention = (kind: AttentionKind) => (u: UNet2DConditionModel) => void setAttnProcessor(u, new AttnProcessorDefault(kind));
@@ -65,7 +65,7 @@ const RUNGS: Rung[] = [
   { name: "float32, default attention", apply: (u, s) => { s.dtype = "float32"; u.to({ dtype: "float32" }); attention("naive")(u); } },
   DTYPE_RUNG
     ? { name: FAST, apply: (u, s) => { s.dtype = FAST; u.to({ dtype: FAST }); } }
-    : { name: FAST, apply: null, note: "skipped on the CPU backend: it computes in float32, 16-bit storage only adds conversions (--fast-dtype to run it)" },
+    : { name: FAST, apply: null, skipped: "skipped on the CPU backend: it computes in float32, 16-bit storage only adds conversions (--fast-dtype to run it)" },
   { name: "+ memory-efficient attention", apply: attention("fused") },
   DEVICE === "cuda"
     ? {
@@ -112,15 +112,14 @@ for (const arch of MODELS) {
   let first = Number.NaN;
   for (const rung of RUNGS) {
     if (!rung.apply) {
-      const implemented = rung.skipped !== undefined;
-      rows.push({ model: arch, size: px, steps: STEPS, rung: rung.name, implemented, note: rung.skipped ?? rung.note, seconds_per_image: null, it_per_s: null, speedup_vs_first: null });
+      rows.push({ model: arch, size: px, steps: STEPS, rung: rung.name, note: rung.skipped, seconds_per_image: null, it_per_s: null, speedup_vs_first: null });
       continue;
     }
     rung.apply(unet, state);
     image(1); // untimed: kernels, plans, JIT at this dtype
     const s = image(STEPS);
     if (Number.isNaN(first)) first = s;
-    rows.push({ model: arch, size: px, steps: STEPS, rung: rung.name, implemented: true, dtype: state.dtype, seconds_per_image: round(s, 3), it_per_s: round(STEPS / s, 3), speedup_vs_first: round(first / s, 3), ...(rung.note ? { note: rung.note } : {}) });
+    rows.push({ model: arch, size: px, steps: STEPS, rung: rung.name, dtype: state.dtype, seconds_per_image: round(s, 3), it_per_s: round(STEPS / s, 3), speedup_vs_first: round(first / s, 3), ...(rung.note ? { note: rung.note } : {}) });
     console.error(JSON.stringify(rows[rows.length - 1]));
   }
   while (removers.length) removers.pop()!();
@@ -173,7 +172,7 @@ function chartSvg(rs: Record<string, unknown>[], title: string): string {
     for (const r of group) {
       const s = r.seconds_per_image as number | null;
       parts.push(`<text x="${left - 8}" y="${y + 15}" text-anchor="end" font-size="13">${esc(r.rung as string)}</text>`);
-      if (s === null) parts.push(`<text x="${left + 4}" y="${y + 15}" font-size="12" fill="#888">${String(r.note).startsWith("skipped") ? "skipped on this device" : "not implemented yet"}</text>`);
+      if (s === null) parts.push(`<text x="${left + 4}" y="${y + 15}" font-size="12" fill="#888">skipped on this device</text>`);
       else {
         const w = Math.max(1, ((W - left - 90) * s) / max);
         parts.push(`<rect x="${left}" y="${y + 2}" width="${w.toFixed(1)}" height="${barH - 6}" fill="#3b7dd8"/>`);
