@@ -310,8 +310,8 @@ export abstract class DiffusionPipeline<O extends GenerateOptions, X> {
    * `cacheCrossAttention: false` (src/speed/fused-qkv.ts). Fused modules keep the pipeline's attention kind
    * (setAttentionKind() unfuses and fuses again); modules with another feature's processor are left alone.
    * On by default on CUDA, listed as fusedQkv(auto=true): the default one steps aside when CPU offload is enabled,
-   * an explicit one refuses offload. Costs the fused weights' bytes (a copy of the q/k/v and k/v weights; the
-   * memory plan counts them). Listed by features() as "fusedQkv".
+   * an explicit one refuses offload. Costs no memory after fusing: the projections' parameters become views of the
+   * fused weights. Listed by features() as "fusedQkv".
    */
   fuseQkvProjections(opts: FuseQkvOptions = {}): void {
     this.#installFusedQkv(opts, false);
@@ -341,10 +341,10 @@ export abstract class DiffusionPipeline<O extends GenerateOptions, X> {
     assertOffloadDevice(this.device, method);
     const fused = this.features().find((f) => f.name === "fusedQkv");
     if (fused && fused.options.auto !== true)
-      throw new Error(`${method}: fused QKV projections are active; their concatenated weights live outside the modules' parameters and would stay on the device; fused QKV and CPU offload do not combine, call unfuseQkvProjections() first`);
+      throw new Error(`${method}: fused QKV projections are active; the projections' parameters are views of the fused weights, which offload would not move; fused QKV and CPU offload do not combine, call unfuseQkvProjections() first`);
   }
 
-  /** After every check of an offload method passed: a default-on fused QKV steps aside (its weights are freed). */
+  /** After every check of an offload method passed: a default-on fused QKV steps aside (the projections get their own weights back). */
   #yieldFusedQkv(): void {
     if (this.features().find((f) => f.name === "fusedQkv")?.options.auto === true) this.#features.disable("fusedQkv");
   }

@@ -21,7 +21,7 @@ import {
   shapeEquals,
 } from "../core/shape.ts";
 import type { Storage } from "../core/storage.ts";
-import { type MemoryFormat, memoryFormatOf, stridesFor } from "../core/memory-format.ts";
+import { type MemoryFormat, channelsLastOrder, memoryFormatOf, stridesFor } from "../core/memory-format.ts";
 
 /** Set by Tensor#view just before `new Tensor`: the constructor then adopts the fresh shape/stride arrays it is given. */
 let adoptArrays = false;
@@ -338,9 +338,8 @@ export class Tensor implements TensorView {
     }
     if (format === "channelsLast") {
       // move the storage order as it lies ([N, H, W, C] is row-major) and view it back as [N, C, H, W]
-      const nd = this.ndim;
-      const order = [0, ...Array.from({ length: nd - 2 }, (_, i) => i + 2), 1];
-      const inverse = [0, nd - 1, ...Array.from({ length: nd - 2 }, (_, i) => i + 1)];
+      const order = channelsLastOrder(this.ndim);
+      const inverse = order.map((_, i) => order.indexOf(i));
       const stored = this.permute(order);
       try {
         const moved = stored.to({ dtype, device });

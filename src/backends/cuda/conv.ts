@@ -15,7 +15,7 @@
 import type { Conv2dParams, TensorView } from "../backend.ts";
 import { ALGO_PERF, cudnnConvolutionMode, cudnnDataType, cudnnMathType, cudnnTensorFormat } from "../../../ffi/cuda/cudnn.ts";
 import { type DType, dtypeBytes } from "../../core/dtype.ts";
-import { hasChannelsLastStrides } from "../../core/memory-format.ts";
+import { hasChannelsLastStrides, memoryFormatOf } from "../../core/memory-format.ts";
 import { isContiguous, numel } from "../../core/shape.ts";
 import { cudaContext, describe, dptr, requireDType, temp, type CudaContext, type Temp } from "./context.ts";
 import { binary, copy } from "./elementwise.ts";
@@ -59,9 +59,7 @@ export function clearConvPlans(): void {
 }
 
 /** Whether conv2d writes `out` in NHWC: a dense channels-last output that is not also row-major. */
-function isNhwc(out: TensorView): boolean {
-  return hasChannelsLastStrides(out.shape, out.strides) && !isContiguous(out.shape, out.strides);
-}
+const isNhwc = (out: TensorView) => memoryFormatOf(out) === "channelsLast";
 
 /** v in the layout the plan reads: itself when it already is, else a dense copy to free. */
 function denseAs(v: TensorView, nhwc: boolean): { view: TensorView; temp: Temp | null } {

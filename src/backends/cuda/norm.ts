@@ -6,9 +6,9 @@
 // is one strided copy (each source pixel's channel run repeated), other cases run the NCHW kernel on contiguous copies.
 
 import type { TensorView } from "../backend.ts";
-import { hasChannelsLastStrides } from "../../core/memory-format.ts";
+import { memoryFormatOf } from "../../core/memory-format.ts";
 import { isContiguous, numel } from "../../core/shape.ts";
-import { cudaContext, dptr, dptrOrNull, launch, requireDType, tagOf, temp, type Temp } from "./context.ts";
+import { cudaContext, dptr, dptrOrNull, launch, requireDType, tagOf, temp } from "./context.ts";
 import { copy } from "./elementwise.ts";
 import { channelsLastAs, contiguousAs } from "./dense-views.ts";
 
@@ -22,10 +22,10 @@ function contiguousAll<R>(views: (TensorView | null)[], fn: (vs: (TensorView | n
   }
 }
 
-/** Run fn with a dense output: out itself when `dense(out)`, else a temporary copied into out afterwards. */
-function throughDense(out: TensorView, dense: (v: TensorView) => boolean, make: () => Temp, fn: (o: TensorView) => void): void {
-  if (dense(out)) return fn(out);
-  const t = make();
+/** Run fn with a contiguous output: out itself when it is, else a temporary copied into out afterwards. */
+function throughContiguous(out: TensorView, fn: (o: TensorView) => void): void {
+  if (isContiguous(out.shape, out.strides)) return fn(out);
+  const t = temp(out.shape, out.dtype);
   try {
     fn(t);
     copy(t, out);
@@ -45,7 +45,7 @@ export function groupNorm(
   const C = x.shape[1]!;
   const S = total / (N * C);
   const ctx = cudaContext();
-  const nhwc = x.shape.length >= 3 && hasChannelsLastStrides(out.shape, out.strides) && !isContiguous(out.shape, out.strides);
+  const nhwc = memoryFormatOf(out) === "channelsLast";
   // a group larger than the kernel's split size is normalised in pieces: one float (mean, M2) pair per piece
   // (< 0 for sizes the launcher refuses: it then fails naming the op)
   const wsBytes = Number(nhwc ? ctx.k.bdk_group_norm_nhwc_workspace!(N, C, S, groups) : ctx.k.bdk_group_norm_workspace!(N, C, S, groups));
@@ -65,7 +65,7 @@ export function groupNorm(
       }
       return;
     }
-    throughDense(out, (o) => isContiguous(o.shape, o.strides), () => temp(out.shape, out.dtype), (o) =>
+    throughContiguous(out, (o) =>
       contiguousAll([x, weight, bias, add], ([xc, w, b, a]) =>
         launch(`bdk_group_norm_${tagOf(x.dtype)}`, what, [x, weight, bias, add, out],
           dptr(o), dptr(xc!), dptrOrNull(w!), dptrOrNull(b!), dptrOrNull(a!), N, C, S, groups, eps, silu ? 1 : 0, ws ? dptr(ws) : null,
@@ -104,7 +104,7 @@ export function upsampleNearest2d(x: TensorView, out: TensorView): void {
     return copy(src, dst);
   }
   const planes = numel(x.shape.slice(0, nd - 2));
-  throughDense(out, (o) => isContiguous(o.shape, o.strides), () => temp(out.shape, out.dtype), (o) =>
+  throughContiguous(out, (o) =>
     contiguousAll([x], ([xc]) =>
       launch(`bdk_upsample_nearest2d_${tagOf(x.dtype)}`, "upsampleNearest2d", [x, out], dptr(o), dptr(xc!), planes, H, W, OH, OW, cudaContext().stream),
     ),
