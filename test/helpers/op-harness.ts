@@ -2,13 +2,14 @@
 // rounded to the dtype under test (so references see exactly the stored values), float64
 // references, and tolerances per dtype with their reason.
 
-import { expect } from "bun:test";
+import { afterAll, beforeAll, expect } from "bun:test";
 import type { DType } from "../../src/core/dtype.ts";
 import type { Device } from "../../src/core/device.ts";
 import { roundBf16, roundF16 } from "../../src/core/half.ts";
 import { hasBackend } from "../../src/backends/registry.ts";
 import { Tensor } from "../../src/tensor/tensor.ts";
 import { tensor } from "../../src/tensor/creation.ts";
+import { memoryStats } from "../../src/tensor/memory.ts";
 
 /** Devices every op test runs on: the CPU always, CUDA (real or emulated) when its backend is loaded. */
 export function testDevices(): Device[] {
@@ -104,4 +105,18 @@ export function expectClose(actual: ArrayLike<number>, expected: ArrayLike<numbe
 export function values(t: Tensor): Float64Array {
   const a = t.toTypedArray();
   return Float64Array.from(a as ArrayLike<number | bigint>, (x) => Number(x));
+}
+
+/** Half an ulp relative of each float dtype: the rounding of one stored value. */
+export const HALF_ULP: Record<string, number> = { float32: 2 ** -24, float16: 2 ** -11, bfloat16: 2 ** -8 };
+
+/** Register hooks asserting that each device's allocator live bytes are back to their start after the file's tests. */
+export function expectLiveBytesReturn(devices: readonly Device[]): void {
+  const live0 = new Map<Device, number>();
+  beforeAll(() => {
+    for (const d of devices) live0.set(d, memoryStats(d).live);
+  });
+  afterAll(() => {
+    for (const d of devices) expect(memoryStats(d).live).toBe(live0.get(d)!);
+  });
 }

@@ -14,26 +14,18 @@
 //   per-element arithmetic, equal bit for bit.
 // Live bytes return to their start on every device.
 
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import { hasChannelsLastStrides } from "../../src/core/memory-format.ts";
 import type { DType } from "../../src/core/dtype.ts";
 import type { Device } from "../../src/core/device.ts";
 import {
-  type Tensor, add, cat, conv2d, groupNorm, interpolateNearest, memoryStats, mul, silu, tensor, toMemoryFormat, upsampleNearest2x,
+  type Tensor, add, cat, conv2d, groupNorm, interpolateNearest, mul, silu, tensor, toMemoryFormat, upsampleNearest2x,
 } from "../../src/tensor/index.ts";
-import { FLOAT_DTYPES, expectClose, randomValues, tolerance, values } from "../helpers/op-harness.ts";
-import { testDevices } from "../helpers/op-harness.ts";
+import { FLOAT_DTYPES, HALF_ULP, expectClose, expectLiveBytesReturn, randomValues, testDevices, tolerance, values } from "../helpers/op-harness.ts";
 
 const DEVICES = testDevices();
-const live0 = new Map<Device, number>();
-beforeAll(() => {
-  for (const d of DEVICES) live0.set(d, memoryStats(d).live);
-});
-afterAll(() => {
-  for (const d of DEVICES) expect(memoryStats(d).live).toBe(live0.get(d)!);
-});
+expectLiveBytesReturn(DEVICES);
 
-const HALF_ULP: Record<string, number> = { float32: 2 ** -24, float16: 2 ** -11, bfloat16: 2 ** -8 };
 
 function make(shape: number[], dtype: DType, device: Device, seed: number, lo = -1, hi = 1): { nchw: Tensor; nhwc: Tensor; v: Float64Array } {
   const v = randomValues(shape.reduce((a, b) => a * b, 1), dtype, seed, lo, hi);

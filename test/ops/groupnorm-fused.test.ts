@@ -5,23 +5,15 @@
 // (64×64 spatial × 10 channels per group on CUDA) and small odd ones; the addend's accepted forms, its shape error,
 // the meta device's allocations (the sum is never stored), and memory returning to its start.
 
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import type { DType } from "../../src/core/dtype.ts";
 import type { Device } from "../../src/core/device.ts";
 import { type Tensor, add, empty, groupNorm, memoryStats, resetPeakMemory, silu, tensor, zeros } from "../../src/tensor/index.ts";
-import { FLOAT_DTYPES, randomValues, testDevices, values } from "../helpers/op-harness.ts";
+import { FLOAT_DTYPES, HALF_ULP, expectLiveBytesReturn, randomValues, testDevices, values } from "../helpers/op-harness.ts";
 
 const DEVICES = testDevices();
-const live0 = new Map<Device, number>();
-beforeAll(() => {
-  for (const d of DEVICES) live0.set(d, memoryStats(d).live);
-});
-afterAll(() => {
-  for (const d of DEVICES) expect(memoryStats(d).live).toBe(live0.get(d)!);
-});
+expectLiveBytesReturn(DEVICES);
 
-/** Half an ulp relative of each dtype (the rounding of one stored value). */
-const HALF_ULP: Record<string, number> = { float32: 2 ** -24, float16: 2 ** -11, bfloat16: 2 ** -8 };
 /** Half the smallest subnormal: the absolute rounding of values below the normal range (float16: |v| < 6.1e-5). */
 const HALF_SUB: Record<string, number> = { float32: 2 ** -150, float16: 2 ** -25, bfloat16: 2 ** -134 };
 

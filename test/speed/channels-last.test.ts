@@ -11,7 +11,7 @@
 // - model CPU offload installed after channels-last uploads the channels-last weights;
 // - live bytes return to their start.
 
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import path from "node:path";
 import { hasBackend } from "../../src/backends/registry.ts";
 import { layoutConversionCount, resetLayoutConversionCount } from "../../src/backends/cuda/layout-copies.ts";
@@ -21,18 +21,13 @@ import { AutoencoderKL } from "../../src/models/vae/index.ts";
 import { Conv2d } from "../../src/nn/layers.ts";
 import { installModelOffload } from "../../src/offload/index.ts";
 import { applyChannelsLast, channelsLastOf } from "../../src/speed/index.ts";
-import { type Tensor, memoryStats, tidy } from "../../src/tensor/index.ts";
+import { type Tensor, tidy } from "../../src/tensor/index.ts";
 import { type GoldenEntry, goldenCases, goldenTensor, maxError, openGolden } from "../helpers/golden.ts";
 import { goldenDir } from "../helpers/paths.ts";
+import { expectLiveBytesReturn } from "../helpers/op-harness.ts";
 
 const DEVICES: Device[] = hasBackend("cuda") ? ["cpu", "cuda"] : ["cpu"];
-const live0 = new Map<Device, number>();
-beforeAll(() => {
-  for (const d of DEVICES) live0.set(d, memoryStats(d).live);
-});
-afterAll(() => {
-  for (const d of DEVICES) expect(memoryStats(d).live).toBe(live0.get(d)!);
-});
+expectLiveBytesReturn(DEVICES);
 
 const f32 = (t: Tensor) => t.toFloat32Array();
 const rel = (a: Tensor, b: Tensor) => {
