@@ -507,10 +507,12 @@ describe.skipIf(!HAS_CUDA)("CUDA errors, streams, transfers", () => {
       expect(values(y)[99]).toBe(198); // the download waits for compute (event) and syncs the copy stream
       cudaSynchronize();
     });
-    // events record in order on the emulated runtime; elapsed time needs timing events
+    // elapsed time needs timing events, both completed, and b ordered after a: streams run asynchronously, so the
+    // copy stream waits for compute before b (without the wait b may complete first and the difference be negative)
     const a = c.streams.createEvent(true);
     const b = c.streams.createEvent(true);
     c.streams.record(a, c.stream);
+    c.streams.wait(c.streams.copy, c.stream);
     c.streams.record(b, c.streams.copy);
     c.streams.eventSynchronize(b);
     const ms = new Float32Array(1);
